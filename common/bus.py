@@ -1,0 +1,82 @@
+"""ZeroMQ socket helpers: every bookmux socket is made here, with its limits set.
+
+Rules kept by every stage:
+* receive sockets set ``MAXMSGSIZE`` (a peer sending more is disconnected by ZeroMQ);
+* PUB sockets set ``SNDHWM`` so a slow peer costs bounded memory (ZeroMQ drops for that peer
+  only; the receiver's sequence check sees the drop);
+* ``LINGER`` is short so a stopping process never hangs on unsent data;
+* nothing busy-polls: loops block in ``poll``/``recv`` with a timeout for their timers.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+DEFAULT_HWM = 10_000
+LINGER_MS = 200
+
+
+def context() -> zmq.Context:
+    """The process-wide ZeroMQ context."""
+    return zmq.Context.instance()
+
+
+def _common(s: zmq.Socket, max_msg_size: int | None) -> zmq.Socket:
+    s.setsockopt(zmq.LINGER, LINGER_MS)
+    if max_msg_size:
+        s.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
+    return s
+
+
+def pub(endpoint: str, *, hwm: int = DEFAULT_HWM, bind: bool = True,
+        ctx: zmq.Context | None = None) -> zmq.Socket:
+    """A PUB socket bound (or connected) to ``endpoint`` with send high-water mark ``hwm``."""
+    s = (ctx or context()).socket(zmq.PUB)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    _common(s, None)
+    s.bind(endpoint) if bind else s.connect(endpoint)
+    return s
+
+
+def sub(endpoints: list[str] | str, topics: list[bytes] | None = None, *, hwm: int = DEFAULT_HWM,
+        max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+    """A SUB socket connected to every endpoint, subscribed to ``topics`` (all when None)."""
+    s = (ctx or context()).socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, hwm)
+    _common(s, max_msg_size)
+    for t in topics if topics is not None else [b""]:
+        s.setsockopt(zmq.SUBSCRIBE, t)
+    for e in [endpoints] if isinstance(endpoints, str) else endpoints:
+        s.connect(e)
+    return s
+
+
+def router(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+    """A ROUTER bound to ``endpoint`` (request side of snapshot and query services)."""
+    s = (ctx or context()).socket(zmq.ROUTER)
+    s.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    s.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
+    _common(s, max_msg_size)
+    s.bind(endpoint)
+    return s
+
+
+def dealer(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+    """A DEALER connected to ``endpoint`` (asynchronous requests to a ROUTER)."""
+    s = (ctx or context()).socket(zmq.DEALER)
+    _common(s, max_msg_size)
+    s.connect(endpoint)
+    return s
+
+
+def req(endpoint: str, *, timeout_ms: int, max_msg_size: int | None = None,
+        ctx: zmq.Context | None = None) -> zmq.Socket:
+    """A REQ socket with send/receive time-outs (for command-line clients)."""
+    s = (ctx or context()).socket(zmq.REQ)
+    s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    s.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    s.setsockopt(zmq.REQ_RELAXED, 1)
+    s.setsockopt(zmq.REQ_CORRELATE, 1)
+    _common(s, max_msg_size)
+    s.connect(endpoint)
+    return s

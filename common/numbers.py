@@ -1,0 +1,82 @@
+"""Exact prices and quantities: the one place where text becomes a number and back.
+
+Representation (decided once, here): every price and quantity inside a bookmux process is a
+``decimal.Decimal`` built from the exchange's own decimal string. On the bus it travels as text
+(``str(Decimal)``, which ``Decimal()`` reads back bit-exact); towards subscribers it is written in
+plain positional notation by :func:`fmt`.
+
+Why ``Decimal`` and not ``float`` or scaled integers (``bench/repr_bench.py``, this machine,
+Python 3.11, 1000 BTC-like levels; run it to reproduce):
+
+==============  =============  ===========================
+representation  parse / value  SortedDict set+delete / op
+==============  =============  ===========================
+float           ~185 ns        ~716 ns
+Decimal         ~159 ns        ~825 ns
+scaled int 1e12 ~499 ns        ~1326 ns (keys above 2**60)
+==============  =============  ===========================
+
+``Decimal`` (the C ``_decimal`` module) parses faster than ``float`` and costs ~15% more per book
+operation, while being exact for every venue's precision with no per-symbol scale to configure
+(Gemini sends 10 decimals, Binance 8, Coinbase and Kraken vary). ``Decimal('1.0') ==
+Decimal('1.00')`` and they hash alike, so keys from venues that pad differently meet at one level.
+Scaled integers need a scale per symbol and overflow msgpack's 64 bits for meme-coin quantities.
+Floats drift (0.1 + 0.2), which must never reach a depletion total.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import Decimal, InvalidOperation
+
+ZERO = Decimal(0)
+
+#: Context for divisions (VWAP, basis points): 28 significant digits, banker's rounding off.
+DIV_CONTEXT = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)
+
+#: Largest magnitude accepted from the wire; anything bigger is a malformed value, not a price.
+MAX_ABS = Decimal("1e18")
+
+
+class BadNumber(ValueError):
+    """A price or quantity text that is not a finite, non-negative, sane decimal."""
+
+
+def parse_decimal(text: object) -> Decimal:
+    """Parse one wire value into an exact ``Decimal``.
+
+    Accepts ``str`` (the normal case) and ``int``. Rejects floats (they are already inexact),
+    NaN, infinities, negative numbers, magnitudes above :data:`MAX_ABS` and anything that is not a
+    number, with :class:`BadNumber`. O(len(text)).
+    """
+    if isinstance(text, str):
+        try:
+            d = Decimal(text)
+        except InvalidOperation:
+            raise BadNumber(f"not a decimal: {text[:40]!r}") from None
+    elif isinstance(text, int) and not isinstance(text, bool):
+        d = Decimal(text)
+    elif isinstance(text, Decimal):
+        d = text
+    else:
+        raise BadNumber(f"not a decimal string: {type(text).__name__}")
+    if not d.is_finite():
+        raise BadNumber(f"not finite: {text!r}")
+    if d.is_signed() and d:
+        raise BadNumber(f"negative: {text!r}")
+    if d > MAX_ABS:
+        raise BadNumber(f"too large: {str(text)[:40]!r}")
+    return d
+
+
+def fmt(d: Decimal) -> str:
+    """Canonical text of a decimal: plain positional notation, no exponent, no ``+``, no trailing
+    zeros after the point, no trailing point, ``"0"`` for any zero. ``fmt(Decimal("4.10")) ==
+    "4.1"``, ``fmt(Decimal("1E+2")) == "100"``, ``fmt(Decimal("-0.50")) == "-0.5"``.
+    """
+    if not d:
+        return "0"
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
