@@ -98,7 +98,6 @@ class Book:
         Crossing is reported by :meth:`crossed`, not here. O(n).
         """
         for name, d in (("bids", self.bids), ("asks", self.asks)):
-            d._check()
             for p, q in d.items():
                 if not isinstance(p, Decimal) or not isinstance(q, Decimal):
                     raise BookError(f"{name}: non-Decimal level {p!r}: {q!r}")
@@ -108,3 +107,7 @@ class Book:
                     raise BookError(f"{name}: price {p} <= 0")
                 if q <= 0:
                     raise BookError(f"{name}: quantity {q} <= 0 at {p}")
+            try:
+                d._check()
+            except AssertionError as e:
+                raise BookError(f"{name}: sorted structure broken: {e}") from None

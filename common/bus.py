@@ -38,6 +38,17 @@ def pub(endpoint: str, *, hwm: int = DEFAULT_HWM, bind: bool = True,
     return s
 
 
+def xpub(endpoint: str, *, hwm: int = DEFAULT_HWM, ctx: zmq.Context | None = None) -> zmq.Socket:
+    """An XPUB bound to ``endpoint``: a PUB that also reports every subscription (verbose), so a
+    publisher can serve late joiners."""
+    s = (ctx or context()).socket(zmq.XPUB)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    s.setsockopt(zmq.XPUB_VERBOSE, 1)
+    _common(s, 4096)
+    s.bind(endpoint)
+    return s
+
+
 def sub(endpoints: list[str] | str, topics: list[bytes] | None = None, *, hwm: int = DEFAULT_HWM,
         max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
     """A SUB socket connected to every endpoint, subscribed to ``topics`` (all when None)."""

@@ -178,10 +178,7 @@ def feed_payload(msg: FeedMsg) -> dict[str, Any]:
 
 def encode_feed(msg: FeedMsg) -> list[bytes]:
     """A feed message -> its two frames ``[topic, payload]``."""
-    if isinstance(msg, HeartbeatMsg):
-        topic = heartbeat_topic(msg.venue)
-    else:
-        topic = feed_topic(msg.venue, msg.symbol)
+    topic = heartbeat_topic(msg.venue) if isinstance(msg, HeartbeatMsg) else feed_topic(msg.venue, msg.symbol)
     return [topic, _pack(feed_payload(msg))]
 
 

@@ -1,0 +1,453 @@
+"""The sequencer: feed bus in, merged snapshots out.
+
+One thread, one ZeroMQ poll loop (blocking, with a timeout for its timers):
+
+1. drain the feed SUB socket (all pending messages, bounded per round), checking every
+   (venue, symbol) stream's ``seq``; a jump, a lost tail (seen in a heartbeat) or an unknown feed
+   session puts the stream in ``syncing`` (its levels leave the merged view) and sends a snapshot
+   request to that feed's ROUTER; stream messages arriving meanwhile are buffered and those at or
+   below the reply's ``seq`` dropped (the ZeroMQ Guide's clone pattern);
+2. read snapshot replies; answer merged-book requests from the publisher (late joiners);
+3. mark a venue ``down`` when its feed has been silent for ``down_after`` seconds;
+4. for every symbol whose inputs changed, build the merged top-N (live venues only, dust out) and
+   publish it with the next per-symbol ``seq`` of this ``epoch`` -- only when what a subscriber
+   would see changed;
+5. answer depletion queries against exactly the books of the last published ``seq``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import zmq
+
+from common import bus, schema
+from common.book import ASK, BID, Book
+from common.config import Config, DustRule
+from common.schema import DOWN, LIVE, SNAP, SYNCING, BookMsg, BusError, HeartbeatMsg, StatusMsg
+from services.aggregator import merge
+
+log = logging.getLogger("aggregator")
+
+SNAPSHOT_RETRY_S = 2.0
+MAX_BUFFERED = 50_000
+DRAIN_MAX = 5_000
+
+
+@dataclass(slots=True)
+class Stream:
+    """What the aggregator knows of one (venue, symbol) feed stream."""
+
+    venue: str
+    symbol: str
+    book: Book = field(default_factory=Book)
+    sess: int | None = None
+    seq: int = 0
+    status: str = SYNCING          # as the feed last said (a snap means live)
+    reason: str = "waiting for the first snapshot"
+    awaiting: bool = True          # a snapshot was requested; stream messages are buffered
+    requested_at: float = 0.0
+    buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Link:
+    """One feed process (a venue): its control socket and when it was last heard."""
+
+    venue: str
+    ctl: zmq.Socket
+    sess: int | None = None
+    last_heard: float = 0.0
+    down: bool = False
+
+
+@dataclass(slots=True)
+class SymbolState:
+    symbol: str
+    streams: dict[str, Stream]
+    dust: dict[str, DustRule]
+    seq: int = 0
+    ts: int = 0
+    dirty: bool = True
+    last_content: Any = None
+    last_payload: bytes | None = None
+    force: bool = False            # publish even if unchanged (a subscriber just joined)
+
+
+class Aggregator:
+    """Owns the sockets and the state; :meth:`run` is the loop."""
+
+    def __init__(self, cfg: Config, *, ctx: zmq.Context | None = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx or bus.context()
+        self.epoch = time.time_ns()
+        self.levels = cfg.levels
+        self.counters: dict[str, int] = {}
+        self.running = True
+        venues = cfg.enabled_venues
+        self._fees = {v.id: v.taker_fee for v in venues}
+        self.states: dict[str, SymbolState] = {}
+        for sym in cfg.all_symbols:
+            carriers = [v for v in venues if sym in v.symbols]
+            self.states[sym] = SymbolState(
+                sym, {v.id: Stream(v.id, sym) for v in carriers}, {v.id: v.dust_rule(sym) for v in carriers})
+        mms = cfg.max_msg_size
+        self.sub = bus.sub([v.pub for v in venues], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx)
+        now = time.monotonic()
+        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx), last_heard=now)
+                      for v in venues}
+        # XPUB: a (re)connecting publisher's subscription makes every book be published again.
+        self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx)
+        self.ctl = bus.router(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx)
+        self.query: Any = None
+        self.query_sock: zmq.Socket | None = None
+        self._depletion_fn: Any = None
+        self._setup_depletion()
+        self.poller = zmq.Poller()
+        for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
+            self.poller.register(s, zmq.POLLIN)
+        if self.query_sock is not None:
+            self.poller.register(self.query_sock, zmq.POLLIN)
+        self._last_counter_log = now
+        log.info("epoch %d: %d symbols %s from venues %s; publishing on %s, control %s",
+                 self.epoch, len(self.states), list(self.states), [v.id for v in venues],
+                 cfg.aggregator.pub, cfg.aggregator.ctl)
+        for venue in self.links:
+            self._request_snapshot(venue, [s for s, st in self.states.items() if venue in st.streams], now)
+
+    # --- optional parts (depletion engine and query endpoint) ----------------------------------
+
+    def _setup_depletion(self) -> None:
+        try:
+            from services.aggregator import depletion, query
+        except ImportError:  # pragma: no cover - the engine ships with the aggregator
+            log.warning("depletion engine not available: no query endpoint, no streamed depletion")
+            return
+        self.query = query.QueryService(self)
+        self.query_sock = bus.router(self.cfg.aggregator.query, max_msg_size=1 << 16, ctx=self.ctx)
+        self._depletion_fn = depletion.summaries
+        log.info("depletion queries on %s", self.cfg.aggregator.query)
+
+    # --- BookSource protocol (used by the query service and the streamed depletion) -------------
+
+    def position(self, symbol: str) -> tuple[int, int] | None:
+        st = self.states.get(symbol)
+        return None if st is None or st.seq == 0 else (self.epoch, st.seq)
+
+    def symbols(self) -> list[str]:
+        return list(self.states)
+
+    def statuses(self, symbol: str) -> dict[str, str]:
+        st = self.states[symbol]
+        return {v: self._status(s) for v, s in sorted(st.streams.items())}
+
+    def merged_side(self, symbol: str, side: int) -> Iterator[tuple[Decimal, Decimal, str]]:
+        st = self.states[symbol]
+        return merge.merged_iter(self._live_books(st), side, st.dust)
+
+    def venue_side(self, symbol: str, venue: str, side: int) -> Iterator[tuple[Decimal, Decimal]] | None:
+        st = self.states.get(symbol)
+        if st is None or venue not in st.streams:
+            return None
+        return st.streams[venue].book.iter_side(side)
+
+    def fees(self) -> dict[str, Decimal]:
+        return dict(self._fees)
+
+    # --- status -------------------------------------------------------------------------------
+
+    def _status(self, s: Stream) -> str:
+        if self.links[s.venue].down:
+            return DOWN
+        if s.awaiting:
+            return SYNCING if s.status == LIVE else s.status
+        return s.status
+
+    def _live_books(self, st: SymbolState) -> dict[str, Book]:
+        return {v: s.book for v, s in st.streams.items() if self._status(s) == LIVE}
+
+    def _count(self, what: str, n: int = 1) -> None:
+        self.counters[what] = self.counters.get(what, 0) + n
+
+    # --- feed bus -----------------------------------------------------------------------------
+
+    def _request_snapshot(self, venue: str, symbols: list[str], now: float) -> None:
+        if not symbols:
+            return
+        for sym in symbols:
+            s = self.states[sym].streams[venue]
+            s.awaiting = True
+            s.requested_at = now
+            self.states[sym].dirty = True
+        try:
+            self.links[venue].ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
+            self._count("snapshot_requests")
+        except zmq.Again:
+            self._count("snapshot_requests_blocked")
+
+    def _gap(self, s: Stream, why: str, now: float) -> None:
+        self._count("gaps")
+        log.warning("%s %s: %s; requesting a snapshot (levels out until healed)", s.venue, s.symbol, why)
+        s.buffer.clear()
+        self._request_snapshot(s.venue, [s.symbol], now)
+
+    def on_feed(self, frames: list[bytes], now: float) -> None:
+        try:
+            msg = schema.decode_feed(frames)
+        except BusError as e:
+            self._count("bus_malformed")
+            if self.counters["bus_malformed"] <= 10 or self.counters["bus_malformed"] % 1000 == 0:
+                log.warning("dropped a malformed bus message (%d so far): %s", self.counters["bus_malformed"], e)
+            return
+        link = self.links.get(msg.venue)
+        if link is None:
+            self._count("bus_unknown_venue")
+            return
+        self._heard(link, msg.sess, now)
+        if isinstance(msg, HeartbeatMsg):
+            self._on_heartbeat(msg, now)
+            return
+        st = self.states.get(msg.symbol)
+        s = st.streams.get(msg.venue) if st is not None else None
+        if s is None:
+            self._count("bus_unknown_stream")
+            return
+        if s.awaiting:
+            if len(s.buffer) >= MAX_BUFFERED:
+                self._gap(s, f"{len(s.buffer)} messages buffered while waiting for a snapshot", now)
+            s.buffer.append(msg)
+            return
+        self._on_stream(s, msg, now)
+
+    def _heard(self, link: Link, sess: int, now: float) -> None:
+        link.last_heard = now
+        if link.sess != sess:
+            if link.sess is not None:
+                log.info("%s: feed session changed (%s -> %s): feed restarted", link.venue, link.sess, sess)
+            link.sess = sess
+        if link.down:
+            link.down = False
+            log.info("%s: feed heard again", link.venue)
+            for st in self.states.values():
+                if link.venue in st.streams:
+                    st.dirty = True
+
+    def _on_heartbeat(self, hb: HeartbeatMsg, now: float) -> None:
+        for sym, last in hb.seqs.items():
+            st = self.states.get(sym)
+            s = st.streams.get(hb.venue) if st is not None else None
+            if s is None or s.awaiting:
+                continue
+            if s.sess != hb.sess:
+                self._gap(s, f"feed session {hb.sess} without a snapshot", now)
+            elif last > s.seq:
+                self._gap(s, f"lost messages {s.seq + 1}..{last} (seen in heartbeat)", now)
+
+    def _on_stream(self, s: Stream, msg: BookMsg | StatusMsg, now: float) -> None:
+        if msg.sess != s.sess:
+            if isinstance(msg, BookMsg) and msg.kind != SNAP:
+                self._gap(s, f"delta from feed session {msg.sess} without a snapshot", now)
+                s.buffer.append(msg)
+                return
+        elif msg.seq <= s.seq:
+            self._count("bus_duplicates")
+            return
+        elif msg.seq != s.seq + 1:
+            self._gap(s, f"bus gap: expected seq {s.seq + 1}, got {msg.seq}", now)
+            s.buffer.append(msg)
+            return
+        self._apply(s, msg)
+
+    def _apply(self, s: Stream, msg: BookMsg | StatusMsg) -> None:
+        s.sess = msg.sess
+        s.seq = msg.seq
+        st = self.states[s.symbol]
+        if isinstance(msg, StatusMsg):
+            if msg.status != s.status:
+                log.info("%s %s: %s (%s)", s.venue, s.symbol, msg.status, msg.reason)
+            s.status = msg.status
+            s.reason = msg.reason
+            if msg.status != LIVE:
+                s.book.clear()
+        elif msg.kind == SNAP:
+            s.book.load(msg.bids, msg.asks)
+            if s.status != LIVE:
+                log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
+            s.status = LIVE
+            s.reason = ""
+        else:
+            s.book.apply_levels(msg.bids, msg.asks)
+        if msg.rts > st.ts:
+            st.ts = msg.rts
+        st.dirty = True
+
+    def on_snapshot_reply(self, venue: str, frames: list[bytes], now: float) -> None:
+        for raw in frames:
+            try:
+                msg = schema.decode_feed_payload(schema.unpack(raw))
+            except BusError as e:
+                self._count("snapshot_reply_malformed")
+                log.warning("%s: malformed snapshot reply: %s", venue, e)
+                continue
+            if isinstance(msg, HeartbeatMsg) or msg.venue != venue:
+                self._count("snapshot_reply_malformed")
+                continue
+            st = self.states.get(msg.symbol)
+            s = st.streams.get(venue) if st is not None else None
+            if s is None or not s.awaiting:
+                self._count("snapshot_reply_unwanted")
+                continue
+            s.awaiting = False
+            self._apply(s, msg)
+            buffered, s.buffer = s.buffer, []
+            for m in buffered:
+                if m.sess == s.sess and m.seq <= s.seq:
+                    continue
+                if s.awaiting:
+                    s.buffer.append(m)
+                else:
+                    self._on_stream(s, m, now)
+            self._count("snapshots_applied")
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def on_timer(self, now: float) -> None:
+        for link in self.links.values():
+            if not link.down and now - link.last_heard > self.cfg.aggregator.down_after:
+                link.down = True
+                log.warning("%s: no message for %.1f s: feed down, its levels leave the merged book",
+                            link.venue, now - link.last_heard)
+                for st in self.states.values():
+                    if link.venue in st.streams:
+                        st.dirty = True
+        for st in self.states.values():
+            for s in st.streams.values():
+                if s.awaiting and now - s.requested_at > SNAPSHOT_RETRY_S and not self.links[s.venue].down:
+                    self._request_snapshot(s.venue, [s.symbol], now)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _content(self, st: SymbolState) -> tuple[Any, ...]:
+        books = self._live_books(st)
+        n = self.levels
+        bids = merge.top(books, BID, st.dust, n)
+        asks = merge.top(books, ASK, st.dust, n)
+        sp = merge.spread(bids, asks)
+        venues = {v: self._status(s) for v, s in sorted(st.streams.items())}
+        depl = None
+        sizes = self.cfg.aggregator.depletion.get(st.symbol)
+        if sizes and self._depletion_fn is not None:
+            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
+        return (merge.wire_levels(bids), merge.wire_levels(asks),
+                None if sp is None else merge.fmt(sp), venues, depl)
+
+    def publish_dirty(self) -> int:
+        n = 0
+        for st in self.states.values():
+            if not st.dirty and not st.force:
+                continue
+            st.dirty = False
+            content = self._content(st)
+            if content == st.last_content and not st.force:
+                continue
+            st.force = False
+            st.last_content = content
+            st.seq += 1
+            bids, asks, sp, venues, depl = content
+            m: dict[str, Any] = {"symbol": st.symbol, "epoch": self.epoch, "seq": st.seq, "ts": st.ts,
+                                 "spread": sp, "bids": bids, "asks": asks, "venues": venues}
+            if depl is not None:
+                m["depletion"] = depl
+            payload = schema.pack(m)
+            st.last_payload = payload
+            self.pub.send_multipart([schema.book_topic(st.symbol), payload])
+            n += 1
+        return n
+
+    def on_ctl(self, frames: list[bytes]) -> None:
+        """The publisher saw a subscriber join (or restarted): publish the current merged book of
+        those symbols again, with the next seq, so a late joiner has it at once even in a quiet
+        market and everybody else sees a contiguous seq. No reply."""
+        try:
+            syms = schema.decode_snapshot_request(frames[-1]) or list(self.states)
+        except BusError:
+            self._count("ctl_malformed")
+            return
+        for sym in syms:
+            st = self.states.get(sym)
+            if st is not None:
+                st.force = True
+        self._count("republish_requests")
+
+    # --- loop ---------------------------------------------------------------------------------
+
+    def step(self, timeout_ms: int = 100) -> None:
+        events = dict(self.poller.poll(timeout_ms))
+        now = time.monotonic()
+        if self.sub in events:
+            for _ in range(DRAIN_MAX):
+                try:
+                    frames = self.sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.on_feed(frames, now)
+        for venue, link in self.links.items():
+            if link.ctl in events:
+                while True:
+                    try:
+                        frames = link.ctl.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_snapshot_reply(venue, frames, now)
+        if self.pub in events:
+            while True:
+                try:
+                    frame = self.pub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if frame[:1] == b"\x01":
+                    log.info("a downstream subscriber joined (%r): publishing every book again", frame[1:40])
+                    for st in self.states.values():
+                        st.force = True
+        if self.ctl in events:
+            while True:
+                try:
+                    self.on_ctl(self.ctl.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        self.on_timer(now)
+        self.publish_dirty()
+        if self.query_sock is not None and self.query_sock in events:
+            for _ in range(1000):
+                try:
+                    frames = self.query_sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.query_sock.send_multipart(self.query.handle(frames))
+        if now - self._last_counter_log > 30:
+            self._last_counter_log = now
+            if self.counters:
+                log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        while self.running:
+            self.step()
+        self.close()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
+            s.close()
+        if self.query_sock is not None:
+            self.query_sock.close()
+        log.info("stopped; counters %s", self.counters)

@@ -1,0 +1,31 @@
+"""python -m services.client: command-line client of bookmux.
+
+  watch BTC/USDT               print the live merged book
+  deplete BTC/USDT sell 15     cost of selling 15 BTC now, per venue and merged
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from services.client import watch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.client", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    watch.add_parser(sub)
+    try:
+        from services.client import deplete
+    except ImportError:
+        deplete = None  # type: ignore[assignment]
+    if deplete is not None:
+        deplete.add_parser(sub)
+    args = ap.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

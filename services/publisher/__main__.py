@@ -1,0 +1,42 @@
+"""python -m services.publisher: fan merged top-N snapshots out to ZeroMQ SUB subscribers."""
+
+from __future__ import annotations
+
+import sys
+
+import zmq
+
+from common import service
+from services.publisher.service import Publisher
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = service.parser("python -m services.publisher", __doc__ + """
+
+Subscribers connect a SUB socket to tcp://<bind>:<port>, subscribe to "book.BTC/USDT" (compare
+the topic frame exactly: ZeroMQ matches prefixes) and receive [topic, msgpack map] messages, each
+a full top-N state (see the README's subscriber contract). Example:
+  python -m services.publisher --port 50052 --levels 10""")
+    ap.add_argument("--bind", default=None, help="address to bind (config publisher.bind, default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=None, help="port to bind (config publisher.port, default 50052)")
+
+    def adjust(a):  # type: ignore[no-untyped-def]
+        out = []
+        if a.bind:
+            out.append(f"publisher.bind={a.bind!r}")
+        if a.port is not None:
+            out.append(f"publisher.port={a.port}")
+        return out
+
+    _args, cfg, log = service.load(ap, argv, "publisher", adjust)
+    try:
+        p = Publisher(cfg, levels=cfg.levels)
+    except zmq.ZMQError as e:
+        log.error("cannot bind %s: %s", cfg.publisher.endpoint, e)
+        return 1
+    p.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

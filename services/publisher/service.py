@@ -1,0 +1,144 @@
+"""The publisher: merged snapshots from the aggregator, fanned out to any number of subscribers.
+
+The aggregator's payload bytes are forwarded unchanged (``seq`` and ``epoch`` pass through) unless
+``--levels`` asks for fewer levels than the aggregator publishes, in which case each snapshot is
+cut to N levels per side and re-encoded. The subscriber socket is a PUB with a per-subscriber send
+high-water mark: a slow or stalled subscriber loses snapshots (each one is a full state, so it only
+misses intermediate states), it never slows the pipeline or the other subscribers.
+
+Late joiners: the subscriber socket is an XPUB that reports each subscription; the publisher then
+asks the aggregator (``aggregator.ctl``) to publish those symbols again with the next ``seq``, so a
+new subscriber has a full book at once, even in a quiet market, and the others see one more
+contiguous snapshot. A restarted publisher asks for every symbol the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import zmq
+
+from common import bus, schema
+from common.config import Config
+from common.schema import BusError
+
+log = logging.getLogger("publisher")
+
+
+class Publisher:
+    def __init__(self, cfg: Config, *, levels: int, ctx: zmq.Context | None = None) -> None:
+        self.cfg = cfg
+        self.levels = levels
+        self.ctx = ctx or bus.context()
+        self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx)
+        self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx)
+        self.ctl = bus.dealer(cfg.aggregator.ctl, ctx=self.ctx)
+        self.ctl.setsockopt(zmq.SNDHWM, 100)
+        self.connected = False             # nothing received from the aggregator yet
+        self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
+        self.last: dict[str, tuple[int, int]] = {}
+        self.counters: dict[str, int] = {}
+        self.running = True
+        self._last_log = time.monotonic()
+        log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d)",
+                 cfg.aggregator.pub, cfg.publisher.endpoint, levels, cfg.publisher.sndhwm)
+
+    def _count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    def _ask_republish(self, symbols: list[str]) -> None:
+        if not self.connected:
+            # Until the aggregator's first message our own subscription may not have reached it:
+            # a republished book could be lost. The aggregator republishes everything when our
+            # subscription arrives; remember the wish meanwhile.
+            if self.deferred is not None:
+                self.deferred = None if not symbols else self.deferred | set(symbols)
+            return
+        try:
+            self.ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
+        except zmq.Again:
+            self._count("republish_blocked")
+
+    def on_subscription(self, frame: bytes) -> None:
+        """XPUB reports ``\x01<topic>`` on subscribe, ``\x00<topic>`` on unsubscribe."""
+        if not frame or frame[0] != 1:
+            return
+        topic = bytes(frame[1:])
+        self._count("subscriptions")
+        if topic.startswith(b"book.") and len(topic) > 5:
+            try:
+                self._ask_republish([topic[5:].decode("ascii")])
+            except UnicodeDecodeError:
+                return
+        elif b"book.".startswith(topic):   # "", "b", ... "book.": everything
+            self.connected = False             # nothing received from the aggregator yet
+        self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
+
+    def on_snapshot(self, frames: list[bytes]) -> None:
+        if len(frames) != 2 or not frames[0].startswith(b"book."):
+            self._count("malformed")
+            return
+        try:
+            m = schema.unpack(frames[1])
+            symbol, epoch, seq = m["symbol"], m["epoch"], m["seq"]
+            if not isinstance(seq, int) or not isinstance(epoch, int) or schema.book_topic(symbol) != frames[0]:
+                raise BusError("bad symbol/epoch/seq")
+        except (BusError, KeyError, TypeError, UnicodeError) as e:
+            self._count("malformed")
+            log.warning("dropped a malformed snapshot from the aggregator: %s", e)
+            return
+        if not self.connected:
+            self.connected = True
+            wished, self.deferred = self.deferred, set()
+            if wished is None or wished:
+                self._ask_republish(sorted(wished or ()))
+        prev = self.last.get(symbol)
+        if prev is not None:
+            if prev[0] != epoch:
+                log.info("%s: aggregator epoch changed %d -> %d (aggregator restarted)", symbol, prev[0], epoch)
+            elif seq != prev[1] + 1:
+                self._count("upstream_gaps")
+                log.warning("%s: missed snapshots %d..%d from the aggregator", symbol, prev[1] + 1, seq - 1)
+        self.last[symbol] = (epoch, seq)
+        payload = frames[1]
+        if len(m["bids"]) > self.levels or len(m["asks"]) > self.levels:
+            m["bids"] = m["bids"][: self.levels]
+            m["asks"] = m["asks"][: self.levels]
+            payload = schema.pack(m)
+        self.out.send_multipart([frames[0], payload])
+        self._count("published")
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.out, zmq.POLLIN)
+        while self.running:
+            events = dict(poller.poll(500))
+            if self.out in events:
+                for _ in range(10_000):
+                    try:
+                        self.on_subscription(self.out.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.sub in events:
+                for _ in range(10_000):
+                    try:
+                        frames = self.sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_snapshot(frames)
+            now = time.monotonic()
+            if now - self._last_log > 30 and self.counters:
+                self._last_log = now
+                log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+        self.sub.close()
+        self.out.close()
+        self.ctl.close()
+        log.info("stopped; counters %s", self.counters)
+
+    def stop(self) -> None:
+        self.running = False

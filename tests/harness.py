@@ -1,0 +1,261 @@
+"""Test harness: free loopback ports, config files, service processes that always get cleaned up,
+and a scripted feed that speaks the feed bus (schema) from plain dicts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from common import schema
+from common.schema import BookMsg, HeartbeatMsg, StatusMsg
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, *, venues: dict[str, dict[str, Any]], symbols: list[str], levels: int = 10,
+                 down_after: float = 1.0, depletion: dict[str, list[str]] | None = None,
+                 extra: str = "") -> dict[str, Any]:
+    """Write a TOML config with fresh loopback ports; returns the endpoints used."""
+    ep = {"agg_pub": f"tcp://127.0.0.1:{free_port()}", "agg_ctl": f"tcp://127.0.0.1:{free_port()}",
+          "query": f"tcp://127.0.0.1:{free_port()}", "pub_port": free_port()}
+    lines = [f"symbols = {symbols!r}".replace("'", '"'), f"levels = {levels}", 'log_level = "DEBUG"',
+             f'run_dir = "{path.parent}"', "",
+             "[aggregator]", f'pub = "{ep["agg_pub"]}"', f'ctl = "{ep["agg_ctl"]}"', f'query = "{ep["query"]}"',
+             f"down_after = {down_after}", ""]
+    if depletion:
+        lines.append("[aggregator.depletion]")
+        for sym, sizes in depletion.items():
+            lines.append(f'"{sym}" = {sizes!r}'.replace("'", '"'))
+        lines.append("")
+    lines += ["[publisher]", 'bind = "127.0.0.1"', f"port = {ep['pub_port']}", "sndhwm = 1000", ""]
+    for vid, v in venues.items():
+        v = dict(v)
+        v.setdefault("kind", "binance")
+        v.setdefault("ws_url", "ws://127.0.0.1:1")
+        v.setdefault("rest_url", "http://127.0.0.1:1")
+        v.setdefault("pub", f"tcp://127.0.0.1:{free_port()}")
+        v.setdefault("ctl", f"tcp://127.0.0.1:{free_port()}")
+        dust = v.pop("dust", None)
+        ep[vid] = v
+        lines.append(f"[venues.{vid}]")
+        for k, val in v.items():
+            if isinstance(val, str):
+                lines.append(f'{k} = "{val}"')
+            elif isinstance(val, bool):
+                lines.append(f"{k} = {'true' if val else 'false'}")
+            else:
+                lines.append(f"{k} = {val!r}".replace("'", '"'))
+        if dust:
+            lines.append(f"[venues.{vid}.dust]")
+            for sym, (mn_a, mn_n) in dust.items():
+                lines.append(f'"{sym}" = {{ min_amount = "{mn_a}", min_notional = "{mn_n}" }}')
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return ep
+
+
+class Procs:
+    """Service processes started by a test; :meth:`close` kills whatever is left."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=log, stderr=log,
+                             start_new_session=True)
+        log.close()
+        self.procs[name] = p
+        return p
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            p.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.logdir / f"{name}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            p = self.procs[name]
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(5)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.wait(5)
+        self.procs.clear()
+
+
+@contextmanager
+def procs(logdir: Path) -> Iterator[Procs]:
+    p = Procs(logdir)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+Side = dict[Decimal, Decimal]
+
+
+class ScriptedFeed:
+    """A feed process stand-in: plain-dict books, the real bus schema, a snapshot ROUTER."""
+
+    def __init__(self, venue: str, pub: str, ctl: str, ctx: zmq.Context) -> None:
+        self.venue = venue
+        self.sess = time.time_ns()
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(pub)
+        self.ctl = ctx.socket(zmq.ROUTER)
+        self.ctl.setsockopt(zmq.LINGER, 0)
+        self.ctl.bind(ctl)
+        self.books: dict[str, tuple[Side, Side]] = {}
+        self.seq: dict[str, int] = {}
+        self.status: dict[str, str] = {}
+        self.silent = False
+        self.snap_requests = 0
+
+    def _next(self, symbol: str) -> int:
+        self.seq[symbol] = self.seq.get(symbol, 0) + 1
+        return self.seq[symbol]
+
+    def _send(self, msg: schema.FeedMsg) -> None:
+        self.pub.send_multipart(schema.encode_feed(msg))
+
+    @staticmethod
+    def _levels(side: Side) -> list[tuple[Decimal, Decimal]]:
+        return sorted(side.items())
+
+    def snap(self, symbol: str, bids: dict[str, str], asks: dict[str, str]) -> None:
+        b = {Decimal(p): Decimal(q) for p, q in bids.items()}
+        a = {Decimal(p): Decimal(q) for p, q in asks.items()}
+        self.books[symbol] = (b, a)
+        self.status[symbol] = schema.LIVE
+        self._send(self._snap_msg(symbol, self._next(symbol)))
+
+    def _snap_msg(self, symbol: str, seq: int) -> BookMsg:
+        b, a = self.books[symbol]
+        now = time.time_ns()
+        return BookMsg(schema.SNAP, self.venue, symbol, self.sess, seq, now, now, self._levels(b), self._levels(a))
+
+    def delta(self, symbol: str, bids: dict[str, str], asks: dict[str, str], *, send: bool = True) -> None:
+        """Apply to the plain-dict book; ``send=False`` loses the message on the bus (a drop)."""
+        b, a = self.books[symbol]
+        for side, upd in ((b, bids), (a, asks)):
+            for p, q in upd.items():
+                if Decimal(q):
+                    side[Decimal(p)] = Decimal(q)
+                else:
+                    side.pop(Decimal(p), None)
+        seq = self._next(symbol)
+        if send:
+            now = time.time_ns()
+            self._send(BookMsg(schema.DELTA, self.venue, symbol, self.sess, seq, now, now,
+                               [(Decimal(p), Decimal(q)) for p, q in bids.items()],
+                               [(Decimal(p), Decimal(q)) for p, q in asks.items()]))
+
+    def set_status(self, symbol: str, status: str, reason: str = "test") -> None:
+        self.status[symbol] = status
+        if status != schema.LIVE:
+            self.books[symbol] = ({}, {})
+        self._send(StatusMsg(self.venue, symbol, self.sess, self._next(symbol), status, reason, time.time_ns()))
+
+    def heartbeat(self) -> None:
+        if not self.silent:
+            self._send(HeartbeatMsg(self.venue, self.sess, time.time_ns(), dict(self.seq)))
+
+    def pump(self) -> None:
+        """Answer pending snapshot requests (clone pattern: current state with the current seq)."""
+        while True:
+            try:
+                frames = self.ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if self.silent:
+                continue
+            self.snap_requests += 1
+            syms = schema.decode_snapshot_request(frames[-1]) or list(self.books)
+            out = []
+            for s in syms:
+                if s not in self.seq:
+                    continue
+                if self.status.get(s) == schema.LIVE:
+                    out.append(schema.pack(schema.feed_payload(self._snap_msg(s, self.seq[s]))))
+                else:
+                    out.append(schema.pack(schema.feed_payload(StatusMsg(
+                        self.venue, s, self.sess, self.seq[s], self.status[s], "test", time.time_ns()))))
+            if out:
+                self.ctl.send_multipart([frames[0], *out])
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.ctl.close(0)
+
+
+class Subscriber:
+    """A plain SUB client of the publisher, as a user would write it."""
+
+    def __init__(self, endpoint: str, symbol: str, ctx: zmq.Context) -> None:
+        self.topic = f"book.{symbol}".encode()
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, self.topic)
+        self.sock.connect(endpoint)
+        self.received: list[dict[str, Any]] = []
+
+    def drain(self, timeout_ms: int = 50) -> list[dict[str, Any]]:
+        got = []
+        while self.sock.poll(timeout_ms):
+            frames = self.sock.recv_multipart()
+            assert len(frames) == 2
+            if frames[0] != self.topic:
+                continue
+            got.append(msgpack.unpackb(frames[1], raw=False))
+            timeout_ms = 0
+        self.received += got
+        return got
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.received[-1] if self.received else None
+
+
+def wait_until(pred: Callable[[], bool], *, timeout: float, pump: Callable[[], None] = lambda: None,
+               what: str = "condition") -> float:
+    """Call ``pump`` and test ``pred`` until it holds; returns the seconds it took (for reports)."""
+    t0 = time.monotonic()
+    while True:
+        pump()
+        if pred():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

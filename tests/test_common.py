@@ -1,0 +1,124 @@
+"""Numbers, schema round trips and config validation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import config, schema
+from common.numbers import BadNumber, fmt, parse_decimal
+from common.schema import BookMsg, BusError, HeartbeatMsg, StatusMsg
+
+
+@pytest.mark.parametrize("d,text", [("43250.10000000", "43250.1"), ("0.00050000", "0.0005"), ("100", "100"),
+                                    ("1E+2", "100"), ("0E-8", "0"), ("-0.50", "-0.5"), ("1E-12", "0.000000000001"),
+                                    ("12.000", "12")])
+def test_fmt_is_plain_positional(d: str, text: str) -> None:
+    assert fmt(Decimal(d)) == text
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=10, min_value=-10**9, max_value=10**9))
+def test_fmt_round_trips_exactly(d: Decimal) -> None:
+    s = fmt(d)
+    assert Decimal(s) == d
+    assert "E" not in s and "e" not in s and not s.startswith("+")
+    if "." in s:
+        assert not s.endswith("0") and not s.endswith(".")
+
+
+@pytest.mark.parametrize("bad", ["NaN", "inf", "-1", "abc", "", 1.5, None, True, "1e30", [1]])
+def test_parse_decimal_rejects(bad: object) -> None:
+    with pytest.raises(BadNumber):
+        parse_decimal(bad)
+
+
+def test_feed_messages_round_trip() -> None:
+    msgs = [
+        BookMsg(schema.SNAP, "binance", "BTC/USDT", 7, 1, 10, 20,
+                [(Decimal("43000.10"), Decimal("0.5"))], [(Decimal("43001"), Decimal("0.00000001"))]),
+        BookMsg(schema.DELTA, "binance", "BTC/USDT", 7, 2, 10, 20, [(Decimal("43000.1"), Decimal("0"))], []),
+        StatusMsg("bitstamp", "ETH/USDT", 9, 3, schema.STALE, "no frames for 10 s", 30),
+        HeartbeatMsg("bitstamp", 9, 40, {"ETH/USDT": 3}),
+    ]
+    for m in msgs:
+        frames = schema.encode_feed(m)
+        assert schema.decode_feed(frames) == m
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xc1", b"", msgpack.packb([1, 2]), msgpack.packb({"ver": 99, "t": "snap"}),
+    msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
+                   "ets": 0, "b": [["NaN", "1"]], "a": []}),
+    msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": "1",
+                   "ets": 0, "b": [], "a": []}),
+    msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
+                   "ets": 0, "b": [["1", "-1"]], "a": []}),
+    msgpack.packb({"ver": 1, "t": "status", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
+                   "st": "happy"}),
+    msgpack.packb({"ver": 1, "t": "what", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1}),
+])
+def test_malformed_bus_payloads_raise_bus_error(payload: bytes) -> None:
+    with pytest.raises(BusError):
+        schema.decode_feed([b"md.binance.BTC/USDT", payload])
+
+
+def test_topic_must_match_payload() -> None:
+    frames = schema.encode_feed(StatusMsg("binance", "BTC/USDT", 1, 1, "live", "", 1))
+    with pytest.raises(BusError):
+        schema.decode_feed([b"md.binance.ETH/USDT", frames[1]])
+    with pytest.raises(BusError):
+        schema.decode_feed([frames[0]])
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_escapes_as_another_exception(raw: bytes) -> None:
+    try:
+        schema.decode_feed([b"md.x.Y/Z", raw])
+    except BusError:
+        pass
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_load() -> None:
+    live = config.load(REPO / "deploy" / "bookmux.toml")
+    assert live.publisher.endpoint == "tcp://127.0.0.1:50052" and live.levels == 10
+    assert [v.id for v in live.enabled_venues] == ["binance", "bitstamp"]
+    demo = config.load(REPO / "deploy" / "demo.toml")
+    assert demo.venue("binance").ws_url.startswith("ws://127.0.0.1")
+
+
+def test_overrides() -> None:
+    c = config.load(REPO / "deploy" / "bookmux.toml", symbols="eth/usdt,BTC/USDT", levels=20,
+                    venues="binance", sets=["venues.binance.ws_url=ws://127.0.0.1:9", "publisher.port=6001",
+                                            "aggregator.down_after=1.5"])
+    assert c.symbols == ("ETH/USDT", "BTC/USDT") and c.levels == 20
+    assert [v.id for v in c.enabled_venues] == ["binance"]
+    assert c.venue("binance").ws_url == "ws://127.0.0.1:9" and c.publisher.port == 6001
+    assert c.aggregator.down_after == 1.5
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"sets": ["venues.binance.wsurl=x"]}, "unknown key"),
+    ({"sets": ["levls=3"]}, "unknown key"),
+    ({"symbols": "BTCUSDT"}, "BASE/QUOTE"),
+    ({"venues": "nasdaq"}, "unknown venue"),
+    ({"sets": ["publisher.port=70000"]}, "not a TCP port"),
+    ({"sets": ["venues.binance.taker_fee=0.1"]}, "strings"),
+    ({"sets": ["venues.binance.kind='ftx'"]}, "kind"),
+    ({"sets": ["venues.binance.stale_after='soon'"]}, "must be float"),
+])
+def test_config_errors_name_the_key(kw, needle: str) -> None:
+    with pytest.raises(config.ConfigError, match=needle):
+        config.load(REPO / "deploy" / "bookmux.toml", **kw)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")

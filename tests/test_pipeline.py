@@ -1,0 +1,214 @@
+"""The core pipeline over real processes and sockets: scripted feeds -> aggregator -> publisher ->
+a plain SUB subscriber, compared with an independent reference merge of plain dicts."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from tests.harness import ScriptedFeed, Subscriber, procs, wait_until, write_config
+
+SYM = "BTC/USDT"
+N = 5
+
+
+def canon(d: Decimal) -> str:
+    s = format(d, "f")
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def reference(feeds: list[ScriptedFeed], symbol: str, n: int,
+              dust: dict[str, tuple[Decimal, Decimal]] | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """Top-n merged levels of the live venues, written independently of the aggregator's code."""
+    bids: list[tuple[Decimal, Decimal, str]] = []
+    asks: list[tuple[Decimal, Decimal, str]] = []
+    for f in feeds:
+        if f.status.get(symbol) != "live":
+            continue
+        b, a = f.books[symbol]
+        min_amount, min_notional = (dust or {}).get(f.venue, (Decimal(0), Decimal(0)))
+        for p, q in b.items():
+            if q >= min_amount and p * q >= min_notional:
+                bids.append((p, q, f.venue))
+        for p, q in a.items():
+            if q >= min_amount and p * q >= min_notional:
+                asks.append((p, q, f.venue))
+    bids.sort(key=lambda x: (-x[0], -x[1], x[2]))
+    asks.sort(key=lambda x: (x[0], -x[1], x[2]))
+    return ([[canon(p), canon(q), v] for p, q, v in bids[:n]],
+            [[canon(p), canon(q), v] for p, q, v in asks[:n]])
+
+
+def book_of(i: int, mid: int, rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+    bids = {f"{mid - k}.{rng.randint(0, 9)}": f"{rng.randint(1, 500) / 100}" for k in range(1, 30)}
+    asks = {f"{mid + k}.{rng.randint(0, 9)}": f"{rng.randint(1, 500) / 100}" for k in range(1, 30)}
+    return bids, asks
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path):
+    """Aggregator + publisher processes, two scripted venues, one subscriber."""
+    cfg = tmp_path / "bookmux.toml"
+    ep = write_config(cfg, symbols=[SYM], levels=N, down_after=1.0,
+                      venues={"alpha": {"stale_after": 5.0},
+                              "beta": {"stale_after": 5.0, "dust": {SYM: ("0.05", "0")}}})
+    ctx = zmq.Context()
+    feeds = [ScriptedFeed(v, ep[v]["pub"], ep[v]["ctl"], ctx) for v in ("alpha", "beta")]
+    sub = Subscriber(f"tcp://127.0.0.1:{ep['pub_port']}", SYM, ctx)
+    with procs(tmp_path) as ps:
+        ps.start("aggregator", "services.aggregator", "--config", str(cfg))
+        ps.start("publisher", "services.publisher", "--config", str(cfg))
+        yield feeds, sub, ps
+    sub.sock.close(0)
+    for f in feeds:
+        f.close()
+    ctx.term()
+
+
+def pump_all(feeds: list[ScriptedFeed], sub: Subscriber):
+    last_hb = [0.0]
+
+    def pump() -> None:
+        for f in feeds:
+            f.pump()
+        if time.monotonic() - last_hb[0] > 0.2:
+            last_hb[0] = time.monotonic()
+            for f in feeds:
+                f.heartbeat()
+        sub.drain(20)
+    return pump
+
+
+def matches(sub: Subscriber, feeds: list[ScriptedFeed], dust: Any = None) -> bool:
+    m = sub.last
+    if m is None:
+        return False
+    bids, asks = reference(feeds, SYM, N, dust)
+    return m["bids"] == bids and m["asks"] == asks
+
+
+DUST = {"beta": (Decimal("0.05"), Decimal(0))}
+
+
+def check_contract(msgs: list[dict[str, Any]]) -> None:
+    """seq is +1 per snapshot within an epoch; spread = best ask - best bid."""
+    for prev, cur in itertools.pairwise(msgs):
+        if prev["epoch"] == cur["epoch"]:
+            assert cur["seq"] == prev["seq"] + 1, (prev["seq"], cur["seq"])
+    for m in msgs:
+        if m["bids"] and m["asks"]:
+            assert Decimal(m["spread"]) == Decimal(m["asks"][0][0]) - Decimal(m["bids"][0][0])
+        else:
+            assert m["spread"] is None
+
+
+def test_merged_snapshots_equal_reference_merge(pipeline) -> None:
+    """Random deltas on two venues: every published state is contiguous, the final one equals the
+    reference merge (dust filter applied on one venue)."""
+    feeds, sub, _ = pipeline
+    rng = random.Random(1)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    for step in range(300):
+        f = rng.choice(feeds)
+        b, a = f.books[SYM]
+        side = rng.choice([0, 1])
+        book = b if side == 0 else a
+        if book and rng.random() < 0.3:
+            p = rng.choice(list(book))
+            upd = {str(p): "0"}
+        else:
+            base = 43000 - rng.randint(1, 20) if side == 0 else 43000 + rng.randint(2, 20)
+            upd = {f"{base}.{rng.randint(0, 9)}": f"{rng.choice(['0.01', '0.04', '0.5', '1.25', '3'])}"}
+        f.delta(SYM, upd if side == 0 else {}, upd if side == 1 else {})
+        if step % 25 == 0:
+            pump()
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="merged book = reference")
+    m = sub.last
+    assert m is not None
+    assert m["venues"] == {"alpha": "live", "beta": "live"}
+    assert m["symbol"] == SYM and len(m["bids"]) == N and len(m["asks"]) == N
+    assert isinstance(m["ts"], int) and m["ts"] > 0
+    check_contract(sub.received)
+
+
+def test_dropped_bus_message_is_detected_and_healed(pipeline) -> None:
+    """A delta lost on the bus: the venue goes syncing (levels out), a snapshot request heals it."""
+    feeds, sub, ps = pipeline
+    rng = random.Random(2)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    alpha = feeds[0]
+    requests_before = alpha.snap_requests
+    best_bid = max(alpha.books[SYM][0])
+    alpha.delta(SYM, {str(best_bid + Decimal("0.5")): "7"}, {}, send=False)   # lost on the bus
+    alpha.delta(SYM, {str(best_bid + Decimal("0.3")): "2"}, {})               # seq jumps
+    took = wait_until(lambda: matches(sub, feeds, DUST) and sub.last["venues"]["alpha"] == "live"
+                      and alpha.snap_requests > requests_before,
+                      timeout=20, pump=pump, what="gap healed by a snapshot")
+    seen = [m["venues"]["alpha"] for m in sub.received]
+    # Never a wrong book: no published state ever showed the level after the lost one without it.
+    for m in sub.received:
+        prices = [b[0] for b in m["bids"] if b[2] == "alpha"]
+        assert not (canon(best_bid + Decimal("0.3")) in prices and canon(best_bid + Decimal("0.5")) not in prices)
+    assert "gap" in ps.log("aggregator")
+    print(f"gap healed in {took:.3f} s; alpha statuses seen: {sorted(set(seen))}")
+
+
+def test_lost_tail_is_seen_in_heartbeat(pipeline) -> None:
+    """The last message of a quiet stream is lost: the heartbeat's seq reveals it."""
+    feeds, sub, ps = pipeline
+    rng = random.Random(3)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    beta = feeds[1]
+    best_ask = min(beta.books[SYM][1])
+    beta.delta(SYM, {}, {str(best_ask - Decimal("0.1")): "9"}, send=False)
+    wait_until(lambda: matches(sub, feeds, DUST) and "lost messages" in ps.log("aggregator"),
+               timeout=20, pump=pump, what="lost tail detected and healed")
+
+
+def test_venue_down_and_status_leave_the_merged_book(pipeline) -> None:
+    """A feed that stops (no heartbeat) is `down`; a `stale` status removes a venue's levels."""
+    feeds, sub, _ = pipeline
+    rng = random.Random(4)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    alpha, beta = feeds
+    beta.set_status(SYM, "stale", "no frames for 5 s")
+    wait_until(lambda: sub.last["venues"]["beta"] == "stale" and matches(sub, feeds, DUST), timeout=20,
+               pump=pump, what="stale venue out of the book")
+    assert all(lv[2] == "alpha" for lv in sub.last["bids"] + sub.last["asks"])
+    alpha.silent = True
+    wait_until(lambda: sub.last["venues"]["alpha"] == "down", timeout=20, pump=pump, what="alpha down")
+    assert sub.last["bids"] == [] and sub.last["asks"] == [] and sub.last["spread"] is None
+    alpha.silent = False
+    beta.snap(SYM, *book_of(1, 43001, rng))
+    wait_until(lambda: sub.last["venues"] == {"alpha": "live", "beta": "live"} and matches(sub, feeds, DUST),
+               timeout=20, pump=pump, what="both venues back")
+    check_contract(sub.received)
+
+
+def test_crossed_venues_give_a_negative_spread(pipeline) -> None:
+    """Venues that cross each other are reported as they are: the spread goes negative."""
+    feeds, sub, _ = pipeline
+    pump = pump_all(feeds, sub)
+    feeds[0].snap(SYM, {"100.5": "1"}, {"101": "1"})
+    feeds[1].snap(SYM, {"99": "1"}, {"100": "2"})
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="crossed book")
+    assert sub.last["spread"] == "-0.5"
