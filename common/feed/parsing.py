@@ -1,0 +1,60 @@
+"""Small pure helpers the venue parsers share: JSON decoding and level lists, each failing with
+:class:`~common.feed.types.ParseError` and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from common.feed.types import Levels, ParseError
+from common.numbers import BadNumber, parse_decimal
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON text; any failure (bad UTF-8, syntax, depth, integer size) is a ParseError."""
+    if not isinstance(text, str | bytes | bytearray | memoryview):
+        raise ParseError(f"frame is {type(text).__name__}, not text")
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError, ValueError) as e:
+        raise ParseError(f"not JSON: {e}") from None
+
+
+def levels(v: Any, what: str, key: str | None = None) -> Levels:
+    """``[[price, qty], ...]`` (decimal strings) -> ``[(Decimal, Decimal)]``. Prices must be > 0;
+    a zero quantity is kept (it removes the level). ``key`` goes into the ParseError."""
+    if not isinstance(v, list):
+        raise ParseError(f"{what} is not a list", key)
+    out: Levels = []
+    for lvl in v:
+        if not isinstance(lvl, list) or len(lvl) != 2:
+            raise ParseError(f"{what}: level is not [price, qty]: {str(lvl)[:60]}", key)
+        try:
+            price = parse_decimal(lvl[0])
+            qty = parse_decimal(lvl[1])
+        except BadNumber as e:
+            raise ParseError(f"{what}: {e}", key) from None
+        if not price:
+            raise ParseError(f"{what}: price 0", key)
+        out.append((price, qty))
+    return out
+
+
+def nonneg_int(v: Any, what: str, key: str | None = None) -> int:
+    """A JSON integer >= 0 (not a bool, not a float)."""
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ParseError(f"{what} is not an integer >= 0: {str(v)[:40]}", key)
+    return v
+
+
+def digits_int(v: Any, what: str, key: str | None = None) -> int:
+    """A decimal-digit string (or int) >= 0 with at most 19 digits, as Bitstamp sends times."""
+    if isinstance(v, str):
+        if not (0 < len(v) <= 19 and v.isascii() and v.isdigit()):
+            raise ParseError(f"{what} is not a digit string: {v[:40]!r}", key)
+        return int(v)
+    n = nonneg_int(v, what, key)
+    if n >= 10**19:
+        raise ParseError(f"{what} too large", key)
+    return n
