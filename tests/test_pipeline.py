@@ -212,3 +212,24 @@ def test_crossed_venues_give_a_negative_spread(pipeline) -> None:
     feeds[1].snap(SYM, {"99": "1"}, {"100": "2"})
     wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="crossed book")
     assert sub.last["spread"] == "-0.5"
+
+
+def test_late_joiner_gets_the_book_at_once_in_a_quiet_market(pipeline) -> None:
+    """No market change after the join: the new subscriber still gets a full book, and the
+    subscriber already there sees one more snapshot with a contiguous seq."""
+    feeds, sub, _ = pipeline
+    rng = random.Random(5)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    ctx = zmq.Context.instance()
+    late = Subscriber(sub.sock.getsockopt_string(zmq.LAST_ENDPOINT), SYM, ctx)
+    try:
+        took = wait_until(lambda: bool(late.drain(20)), timeout=20, pump=pump, what="late joiner's first book")
+        assert late.last is not None and late.last["bids"] == sub.last["bids"]
+        assert late.last["asks"] == sub.last["asks"]
+        check_contract(sub.received)
+        print(f"late joiner served in {took:.3f} s")
+    finally:
+        late.sock.close(0)

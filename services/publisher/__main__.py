@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import zmq
@@ -20,7 +21,7 @@ a full top-N state (see the README's subscriber contract). Example:
     ap.add_argument("--bind", default=None, help="address to bind (config publisher.bind, default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="port to bind (config publisher.port, default 50052)")
 
-    def adjust(a):  # type: ignore[no-untyped-def]
+    def adjust(a: argparse.Namespace) -> list[str]:
         out = []
         if a.bind:
             out.append(f"publisher.bind={a.bind!r}")

@@ -73,8 +73,7 @@ class Publisher:
             except UnicodeDecodeError:
                 return
         elif b"book.".startswith(topic):   # "", "b", ... "book.": everything
-            self.connected = False             # nothing received from the aggregator yet
-        self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
+            self._ask_republish([])
 
     def on_snapshot(self, frames: list[bytes]) -> None:
         if len(frames) != 2 or not frames[0].startswith(b"book."):
