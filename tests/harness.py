@@ -259,3 +259,52 @@ def wait_until(pred: Callable[[], bool], *, timeout: float, pump: Callable[[], N
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def reference_merge(books: dict[str, tuple[list[list[str]], list[list[str]]]], n: int,
+                    dust: dict[str, tuple[str, str]] | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """Top-n merged levels of venue books given as text levels, written independently of the
+    aggregator: filter dust, sort (price, then larger amount, then venue), cut, canonical text."""
+
+    def canon(d: Decimal) -> str:
+        s = format(d, "f")
+        return s.rstrip("0").rstrip(".") if "." in s else s
+
+    out: list[list[tuple[Decimal, Decimal, str]]] = [[], []]
+    for venue, sides in books.items():
+        min_amount, min_notional = (Decimal(x) for x in (dust or {}).get(venue, ("0", "0")))
+        for i, side in enumerate(sides):
+            for p, q in side:
+                price, qty = Decimal(p), Decimal(q)
+                if qty > 0 and qty >= min_amount and price * qty >= min_notional:
+                    out[i].append((price, qty, venue))
+    out[0].sort(key=lambda x: (-x[0], -x[1], x[2]))
+    out[1].sort(key=lambda x: (x[0], -x[1], x[2]))
+    return ([[canon(p), canon(q), v] for p, q, v in out[0][:n]],
+            [[canon(p), canon(q), v] for p, q, v in out[1][:n]])
+
+
+class SimControl:
+    """Client of the simulator's HTTP control interface."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        import requests
+
+        r = requests.get(self.base + path, params=params, timeout=10)
+        body: dict[str, Any] = r.json()
+        if r.status_code != 200:
+            raise AssertionError(f"simulator {path} {params}: HTTP {r.status_code} {body}")
+        return body
+
+    def up(self) -> bool:
+        try:
+            return bool(self.get("/health").get("ok"))
+        except Exception:
+            return False
+
+    def truth(self, venue: str, symbol: str) -> tuple[list[list[str]], list[list[str]]]:
+        b = self.get("/book", venue=venue, symbol=symbol)
+        return b["bids"], b["asks"]
