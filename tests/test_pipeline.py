@@ -56,7 +56,7 @@ def book_of(i: int, mid: int, rng: random.Random) -> tuple[dict[str, str], dict[
 def pipeline(tmp_path: Path):
     """Aggregator + publisher processes, two scripted venues, one subscriber."""
     cfg = tmp_path / "bookmux.toml"
-    ep = write_config(cfg, symbols=[SYM], levels=N, down_after=1.0,
+    ep = write_config(cfg, symbols=[SYM], levels=N, down_after=1.0, depletion={SYM: ["1", "5"]},
                       venues={"alpha": {"stale_after": 5.0},
                               "beta": {"stale_after": 5.0, "dust": {SYM: ("0.05", "0")}}})
     ctx = zmq.Context()
@@ -65,7 +65,7 @@ def pipeline(tmp_path: Path):
     with procs(tmp_path) as ps:
         ps.start("aggregator", "services.aggregator", "--config", str(cfg))
         ps.start("publisher", "services.publisher", "--config", str(cfg))
-        yield feeds, sub, ps
+        yield feeds, sub, ps, ep
     sub.sock.close(0)
     for f in feeds:
         f.close()
@@ -112,7 +112,7 @@ def check_contract(msgs: list[dict[str, Any]]) -> None:
 def test_merged_snapshots_equal_reference_merge(pipeline) -> None:
     """Random deltas on two venues: every published state is contiguous, the final one equals the
     reference merge (dust filter applied on one venue)."""
-    feeds, sub, _ = pipeline
+    feeds, sub, *_ = pipeline
     rng = random.Random(1)
     pump = pump_all(feeds, sub)
     for i, f in enumerate(feeds):
@@ -143,7 +143,7 @@ def test_merged_snapshots_equal_reference_merge(pipeline) -> None:
 
 def test_dropped_bus_message_is_detected_and_healed(pipeline) -> None:
     """A delta lost on the bus: the venue goes syncing (levels out), a snapshot request heals it."""
-    feeds, sub, ps = pipeline
+    feeds, sub, ps, _ = pipeline
     rng = random.Random(2)
     pump = pump_all(feeds, sub)
     for i, f in enumerate(feeds):
@@ -168,7 +168,7 @@ def test_dropped_bus_message_is_detected_and_healed(pipeline) -> None:
 
 def test_lost_tail_is_seen_in_heartbeat(pipeline) -> None:
     """The last message of a quiet stream is lost: the heartbeat's seq reveals it."""
-    feeds, sub, ps = pipeline
+    feeds, sub, ps, _ = pipeline
     rng = random.Random(3)
     pump = pump_all(feeds, sub)
     for i, f in enumerate(feeds):
@@ -183,7 +183,7 @@ def test_lost_tail_is_seen_in_heartbeat(pipeline) -> None:
 
 def test_venue_down_and_status_leave_the_merged_book(pipeline) -> None:
     """A feed that stops (no heartbeat) is `down`; a `stale` status removes a venue's levels."""
-    feeds, sub, _ = pipeline
+    feeds, sub, *_ = pipeline
     rng = random.Random(4)
     pump = pump_all(feeds, sub)
     for i, f in enumerate(feeds):
@@ -206,7 +206,7 @@ def test_venue_down_and_status_leave_the_merged_book(pipeline) -> None:
 
 def test_crossed_venues_give_a_negative_spread(pipeline) -> None:
     """Venues that cross each other are reported as they are: the spread goes negative."""
-    feeds, sub, _ = pipeline
+    feeds, sub, *_ = pipeline
     pump = pump_all(feeds, sub)
     feeds[0].snap(SYM, {"100.5": "1"}, {"101": "1"})
     feeds[1].snap(SYM, {"99": "1"}, {"100": "2"})
@@ -217,7 +217,7 @@ def test_crossed_venues_give_a_negative_spread(pipeline) -> None:
 def test_late_joiner_gets_the_book_at_once_in_a_quiet_market(pipeline) -> None:
     """No market change after the join: the new subscriber still gets a full book, and the
     subscriber already there sees one more snapshot with a contiguous seq."""
-    feeds, sub, _ = pipeline
+    feeds, sub, *_ = pipeline
     rng = random.Random(5)
     pump = pump_all(feeds, sub)
     for i, f in enumerate(feeds):
@@ -233,3 +233,37 @@ def test_late_joiner_gets_the_book_at_once_in_a_quiet_market(pipeline) -> None:
         print(f"late joiner served in {took:.3f} s")
     finally:
         late.sock.close(0)
+
+
+def test_query_answers_on_the_published_state(pipeline) -> None:
+    """A depletion query over real sockets names the epoch/seq of the last published snapshot,
+    and its merged fills start with exactly that snapshot's levels."""
+    from common import bus, query
+
+    feeds, sub, _, ep = pipeline
+    rng = random.Random(6)
+    pump = pump_all(feeds, sub)
+    for i, f in enumerate(feeds):
+        f.snap(SYM, *book_of(i, 43000 + i, rng))
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    pump()
+    req = bus.req(ep["query"], timeout_ms=10_000)
+    try:
+        for side, levels in (("sell", "bids"), ("buy", "asks")):
+            req.send(query.encode_request(SYM, side, quantity="3", all_venues=True))
+            reply = query.decode_reply(req.recv())
+            assert reply.ok, reply.error
+            m = sub.last
+            assert (reply.epoch, reply.seq) == (m["epoch"], m["seq"])
+            fills = reply.merged["fills"]
+            assert fills[:-1] == m[levels][: len(fills) - 1]     # whole levels taken, the last maybe in part
+            assert [f[:1] + f[2:] for f in fills] == [lv[:1] + lv[2:] for lv in m[levels][: len(fills)]]
+            assert set(reply.venues) == {"alpha", "beta"} and reply.statuses == m["venues"]
+            assert "depletion" in m and set(m["depletion"]) == {"buy", "sell"}
+        req.send(b"\x00garbage")
+        bad = query.decode_reply(req.recv())
+        assert not bad.ok and bad.error
+        req.send(query.encode_request(SYM, "buy", quantity="1"))
+        assert query.decode_reply(req.recv()).ok, "the aggregator keeps serving after garbage"
+    finally:
+        req.close(0)
