@@ -254,6 +254,15 @@ class Market:
                 else:
                     after.pop(p, None)
             extra = len(after) - self.max_levels
+            missing = self.min_levels - len(after)
+            if missing > 0:
+                # add deep levels beyond the farthest one
+                far_ticks = self._ticks(min(after) if is_bid else max(after)) if after else self.m
+                for _ in range(missing):
+                    far_ticks += (-1 if is_bid else 1) * self.rng.randint(1, 4)
+                    p = self._price(far_ticks)
+                    out.append((p, self._amount(deep=True)))
+                    touched.add((key, p))
             if extra > 0:
                 # delete the farthest levels
                 far = sorted(after, reverse=not is_bid)

@@ -15,9 +15,11 @@ What is served:
   subscribe frame after a 0.2 s settle so a burst of subscribe frames lands first), the
   recorded received frames in recorded order, only those of streams / channels the connection
   subscribed to, verbatim (Binance ``/ws`` raw connections get the unwrapped ``data``). Frames
-  recorded after a symbol's snapshot was recorded are held until that snapshot has been served
+  that come after a symbol's recorded snapshot are held until that snapshot has been served
   since the connection opened (or ``gate_timeout`` passed), so the feed meets the same
-  older/equal/newer mix as the recorder did. Pacing: recorded gaps divided by ``speed``
+  older/equal/newer mix as the recorder did. "After" is decided by the venue's own numbers
+  (Binance ``u > lastUpdateId``; Bitstamp ``microtimestamp`` above the snapshot's) and, for
+  other frames, by the recorder's clock. Pacing: recorded gaps divided by ``speed``
   (0 = as fast as possible). Recorded Bitstamp acks are not replayed: acks answer the live
   subscribe frames.
 * ``/book``: the book the recording implies, computed here with the venue's documented rule:
@@ -68,6 +70,7 @@ class WsFrame:
     text: str
     key: str            # Binance: stream name; Bitstamp: channel
     obj: Any = field(compare=False, repr=False)
+    gate: str | None = None  # symbol whose snapshot must have been served before this frame
 
 
 def detect_kind(folder: Path) -> str:
@@ -193,8 +196,8 @@ class ReplayMixin(VenueServer):
                 return
             if not self.wants(conn, f):
                 continue
-            sym = self.frame_symbol(f)
-            if sym is not None and sym in self.snap_ts and f.ts > self.snap_ts[sym]:
+            sym = f.gate
+            if sym is not None:
                 gate: asyncio.Event = conn.state["gates"][sym]
                 if not gate.is_set():
                     t0 = time.monotonic()
@@ -252,10 +255,24 @@ class ReplayBinance(ReplayMixin, BinanceServer):
                 key = obj.get("stream", "") if isinstance(obj, dict) else ""
                 frames.append(WsFrame(ts, text, key, obj))
         frames.sort(key=lambda f: f.ts)
-        self.frames = frames
+        last_ids = {sym: json.loads(body)["lastUpdateId"] for sym, body in self.snapshots.items()}
+        self.frames = [self._gated(f, last_ids) for f in frames]
         if not frames:
             self.origin = 0.0
         self._imply()
+
+    def _gated(self, f: WsFrame, last_ids: dict[str, int]) -> WsFrame:
+        """Depth events with ``u > lastUpdateId`` come after the snapshot; other frames go by the
+        recorder's clock."""
+        sym = self.frame_symbol(f)
+        if sym is None or sym not in last_ids:
+            return f
+        d = f.obj.get("data") if isinstance(f.obj, dict) else None
+        if isinstance(d, dict) and d.get("e") == "depthUpdate" and isinstance(d.get("u"), int):
+            after = d["u"] > last_ids[sym]
+        else:
+            after = f.ts > self.snap_ts[sym]
+        return WsFrame(f.ts, f.text, f.key, f.obj, sym if after else None)
 
     def _imply(self) -> None:
         for sym, body in self.snapshots.items():
@@ -369,9 +386,23 @@ class ReplayBitstamp(ReplayMixin, BitstampServer):
                 key = obj.get("channel", "") if isinstance(obj, dict) else ""
                 frames.append(WsFrame(ts, text, str(key), obj))
         frames.sort(key=lambda f: f.ts)
-        self.frames = frames
+        stamps = {sym: int(json.loads(body)["microtimestamp"]) for sym, body in self.snapshots.items()}
+        self.frames = [self._gated(f, stamps) for f in frames]
         self.origin = origin or 0.0
         self._imply()
+
+    def _gated(self, f: WsFrame, stamps: dict[str, int]) -> WsFrame:
+        """Diffs with a microtimestamp above the snapshot's come after it. (The recorder's clock
+        cannot tell: it read every diff only after it had fetched all snapshots.)"""
+        sym = self.frame_symbol(f)
+        d = f.obj.get("data") if isinstance(f.obj, dict) else None
+        if sym is None or sym not in stamps or not isinstance(d, dict):
+            return f
+        try:
+            after = int(d["microtimestamp"]) > stamps[sym]
+        except (KeyError, ValueError, TypeError):
+            after = f.ts > self.snap_ts[sym]
+        return WsFrame(f.ts, f.text, f.key, f.obj, sym if after else None)
 
     def _imply(self) -> None:
         for sym, body in self.snapshots.items():
