@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import requests
 import websockets
@@ -211,7 +211,7 @@ class FeedRunner:
         self._zctx = zmq.Context()
         actx = zmq.asyncio.Context.shadow(self._zctx)
         self._pub = bus.pub(self.cfg.pub, ctx=self._zctx)
-        router = bus.router(self.cfg.ctl, max_msg_size=self.max_msg_size, ctx=actx)
+        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=self.max_msg_size, ctx=actx))
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
