@@ -76,6 +76,7 @@ class Replayed:
     gaps: list[DepthEvent] = field(default_factory=list)
     syncs: int = 0
     buffered_at_sync: list[int] = field(default_factory=list)
+    refused: int = 0
 
 
 def recorder_time(fr: WsIn, ev: DepthEvent) -> float:
@@ -109,6 +110,9 @@ def replay(spec: FeedSpec, frames: Iterable[WsIn], snapshots: list[tuple[float, 
         snap: Snapshot = spec.parse_snapshot(body, key)
         st.buffered_at_sync.append(st.seqr.buffered)
         verdict, events = st.seqr.on_snapshot(snap)
+        if verdict is Verdict.REFETCH and not st.seqr.buffered:
+            st.refused += 1     # nothing buffered to prove the snapshot current (Bitstamp): wait
+            return
         assert verdict is Verdict.SYNCED, (key, verdict)
         kept = {id(e) for e in events}
         st.dropped.extend(e for e in st.buffered if id(e) not in kept)

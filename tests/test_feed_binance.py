@@ -185,8 +185,9 @@ def test_sync_drops_u_at_or_below_snapshot_and_applies_the_straddling_event() ->
 def test_straddle_with_u_minus_u_not_matching_level_count_is_applied() -> None:
     """u - U + 1 is a count of engine updates, not levels: never checked."""
     s = BinanceSequencer()
-    s.on_snapshot(snap(100))
-    assert s.on_event(DepthEvent("BTCUSDT", 90, 150, 0, [(Decimal(1), Decimal(1))], [])) is Verdict.APPLY
+    assert s.on_event(DepthEvent("BTCUSDT", 90, 150, 0, [(Decimal(1), Decimal(1))], [])) is Verdict.BUFFERED
+    verdict, events = s.on_snapshot(snap(100))
+    assert verdict is Verdict.SYNCED and [(e.first, e.last) for e in events] == [(90, 150)]
 
 
 def test_hole_inside_the_buffer_is_a_gap_and_keeps_the_events_after_it() -> None:
@@ -200,16 +201,21 @@ def test_hole_inside_the_buffer_is_a_gap_and_keeps_the_events_after_it() -> None
     assert verdict is Verdict.SYNCED and [(e.first, e.last) for e in events] == [(19, 19)]
 
 
-def test_snapshot_with_empty_buffer_is_accepted_and_checked_by_the_next_event() -> None:
+def test_snapshot_with_empty_buffer_is_refused_until_an_event_proves_it_current() -> None:
+    """Nothing buffered: a lagging REST answer could not be told apart, so fetch again."""
     s = BinanceSequencer()
-    assert s.on_snapshot(snap(50)) == (Verdict.SYNCED, [])
-    assert s.on_event(ev(53, 55)) is Verdict.GAP  # 53 > 51: the snapshot missed 51..52
+    assert s.on_snapshot(snap(50)) == (Verdict.REFETCH, [])
+    assert s.on_event(ev(53, 55)) is Verdict.BUFFERED
+    assert s.on_snapshot(snap(50)) == (Verdict.REFETCH, [])   # 50 < U_first 53: the old answer
+    verdict, events = s.on_snapshot(snap(54))
+    assert verdict is Verdict.SYNCED and [(e.first, e.last) for e in events] == [(53, 55)]
 
 
 def test_live_branches_apply_drop_duplicate_and_gap() -> None:
     s = BinanceSequencer()
-    s.on_snapshot(snap(100))
-    assert s.on_event(ev(99, 101)) is Verdict.APPLY    # straddles 101
+    assert s.on_event(ev(99, 101)) is Verdict.BUFFERED
+    verdict, events = s.on_snapshot(snap(100))
+    assert verdict is Verdict.SYNCED and [(e.first, e.last) for e in events] == [(99, 101)]  # straddles 101
     assert s.on_event(ev(102, 103)) is Verdict.APPLY   # U == id + 1
     assert s.on_event(ev(90, 95)) is Verdict.DROP      # u < id: stale
     assert s.on_event(ev(102, 103)) is Verdict.DROP    # u == id: duplicate, already applied

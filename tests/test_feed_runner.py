@@ -248,11 +248,15 @@ def test_sync_publish_gap_resync_pair_check_and_snapshot_service() -> None:
 def test_malformed_update_resyncs_that_symbol() -> None:
     """A depth event for a known symbol with a bad value is counted, dropped, and resyncs it."""
     async def ws(conn: ServerConnection, v: FakeVenue) -> None:
+        await conn.send(depth(10, 10, [], []))   # buffered first: proves the snapshot current
         await v.snapshot_served.wait()
         await asyncio.sleep(0.2)
         v.snapshot_served.clear()
+        await conn.send(depth(10, 10, [], []))
         await conn.send(depth(11, 11, [["10", "NaN"]], []))
         await conn.send("{not json")
+        await asyncio.sleep(0.1)
+        await conn.send(depth(10, 10, [], []))   # what the resync buffers before its snapshot
         await conn.wait_closed()
 
     async def scenario() -> None:
@@ -326,6 +330,7 @@ def test_backoff_resets_after_each_synced_book() -> None:
 
 def silent_after_sync(v_snapshot: str) -> Callable[[ServerConnection, FakeVenue], Awaitable[None]]:
     async def ws(conn: ServerConnection, v: FakeVenue) -> None:
+        await conn.send(depth(5, 5, [], []))   # one event, so the snapshot (lastUpdateId 5) is proven
         await conn.wait_closed()
     return ws
 
@@ -386,6 +391,9 @@ def test_bitstamp_subscribe_heartbeat_429_and_request_reconnect() -> None:
                 if m.get("event") == "bts:heartbeat":
                     await conn.send('{"event":"bts:heartbeat","channel":"","data":{"status":"success"}}')
         r = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)   # a diff older than the snapshot: what proves the snapshot current
+        await conn.send('{"data":{"timestamp":"0","microtimestamp":"999","bids":[],"asks":[["1.7","1"]]},'
+                        '"channel":"diff_order_book_btcusd","event":"data"}')
         await v.snapshot_served.wait()
         await asyncio.sleep(0.5)
         if v.connections == 1:

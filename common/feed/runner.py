@@ -612,8 +612,9 @@ class FeedRunner:
             if verdict is Verdict.REFETCH:
                 self.counters["snapshot_refetch"] += 1
                 d = next(delays)
-                self.log.info("%s %s: snapshot %s %d is older than the first buffered event; refetching "
-                              "in %.3f s", self.cfg.id, st.symbol, name, snap.last, d)
+                self.log.info("%s %s: snapshot %s %d is not proven current (older than the first buffered "
+                              "event, or no event buffered yet); refetching in %.3f s", self.cfg.id, st.symbol,
+                              name, snap.last, d)
                 await asyncio.sleep(d)
                 continue
             if verdict is Verdict.GAP:

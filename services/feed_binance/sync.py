@@ -10,8 +10,10 @@ Rules (Binance spot "How to manage a local order book correctly", wording of 202
    duplicate: already in the book); ``U > id + 1`` -> gap (updates were missed); else apply and
    ``id := u``. ``u - U + 1`` counts engine updates, not levels: it is never checked.
 
-A snapshot taken while the buffer is empty is accepted as is; the first live event must then
-straddle it like any other, or it is a gap.
+A snapshot taken while the buffer is still empty is refused (fetch again): nothing proves it is
+not an old answer (REST can lag the stream), and publishing it as ``live`` until the next event
+revealed the gap would show a wrong book; in a quiet market that could last long. The symbol
+stays ``syncing`` until its first event is buffered.
 """
 
 from __future__ import annotations
@@ -68,11 +70,11 @@ class BinanceSequencer:
         return v
 
     def on_snapshot(self, snap: Snapshot) -> tuple[Verdict, list[DepthEvent]]:
-        """``(SYNCED, events to apply on top of the snapshot)``; ``(REFETCH, [])`` when the
-        snapshot is older than the first buffered event (buffer kept); ``(GAP, [])`` when the
+        """``(SYNCED, events to apply on top of the snapshot)``; ``(REFETCH, [])`` when nothing is
+        buffered yet or the snapshot is older than the first buffered event (buffer kept); ``(GAP, [])`` when the
         buffer itself misses updates after the snapshot (the events from the hole on are kept as
         the new buffer)."""
-        if self._buf and snap.last < self._buf[0].first:
+        if not self._buf or snap.last < self._buf[0].first:
             return Verdict.REFETCH, []
         self.book_id = snap.last
         events = list(self._buf)

@@ -2,7 +2,10 @@
 
 1. Buffer diffs from the stream.
 2. Fetch the REST book. If its microtimestamp is older than the first buffered diff's, diffs
-   published between the two were never seen: fetch again, keeping the buffer.
+   published between the two were never seen: fetch again, keeping the buffer. With nothing
+   buffered yet there is no way to tell a current snapshot from one that lags the stream (REST
+   answers can be seconds old, and Bitstamp has no sequence to reveal what was missed), so the
+   snapshot is refused until the first diff has arrived; the symbol stays ``syncing`` meanwhile.
 3. Drop every diff with ``mt <= snapshot mt``. EQUAL is dropped on purpose: the snapshot was cut
    at that microsecond, so it already contains that diff (re-applying an absolute size would be
    harmless for that level, but a later diff inside the snapshot may have changed it since).
@@ -48,9 +51,9 @@ class BitstampSequencer:
         return Verdict.DROP if ev.last <= self.snapshot_mt else Verdict.APPLY
 
     def on_snapshot(self, snap: Snapshot) -> tuple[Verdict, list[DepthEvent]]:
-        """``(REFETCH, [])`` when ``snapshot mt < first buffered mt`` (buffer kept); else
-        ``(SYNCED, buffered diffs newer than the snapshot)``."""
-        if self._buf and snap.last < self._buf[0].first:
+        """``(REFETCH, [])`` when nothing is buffered yet or ``snapshot mt < first buffered mt``
+        (buffer kept); else ``(SYNCED, buffered diffs newer than the snapshot)``."""
+        if not self._buf or snap.last < self._buf[0].first:
             return Verdict.REFETCH, []
         self.snapshot_mt = snap.last
         out = [ev for ev in self._buf if ev.last > snap.last]

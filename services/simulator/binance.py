@@ -283,9 +283,6 @@ class BinanceServer(VenueServer):
         if hidden:
             self.stats["events_hidden"] += 1
             return
-        if self.silenced():
-            self.stats["events_unsent_silence"] += 1
-            return
         data = dumps(self.event(symbol, first, last, ch, extra))
         for c in self.conns:
             for stream in c.state.get("depth", {}).get(symbol, ()):

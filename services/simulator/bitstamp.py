@@ -186,9 +186,6 @@ class BitstampServer(VenueServer):
         if hidden:
             self.stats["events_hidden"] += 1
             return
-        if self.silenced():
-            self.stats["events_unsent_silence"] += 1
-            return
         frame = self.frame(symbol, us, ch, extra)
         for c in self.conns:
             if symbol in c.symbols:

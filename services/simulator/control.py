@@ -25,7 +25,8 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
                     Binance: the next sent event has ``U > previous u + 1``. Bitstamp: a lost
                     diff (undetectable by sequence, as on the real venue). Live mode only.
     ``drop``        close every WebSocket connection of V abruptly (no close frame).
-    ``silence``     [seconds=5]: connections stay open but nothing at all is sent: no events, no
+    ``silence``     [seconds=5]: the connections open now stay open but nothing at all is sent on
+                    them (a connection opened meanwhile is served normally): no events, no
                     pings, no replies (reading stops, so no pongs either). Book changes during the
                     silence happen in truth and are never sent.
     ``rest_error``  [count=1] [status=500]: the next ``count`` REST book snapshots answer ``status``.

@@ -212,7 +212,7 @@ class ReplayMixin(VenueServer):
                 delay = start + (f.ts - self.origin) / self.speed - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            while self.silenced():
+            while conn.silenced():
                 await asyncio.sleep(0.05)
             conn.push(self.outgoing(conn, f))
             self.stats["events_sent"] += 1

@@ -91,10 +91,17 @@ class Conn:
         self.idle.set()
         self.closed = False
         self.state: dict[str, Any] = {}      # venue-specific per-connection data
+        self.silent_until = 0.0              # a silence fault stalls this connection only
+
+    def silenced(self) -> bool:
+        return time.monotonic() < self.silent_until
 
     def push(self, frame: str) -> None:
-        """Queue a frame; dropped while the venue is silenced (nothing at all is sent then)."""
-        if self.closed or self.venue.silenced():
+        """Queue a frame; dropped while this connection is silenced (nothing at all is sent then)."""
+        if self.closed:
+            return
+        if self.silenced():
+            self.venue.stats["frames_unsent_silence"] += 1
             return
         self._out.append(frame)
         self.idle.clear()
@@ -111,7 +118,7 @@ class Conn:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._out:
-                    if self.venue.silenced():
+                    if self.silenced():
                         self._out.clear()
                         break
                     frame = self._out.popleft()
@@ -130,7 +137,7 @@ class Conn:
         try:
             while True:
                 await asyncio.sleep(interval)
-                if self.venue.silenced():
+                if self.silenced():
                     continue
                 pong = await self.ws.ping()
                 self.venue.stats["pings_sent"] += 1
@@ -200,14 +207,19 @@ class VenueServer:
     # --- faults --------------------------------------------------------------------------------
 
     def silenced(self) -> bool:
-        return time.monotonic() < self.silent_until
+        """True while every connection open at the last silence fault is still stalled (a
+        connection opened since is served normally, as a real venue would)."""
+        return bool(self.conns) and all(c.silenced() for c in self.conns)
 
     def silence(self, seconds: float) -> None:
-        """Nothing at all is sent for ``seconds``: no events, no replies, no pings, and (by not
-        reading) no pongs either. Book changes go on in truth."""
-        self.silent_until = max(self.silent_until, time.monotonic() + seconds)
+        """Stall the connections open now for ``seconds``: nothing at all is sent on them (no
+        events, no replies, no pings) and, by not reading, no pongs either. Book changes go on in
+        truth; connections opened meanwhile are served normally."""
+        until = time.monotonic() + seconds
+        self.silent_until = max(self.silent_until, until)
         paused = []
         for c in self.conns:
+            c.silent_until = max(c.silent_until, until)
             c.discard_pending()
             with contextlib.suppress(Exception):
                 c.ws.transport.pause_reading()
@@ -338,7 +350,7 @@ class VenueServer:
             await self.on_open(conn)
             async for msg in ws:
                 self.stats["frames_received"] += 1
-                if self.silenced():
+                if conn.silenced():
                     continue
                 await self.on_message(conn, msg if isinstance(msg, str) else msg.decode("utf-8", "replace"))
         except ConnectionClosed:
