@@ -16,7 +16,7 @@ comma     := ,
 
 OPTS = $(if $(SYMBOLS),--symbols $(SYMBOLS)) $(if $(LEVELS),--levels $(LEVELS)) $(if $(PORT),--port $(PORT))
 
-.PHONY: help venv run demo watch deplete stop status test lint typecheck clean bench bench-quick
+.PHONY: help venv run demo watch deplete stop status test lint typecheck clean bench bench-quick keys
 
 help:
 	@echo "make run      set up and run everything under supervisord against the live exchanges (Ctrl-C stops)"
@@ -25,6 +25,7 @@ help:
 	@echo "make deplete ARGS=\"BTC/USDT sell 15\"   cost of an order across venues"
 	@echo "make status / make stop   supervisord status / stop everything"
 	@echo "make test     set up, lint, run the test suite      make lint   ruff + mypy"
+	@echo "make keys     CURVE key pairs under keys/ (then [security] curve = true)"
 
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -57,6 +58,9 @@ status: $(STAMP)
 stop: $(STAMP)
 	@for c in run/supervisord.conf run/demo/supervisord.conf; do \
 	  test -S $$(dirname $$c)/supervisor.sock && $(VENV)/bin/supervisorctl -c $$c shutdown; done; true
+
+keys: $(STAMP)
+	$(VPY) -m common.security --dir keys
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

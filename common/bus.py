@@ -5,12 +5,19 @@ Rules kept by every stage:
 * PUB sockets set ``SNDHWM`` so a slow peer costs bounded memory (ZeroMQ drops for that peer
   only; the receiver's sequence check sees the drop);
 * ``LINGER`` is short so a stopping process never hangs on unsent data;
-* nothing busy-polls: loops block in ``poll``/``recv`` with a timeout for their timers.
+* nothing busy-polls: loops block in ``poll``/``recv`` with a timeout for their timers;
+* with ``sec`` (CURVE on, see common/security.py) a binding socket is a CURVE server admitting
+  only the allowed client keys and a connecting one a CURVE client.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import zmq
+
+if TYPE_CHECKING:
+    from common.security import Security
 
 DEFAULT_HWM = 10_000
 LINGER_MS = 200
@@ -28,29 +35,47 @@ def _common(s: zmq.Socket, max_msg_size: int | None) -> zmq.Socket:
     return s
 
 
-def pub(endpoint: str, *, hwm: int = DEFAULT_HWM, bind: bool = True,
-        ctx: zmq.Context | None = None) -> zmq.Socket:
-    """A PUB socket bound (or connected) to ``endpoint`` with send high-water mark ``hwm``."""
+def _bind(s: zmq.Socket, endpoint: str, sec: Security | None) -> None:
+    if sec is not None:
+        sec.server(s)
+    s.bind(endpoint)
+
+
+def _connect(s: zmq.Socket, endpoint: str, sec: Security | None) -> None:
+    if sec is not None:
+        sec.client(s)
+    s.connect(endpoint)
+
+
+#: What a PUB/XPUB receives is subscriptions: small. Set before bind (the listener copies it).
+SUBSCRIPTION_MAX = 4096
+
+
+def pub(endpoint: str, *, hwm: int = DEFAULT_HWM, ctx: zmq.Context | None = None,
+        sec: Security | None = None) -> zmq.Socket:
+    """A PUB socket bound to ``endpoint`` with send high-water mark ``hwm``."""
     s = (ctx or context()).socket(zmq.PUB)
     s.setsockopt(zmq.SNDHWM, hwm)
-    _common(s, None)
-    s.bind(endpoint) if bind else s.connect(endpoint)
+    _common(s, SUBSCRIPTION_MAX)
+    _bind(s, endpoint, sec)
     return s
 
 
-def xpub(endpoint: str, *, hwm: int = DEFAULT_HWM, ctx: zmq.Context | None = None) -> zmq.Socket:
+def xpub(endpoint: str, *, hwm: int = DEFAULT_HWM, ctx: zmq.Context | None = None,
+         sec: Security | None = None) -> zmq.Socket:
     """An XPUB bound to ``endpoint``: a PUB that also reports every subscription (verbose), so a
     publisher can serve late joiners."""
     s = (ctx or context()).socket(zmq.XPUB)
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.XPUB_VERBOSE, 1)
-    _common(s, 4096)
-    s.bind(endpoint)
+    _common(s, SUBSCRIPTION_MAX)
+    _bind(s, endpoint, sec)
     return s
 
 
 def sub(endpoints: list[str] | str, topics: list[bytes] | None = None, *, hwm: int = DEFAULT_HWM,
-        max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+        max_msg_size: int | None = None, ctx: zmq.Context | None = None,
+        sec: Security | None = None) -> zmq.Socket:
     """A SUB socket connected to every endpoint, subscribed to ``topics`` (all when None)."""
     s = (ctx or context()).socket(zmq.SUB)
     s.setsockopt(zmq.RCVHWM, hwm)
@@ -58,25 +83,27 @@ def sub(endpoints: list[str] | str, topics: list[bytes] | None = None, *, hwm: i
     for t in topics if topics is not None else [b""]:
         s.setsockopt(zmq.SUBSCRIBE, t)
     for e in [endpoints] if isinstance(endpoints, str) else endpoints:
-        s.connect(e)
+        _connect(s, e, sec)
     return s
 
 
-def router(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+def router(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None,
+           sec: Security | None = None) -> zmq.Socket:
     """A ROUTER bound to ``endpoint`` (request side of snapshot and query services)."""
     s = (ctx or context()).socket(zmq.ROUTER)
     s.setsockopt(zmq.ROUTER_MANDATORY, 0)
     s.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
     _common(s, max_msg_size)
-    s.bind(endpoint)
+    _bind(s, endpoint, sec)
     return s
 
 
-def dealer(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None) -> zmq.Socket:
+def dealer(endpoint: str, *, max_msg_size: int | None = None, ctx: zmq.Context | None = None,
+           sec: Security | None = None) -> zmq.Socket:
     """A DEALER connected to ``endpoint`` (asynchronous requests to a ROUTER)."""
     s = (ctx or context()).socket(zmq.DEALER)
     _common(s, max_msg_size)
-    s.connect(endpoint)
+    _connect(s, endpoint, sec)
     return s
 
 

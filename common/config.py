@@ -95,6 +95,15 @@ class PublisherConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """``curve``: CURVE encryption and authentication on every ZeroMQ endpoint (keys from
+    ``make keys`` under ``keys_dir``; see common/security.py)."""
+
+    curve: bool = False
+    keys_dir: str = "keys"
+
+
+@dataclass(frozen=True)
 class Config:
     symbols: tuple[str, ...]
     levels: int
@@ -105,6 +114,7 @@ class Config:
     aggregator: AggregatorConfig
     publisher: PublisherConfig
     simulator: Mapping[str, Any] = field(default_factory=dict)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = ""
 
     @property
@@ -129,7 +139,7 @@ class Config:
 # --- loading ----------------------------------------------------------------------------------
 
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
-             "publisher", "simulator"}
+             "publisher", "simulator", "security"}
 _VENUE_KEYS = {"kind", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
                "taker_fee", "cpu", "dust", "options"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
@@ -251,8 +261,18 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     log_level = _get(raw, "log_level", str, "config", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level {log_level!r} is not DEBUG/INFO/WARNING/ERROR")
+    sec = _get(raw, "security", dict, "config", {})
+    _unknown("security", sec, {"curve", "keys_dir"})
+    security = SecurityConfig(curve=_get(sec, "curve", bool, "security", False),
+                              keys_dir=_get(sec, "keys_dir", str, "security", "keys"))
+    if security.curve is False and pub.get("bind", "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
+        import logging
+
+        logging.getLogger("config").warning(
+            "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
+            pub.get("bind"))
     return Config(
-        symbols=symbols, levels=levels, log_level=log_level,
+        symbols=symbols, levels=levels, log_level=log_level, security=security,
         run_dir=_get(raw, "run_dir", str, "config", "run"), max_msg_size=max_msg_size,
         venues=venues,
         aggregator=AggregatorConfig(

@@ -39,7 +39,8 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
     def program(name: str, command: str, priority: int) -> None:
         out.extend([
             f"[program:{name}]", f"command={command}", f"directory={REPO_ROOT}", f"priority={priority}",
-            "autostart=true", "autorestart=true", "startsecs=1", "startretries=100",
+            # exit 2 = wrong configuration (logged): restarting would only loop; crashes restart.
+            "autostart=true", "autorestart=unexpected", "exitcodes=0,2", "startsecs=1", "startretries=100",
             "stopsignal=TERM", "stopwaitsecs=5", "killasgroup=true", "stopasgroup=true",
             "redirect_stderr=true", f"stdout_logfile={logs}/{name}.log",
             "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=3",

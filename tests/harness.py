@@ -128,14 +128,17 @@ Side = dict[Decimal, Decimal]
 class ScriptedFeed:
     """A feed process stand-in: plain-dict books, the real bus schema, a snapshot ROUTER."""
 
-    def __init__(self, venue: str, pub: str, ctl: str, ctx: zmq.Context) -> None:
+    def __init__(self, venue: str, pub: str, ctl: str, ctx: zmq.Context, sec: Any = None) -> None:
         self.venue = venue
         self.sess = time.time_ns()
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.bind(pub)
         self.ctl = ctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
+        if sec is not None:      # common.security.Security: CURVE servers, as a real feed
+            sec.server(self.pub)
+            sec.server(self.ctl)
+        self.pub.bind(pub)
         self.ctl.bind(ctl)
         self.books: dict[str, tuple[Side, Side]] = {}
         self.seq: dict[str, int] = {}

@@ -7,6 +7,7 @@ import sys
 import zmq
 
 from common import service
+from common.security import KeyError_
 from services.aggregator.service import Aggregator
 
 
@@ -21,6 +22,9 @@ aggregator.query. Example:
     _args, cfg, log = service.load(ap, argv, "aggregator")
     try:
         agg = Aggregator(cfg)
+    except KeyError_ as e:
+        log.error("%s", e)
+        return 2
     except zmq.ZMQError as e:
         log.error("cannot open sockets: %s (is another aggregator running on these endpoints?)", e)
         return 1

@@ -31,6 +31,7 @@ from common import bus, schema
 from common.book import ASK, BID, Book
 from common.config import Config, DustRule
 from common.schema import DOWN, LIVE, SNAP, SYNCING, BookMsg, BusError, HeartbeatMsg, StatusMsg
+from common.security import Security
 from services.aggregator import merge
 
 log = logging.getLogger("aggregator")
@@ -98,13 +99,15 @@ class Aggregator:
             self.states[sym] = SymbolState(
                 sym, {v.id: Stream(v.id, sym) for v in carriers}, {v.id: v.dust_rule(sym) for v in carriers})
         mms = cfg.max_msg_size
-        self.sub = bus.sub([v.pub for v in venues], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx)
+        self.sec = Security.from_config(cfg)
+        sec = self.sec
+        self.sub = bus.sub([v.pub for v in venues], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx, sec=sec)
         now = time.monotonic()
-        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx), last_heard=now)
-                      for v in venues}
+        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx, sec=sec),
+                                 last_heard=now) for v in venues}
         # XPUB: a (re)connecting publisher's subscription makes every book be published again.
-        self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx)
-        self.ctl = bus.router(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx)
+        self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx, sec=sec)
+        self.ctl = bus.router(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=sec)
         self.query: Any = None
         self.query_sock: zmq.Socket | None = None
         self._depletion_fn: Any = None
@@ -115,9 +118,9 @@ class Aggregator:
         if self.query_sock is not None:
             self.poller.register(self.query_sock, zmq.POLLIN)
         self._last_counter_log = now
-        log.info("epoch %d: %d symbols %s from venues %s; publishing on %s, control %s",
+        log.info("epoch %d: %d symbols %s from venues %s; publishing on %s, control %s; CURVE %s",
                  self.epoch, len(self.states), list(self.states), [v.id for v in venues],
-                 cfg.aggregator.pub, cfg.aggregator.ctl)
+                 cfg.aggregator.pub, cfg.aggregator.ctl, "on" if sec else "off")
         for venue in self.links:
             self._request_snapshot(venue, [s for s, st in self.states.items() if venue in st.streams], now)
 
@@ -130,7 +133,7 @@ class Aggregator:
             log.warning("depletion engine not available: no query endpoint, no streamed depletion")
             return
         self.query = query.QueryService(self)
-        self.query_sock = bus.router(self.cfg.aggregator.query, max_msg_size=1 << 16, ctx=self.ctx)
+        self.query_sock = bus.router(self.cfg.aggregator.query, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec)
         self._depletion_fn = depletion.summaries
         log.info("depletion queries on %s", self.cfg.aggregator.query)
 
@@ -450,4 +453,6 @@ class Aggregator:
             s.close()
         if self.query_sock is not None:
             self.query_sock.close()
+        if self.sec is not None:
+            self.sec.close()
         log.info("stopped; counters %s", self.counters)

@@ -7,7 +7,9 @@ import sys
 import time
 from typing import Any
 
-from common import bus, schema
+import zmq
+
+from common import bus, schema, security
 from common.config import SYMBOL_RE
 from common.schema import BusError
 
@@ -21,6 +23,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=10.0,
                    help="warn when nothing arrived for this many seconds (default %(default)s)")
     p.add_argument("--no-clear", action="store_true", help="do not redraw in place (one block per snapshot)")
+    p.add_argument("--server-key", default=None, metavar="PATH",
+                   help="CURVE: the publisher's public key file (keys/server.key); enables encryption")
+    p.add_argument("--client-key", default=None, metavar="PATH",
+                   help="CURVE: our secret key file, whose public key the publisher allows "
+                        "(keys/subscriber.key_secret)")
     p.set_defaults(func=run)
 
 
@@ -50,7 +57,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     symbol = args.symbol.upper()
     topic = schema.book_topic(symbol)
-    s = bus.sub(args.endpoint, [topic], max_msg_size=16 << 20)
+    if bool(args.server_key) != bool(args.client_key):
+        print("watch: --server-key and --client-key go together (CURVE)", file=sys.stderr)
+        return 2
+    s = bus.context().socket(zmq.SUB)
+    s.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
+    s.setsockopt(zmq.SUBSCRIBE, topic)
+    if args.server_key:
+        try:
+            security.client_keys(s, server_key=args.server_key, client_key=args.client_key)
+        except (OSError, ValueError, security.KeyError_) as e:
+            print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
+            return 2
+    s.connect(args.endpoint)
     clear = sys.stdout.isatty() and not args.no_clear
     got, last_at = 0, time.monotonic()
     print(f"subscribed to {topic.decode()} on {args.endpoint}; waiting for the first snapshot...", flush=True)

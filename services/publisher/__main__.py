@@ -8,6 +8,7 @@ import sys
 import zmq
 
 from common import service
+from common.security import KeyError_
 from services.publisher.service import Publisher
 
 
@@ -32,6 +33,9 @@ a full top-N state (see the README's subscriber contract). Example:
     _args, cfg, log = service.load(ap, argv, "publisher", adjust)
     try:
         p = Publisher(cfg, levels=cfg.levels)
+    except KeyError_ as e:
+        log.error("%s", e)
+        return 2
     except zmq.ZMQError as e:
         log.error("cannot bind %s: %s", cfg.publisher.endpoint, e)
         return 1

@@ -23,6 +23,7 @@ import zmq
 from common import bus, schema
 from common.config import Config
 from common.schema import BusError
+from common.security import Security
 
 log = logging.getLogger("publisher")
 
@@ -32,9 +33,11 @@ class Publisher:
         self.cfg = cfg
         self.levels = levels
         self.ctx = ctx or bus.context()
-        self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx)
-        self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx)
-        self.ctl = bus.dealer(cfg.aggregator.ctl, ctx=self.ctx)
+        self.sec = Security.from_config(cfg)
+        self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx,
+                           sec=self.sec)
+        self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx, sec=self.sec)
+        self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=4096, ctx=self.ctx, sec=self.sec)
         self.ctl.setsockopt(zmq.SNDHWM, 100)
         self.connected = False             # nothing received from the aggregator yet
         self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
@@ -42,8 +45,9 @@ class Publisher:
         self.counters: dict[str, int] = {}
         self.running = True
         self._last_log = time.monotonic()
-        log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d)",
-                 cfg.aggregator.pub, cfg.publisher.endpoint, levels, cfg.publisher.sndhwm)
+        log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s)",
+                 cfg.aggregator.pub, cfg.publisher.endpoint, levels, cfg.publisher.sndhwm,
+                 "on: only allowed client keys" if self.sec else "off")
 
     def _count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -137,6 +141,8 @@ class Publisher:
         self.sub.close()
         self.out.close()
         self.ctl.close()
+        if self.sec is not None:
+            self.sec.close()
         log.info("stopped; counters %s", self.counters)
 
     def stop(self) -> None:
