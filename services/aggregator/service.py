@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 import zmq
+import zmq.utils.monitor
 
 from common import bus, schema
 from common.book import ASK, BID, Book
@@ -112,8 +113,12 @@ class Aggregator:
         self.query_sock: zmq.Socket | None = None
         self._depletion_fn: Any = None
         self._setup_depletion()
+        # A feed process that dies closes its TCP connection at once: the SUB socket's monitor
+        # reports it, so its venue is down now rather than after down_after of silence.
+        self.endpoint_venue = {v.pub: v.id for v in venues}
+        self.mon = self.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.poller = zmq.Poller()
-        for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
+        for s in [self.sub, self.mon, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
             self.poller.register(s, zmq.POLLIN)
         if self.query_sock is not None:
             self.poller.register(self.query_sock, zmq.POLLIN)
@@ -318,6 +323,25 @@ class Aggregator:
                     self._on_stream(s, m, now)
             self._count("snapshots_applied")
 
+    def on_monitor(self) -> None:
+        while True:
+            try:
+                ev = zmq.utils.monitor.recv_monitor_message(self.mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = ev.get("endpoint", b"")
+            venue = self.endpoint_venue.get(endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint))
+            if ev["event"] != zmq.EVENT_DISCONNECTED or venue is None:
+                continue
+            self._count("feed_disconnects")
+            link = self.links[venue]
+            if not link.down:
+                link.down = True
+                log.warning("%s: connection to the feed lost: feed down, its levels leave the merged book", venue)
+                for st in self.states.values():
+                    if venue in st.streams:
+                        st.dirty = True
+
     # --- timers -------------------------------------------------------------------------------
 
     def on_timer(self, now: float) -> None:
@@ -408,6 +432,8 @@ class Aggregator:
                     except zmq.Again:
                         break
                     self.on_snapshot_reply(venue, frames, now)
+        if self.mon in events:
+            self.on_monitor()
         if self.pub in events:
             while True:
                 try:
@@ -449,6 +475,8 @@ class Aggregator:
         self.running = False
 
     def close(self) -> None:
+        self.sub.disable_monitor()
+        self.mon.close()
         for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
             s.close()
         if self.query_sock is not None:
