@@ -208,12 +208,19 @@ def recovery(args: argparse.Namespace) -> dict[str, Any]:
                     new_epoch = epoch if prog == "aggregator" else None
                     seen_down = not prog.startswith("feed_")
 
-                    def back(t0: float = t0, new_epoch: int | None = new_epoch) -> bool:
+                    up_at = [0.0]     # when supervisord had the new process running
+
+                    def back(new_epoch: int | None = new_epoch, prog: str = prog, pid: int = pid,
+                             up_at: list[float] = up_at) -> bool:
                         nonlocal seen_down
+                        if not up_at[0]:
+                            if sup.pid(prog) not in (0, pid):
+                                up_at[0] = time.monotonic()
+                            return False
                         if not seen_down:
                             seen_down = any(set(m["venues"].values()) != {"live"} for m in sub.last.values())
                             return False
-                        return (all(sub.last_at.get(s, 0) > t0 for s in symbols)
+                        return (all(sub.last_at.get(s, 0) > up_at[0] for s in symbols)
                                 and sub.all_live(symbols, epoch_not=new_epoch))
                     took = wait(back, sub, 30)
                     took = None if took is None else time.monotonic() - t0
