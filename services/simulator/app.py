@@ -169,7 +169,7 @@ class Simulator:
 
     def _make_venue(self, vs: VenueSettings) -> VenueServer:
         s = self.settings
-        common = {"host": s.host, "port": vs.port, "ping_interval": s.ping_interval,
+        common: dict[str, Any] = {"host": s.host, "port": vs.port, "ping_interval": s.ping_interval,
                   "pong_timeout": s.pong_timeout}
         if vs.replay:
             from services.simulator.replay import make_replay_server
@@ -289,7 +289,7 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for vid, v in self.venues.items():
-            d = dict(v.stats)
+            d: dict[str, Any] = dict(v.stats)
             d["connections"] = len(v.conns)
             d["faults"] = dict(v.faults)
             for k in ("connections_total", "frames_sent", "events_generated", "events_sent",
