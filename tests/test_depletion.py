@@ -19,11 +19,10 @@ from services.aggregator.depletion import (
     book_side,
     decimals,
     deplete,
-    merge,
     show,
     summaries,
-    tag,
 )
+from services.aggregator.merge import merge_levels
 
 # --- a brute-force reference -------------------------------------------------------------------
 
@@ -109,7 +108,7 @@ sizes = st.builds(lambda i, k: D(i).scaleb(-k), st.integers(1, 10**7), st.intege
 
 
 def merged(bk: dict[str, list[tuple[D, D]]], side: str) -> Iterator[tuple[D, D, str]]:
-    return merge(bk, book_side(side))
+    return merge_levels(bk, book_side(side))
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -164,7 +163,7 @@ def test_merged_never_worse_than_best_single_venue(data: st.DataObject) -> None:
     bk = data.draw(books(side))
     q = data.draw(sizes)
     m = deplete(merged(bk, side), side, quantity=q)
-    alone = [deplete(tag(lv, v), side, quantity=q) for v, lv in bk.items()]
+    alone = [deplete(((p, a, v) for p, a in lv), side, quantity=q) for v, lv in bk.items()]
     full = [d.notional for d in alone if not d.partial]
     if full:
         assert not m.partial
@@ -329,10 +328,10 @@ def test_bad_side_and_price() -> None:
 def test_merge_order() -> None:
     """Bids highest first, asks lowest first; at equal price the larger amount first."""
     bk = {"b": [(D("10"), D("1")), (D("12"), D("1"))], "a": [(D("10"), D("2")), (D("11"), D("1"))]}
-    assert list(merge(bk, ASK)) == [(D("10"), D("2"), "a"), (D("10"), D("1"), "b"), (D("11"), D("1"), "a"),
+    assert list(merge_levels(bk, ASK)) == [(D("10"), D("2"), "a"), (D("10"), D("1"), "b"), (D("11"), D("1"), "a"),
                                     (D("12"), D("1"), "b")]
     bids = {"a": [(D("11"), D("1"))], "b": [(D("12"), D("1"))]}
-    assert [p for p, _, _ in merge(bids, BID)] == [D("12"), D("11")]
+    assert [p for p, _, _ in merge_levels(bids, BID)] == [D("12"), D("11")]
 
 
 def test_summaries_shape_and_one_walk_per_side() -> None:

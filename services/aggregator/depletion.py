@@ -45,7 +45,6 @@ O(k log V)). :func:`summaries` walks each side once for all sizes: O(k log V + k
 from __future__ import annotations
 
 import decimal
-import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -287,23 +286,6 @@ def deplete(levels: Iterable[Fill], side: str, *, quantity: Decimal | None = Non
                 for v, s in shares.items()},
         places=places,
     )
-
-
-def tag(levels: Iterable[tuple[Decimal, Decimal]], venue: str) -> Iterator[Fill]:
-    """One venue's ``(price, amount)`` levels as ``(price, amount, venue)`` (lazy)."""
-    for price, amount in levels:
-        yield price, amount, venue
-
-
-def merge(books: Mapping[str, Iterable[tuple[Decimal, Decimal]]], side: int) -> Iterator[Fill]:
-    """Lazily merge venue sides (each best first) into one best-first stream: bids highest first,
-    asks lowest first, at equal price the larger amount first, then the venue id. No dust filter:
-    the aggregator's merged iterator is the one subscribers see; this one serves tests and tools.
-    O(log V) per level."""
-    iters = [tag(levels, v) for v, levels in sorted(books.items())]
-    if side == BID:
-        return heapq.merge(*iters, key=lambda lv: (-lv[0], -lv[1], lv[2]))
-    return heapq.merge(*iters, key=lambda lv: (lv[0], -lv[1], lv[2]))
 
 
 def _replay(cache: list[Fill], source: Iterator[Fill]) -> Iterator[Fill]:

@@ -8,34 +8,40 @@ first; at equal price the larger amount first, then the venue id.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from itertools import islice
 
 from common.book import BID, Book
-from common.config import DustRule
+from common.config import NO_DUST, DustRule
 from common.numbers import fmt
 
 MergedLevel = tuple[Decimal, Decimal, str]
 
 
-def _venue_iter(book: Book, side: int, venue: str, dust: DustRule) -> Iterator[MergedLevel]:
+def _tagged(levels: Iterable[tuple[Decimal, Decimal]], venue: str, dust: DustRule) -> Iterator[MergedLevel]:
     check = dust.min_amount or dust.min_notional
-    for price, amount in book.iter_side(side):
+    for price, amount in levels:
         if check and dust.is_dust(price, amount):
             continue
         yield price, amount, venue
 
 
-def merged_iter(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule]) -> Iterator[MergedLevel]:
-    """Lazily merge the venue books' ``side`` best first (heap merge: O(log V) per level).
-
-    ``books`` holds only the venues that may contribute (the live ones).
-    """
-    iters = [_venue_iter(b, side, v, dust[v]) for v, b in sorted(books.items())]
+def merge_levels(sides: Mapping[str, Iterable[tuple[Decimal, Decimal]]], side: int,
+                 dust: Mapping[str, DustRule] | None = None) -> Iterator[MergedLevel]:
+    """Lazily merge venue sides (each ``(price, amount)`` best first) into one best-first stream
+    of ``(price, amount, venue)``: bids highest first, asks lowest first, at equal price the
+    larger amount first, then the venue id; dust (per venue) skipped. Heap merge: O(log V) per
+    level."""
+    iters = [_tagged(levels, v, (dust or {}).get(v, NO_DUST)) for v, levels in sorted(sides.items())]
     if side == BID:
         return heapq.merge(*iters, key=lambda lv: (-lv[0], -lv[1], lv[2]))
     return heapq.merge(*iters, key=lambda lv: (lv[0], -lv[1], lv[2]))
+
+
+def merged_iter(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule]) -> Iterator[MergedLevel]:
+    """The merged view of ``books`` (only the venues that may contribute: the live ones)."""
+    return merge_levels({v: b.iter_side(side) for v, b in books.items()}, side, dust)
 
 
 def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int) -> list[MergedLevel]:

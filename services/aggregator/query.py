@@ -19,7 +19,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from common.query import QueryError, Request, encode_error, encode_reply, parse_request, split_envelope
-from services.aggregator.depletion import Depletion, book_side, deplete, tag
+from services.aggregator.depletion import Depletion, book_side, deplete
+from services.aggregator.merge import merge_levels
 
 log = logging.getLogger("aggregator.query")
 
@@ -115,14 +116,14 @@ class QueryService:
             if levels is None:
                 raise QueryError(f"venue {req.venue!r} does not carry {req.symbol}; "
                                  f"venues: {sorted(statuses)}")
-            venues[req.venue] = walk(tag(levels, req.venue)).to_wire()
+            venues[req.venue] = walk(merge_levels({req.venue: levels}, side)).to_wire()
         else:
             merged = walk(src.merged_side(req.symbol, side)).to_wire()
             if req.all_venues:
                 for venue in statuses:
                     levels = src.venue_side(req.symbol, venue, side)
                     if levels is not None:
-                        venues[venue] = walk(tag(levels, venue)).to_wire()
+                        venues[venue] = walk(merge_levels({venue: levels}, side)).to_wire()
         epoch, seq = pos
         return encode_reply(epoch=epoch, seq=seq, symbol=req.symbol, merged=merged, venues=venues,
                             statuses=statuses)
