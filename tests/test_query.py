@@ -27,7 +27,8 @@ from common.query import (
     parse_request,
     split_envelope,
 )
-from services.aggregator.depletion import deplete, merge, tag
+from services.aggregator.depletion import deplete
+from services.aggregator.merge import merge_levels
 from services.aggregator.query import QueryService
 from services.client import deplete as cli
 
@@ -66,7 +67,7 @@ class FakeSource:
         if self.fail:
             raise RuntimeError("boom")
         live = {v: b.iter_side(side) for v, b in self.books.items() if self.status[v] == "live"}
-        return merge(live, side)
+        return merge_levels(live, side)
 
     def venue_side(self, symbol: str, venue: str, side: int) -> Iterator[tuple[D, D]] | None:
         b = self.books.get(venue)
@@ -182,7 +183,7 @@ def test_all_venues_reply() -> None:
     assert reply["venues"]["gamma"]["vwap"] == "90"
     assert reply["merged"]["fills"] == [["101", "1", "alpha"], ["101.5", "2", "beta"]]
     for v in ("alpha", "beta", "gamma"):
-        assert reply["venues"][v] == deplete(tag(src.books[v].iter_side(ASK), v), "buy", quantity=D(3),
+        assert reply["venues"][v] == deplete(((p, a, v) for p, a in src.books[v].iter_side(ASK)), "buy", quantity=D(3),
                                              fees=src.fee_rates).to_wire()
 
 
