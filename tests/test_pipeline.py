@@ -293,7 +293,7 @@ def test_stalled_subscriber_costs_the_others_nothing(pipeline) -> None:
                 pump()
         wait_until(lambda: matches(sub, feeds, DUST), timeout=30, pump=pump, what="the reader caught up")
         got = sub.received[first:]
-        assert len(got) > 100
+        assert len(got) > 10      # (the aggregator batches what arrives together)
         check_contract(sub.received)     # contiguous seq: the stalled peer cost the reader nothing
         assert ps.procs["publisher"].poll() is None
     finally:
