@@ -1,0 +1,175 @@
+"""The bare relay chain, the latency baseline: the same processes, ZeroMQ hops and message sizes as
+bookmux, doing nothing but moving bytes.
+
+    simulator --ws--> relay feed (x2) --PUB/SUB--> relay agg --PUB/SUB--> relay pub --PUB/SUB--> subscriber
+
+* ``feed``: the same websockets client on uvloop as the real feeds; per received frame: stamp
+  ``time_ns()``, find the symbol with a string search (no JSON parse), publish
+  ``[md.<venue>.<key>, msgpack {"ts", "pad"}]`` padded to the mean size of a real feed-bus delta;
+* ``agg``: unpack (to read ``ts``), publish ``[book.<key>, msgpack {"ts", "pad"}]`` padded to the
+  mean size of a real merged snapshot; one output per input (no coalescing);
+* ``pub``: forward both frames unchanged.
+
+Every loop blocks in ``poll``/``recv``; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+
+import msgpack
+import zmq
+
+
+def _pad(size: int) -> bytes:
+    # msgpack {"ts": <u64>, "pad": <bin>} costs ~17 bytes of framing around the padding
+    return b"x" * max(0, size - 17)
+
+
+async def _feed(a: argparse.Namespace) -> None:
+    import websockets
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 10_000)
+    pub.bind(a.pub)
+    pad = _pad(a.pad)
+    keys = [k for k in a.keys.split(",") if k]
+    prefix = f"md.{a.venue}.".encode()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if a.kind == "binance":
+        url = a.url.rstrip("/") + "/stream?streams=" + "/".join(f"{k.lower()}@depth@100ms" for k in keys)
+    else:
+        url = a.url
+    async with websockets.connect(url, ping_interval=None, max_size=2**26) as ws:
+        if a.kind == "bitstamp":
+            for k in keys:
+                await ws.send(f'{{"event":"bts:subscribe","data":{{"channel":"diff_order_book_{k}"}}}}')
+        packb = msgpack.packb
+        send = pub.send_multipart
+
+        async def reader() -> None:
+            async for text in ws:
+                ts = time.time_ns()
+                if a.kind == "binance":
+                    i = text.find('"stream":"')
+                    if i < 0:
+                        continue
+                    key = text[i + 10:text.index("@", i)]
+                else:
+                    i = text.find('"channel":"diff_order_book_')
+                    if i < 0:
+                        continue
+                    key = text[i + 27:text.index('"', i + 27)]
+                send([prefix + key.encode(), packb({"ts": ts, "pad": pad})])
+        task = asyncio.create_task(reader())
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+    pub.close(0)
+    ctx.term()
+
+
+def _agg(a: argparse.Namespace) -> None:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+    for e in a.sub.split(","):
+        sub.connect(e)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 10_000)
+    pub.bind(a.pub)
+    pad = _pad(a.pad)
+    running = True
+
+    def on_term(*_: object) -> None:
+        nonlocal running
+        running = False
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    unpackb, packb = msgpack.unpackb, msgpack.packb
+    while running:
+        if not poller.poll(200):
+            continue
+        for _ in range(5000):
+            try:
+                topic, payload = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            m = unpackb(payload)
+            key = topic[topic.index(b".", 3) + 1:]
+            pub.send_multipart([b"book." + key, packb({"ts": m["ts"], "pad": pad})])
+    sub.close(0)
+    pub.close(0)
+    ctx.term()
+
+
+def _pub(a: argparse.Namespace) -> None:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"book.")
+    sub.connect(a.sub)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 1000)
+    pub.bind(a.pub)
+    running = True
+
+    def on_term(*_: object) -> None:
+        nonlocal running
+        running = False
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while running:
+        if not poller.poll(200):
+            continue
+        for _ in range(5000):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            pub.send_multipart(frames)
+    sub.close(0)
+    pub.close(0)
+    ctx.term()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=("feed", "agg", "pub"))
+    ap.add_argument("--kind", default="binance")
+    ap.add_argument("--venue", default="binance")
+    ap.add_argument("--url", default="")
+    ap.add_argument("--keys", default="")
+    ap.add_argument("--sub", default="")
+    ap.add_argument("--pub", required=True)
+    ap.add_argument("--pad", type=int, default=200)
+    a = ap.parse_args()
+    if a.role == "feed":
+        try:
+            import uvloop
+            uvloop.run(_feed(a))
+        except ImportError:
+            asyncio.run(_feed(a))
+    elif a.role == "agg":
+        _agg(a)
+    else:
+        _pub(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""A measuring subscriber process: ``python -m bench.subscriber --endpoint E --out F ...``.
+
+Opens ``--sockets`` SUB sockets to the publisher (or the bare chain's last relay), each subscribed
+to ``book.`` (every symbol) or to ``--symbols``, blocks in ``poll`` (never spins), decodes every
+snapshot with msgpack as a user would, and records ``time_ns() - ts`` (ns) for each one decoded
+between ``--start`` and ``--stop`` (Unix seconds). ``--stall`` connects and subscribes but never
+reads (a stalled consumer). Writes ``F`` (int64 latencies) and ``F.json`` (counts, sizes)."""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import signal
+import time
+
+import msgpack
+import zmq
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--sockets", type=int, default=1)
+    ap.add_argument("--symbols", default="", help="comma-separated; empty = every book.* topic")
+    ap.add_argument("--start", type=float, required=True)
+    ap.add_argument("--stop", type=float, required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stall", action="store_true")
+    ap.add_argument("--rcvhwm", type=int, default=1000)
+    a = ap.parse_args()
+    stopping = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+    signal.signal(signal.SIGTERM, on_term)
+    ctx = zmq.Context()
+    topics = [f"book.{s}".encode() for s in a.symbols.split(",") if s] or [b"book."]
+    exact = set(topics) if a.symbols else None
+    socks = []
+    for _ in range(a.sockets):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, a.rcvhwm)
+        for t in topics:
+            s.setsockopt(zmq.SUBSCRIBE, t)
+        s.connect(a.endpoint)
+        socks.append(s)
+    lat = array.array("q")
+    count = 0
+    nbytes = 0
+    per_socket = [0] * len(socks)
+    if a.stall:
+        while not stopping and time.time() < a.stop:
+            time.sleep(0.1)
+    else:
+        poller = zmq.Poller()
+        for s in socks:
+            poller.register(s, zmq.POLLIN)
+        index = {s: i for i, s in enumerate(socks)}
+        start_ns, stop_ns = int(a.start * 1e9), int(a.stop * 1e9)
+        unpackb = msgpack.unpackb
+        while not stopping:
+            now = time.time_ns()
+            if now >= stop_ns:
+                break
+            for s, _ in poller.poll(min(200, max(1, (stop_ns - now) // 1_000_000))):
+                for _ in range(1000):
+                    try:
+                        topic, payload = s.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if exact is not None and topic not in exact:
+                        continue
+                    m = unpackb(payload)
+                    t = time.time_ns()
+                    if start_ns <= t < stop_ns:
+                        lat.append(t - m["ts"])
+                        count += 1
+                        nbytes += len(payload)
+                        per_socket[index[s]] += 1
+    with open(a.out, "wb") as f:
+        lat.tofile(f)
+    with open(a.out + ".json", "w") as f:
+        json.dump({"count": count, "mean_bytes": nbytes / count if count else 0, "per_socket": per_socket}, f)
+    for s in socks:
+        s.close(0)
+    ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
