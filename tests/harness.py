@@ -311,3 +311,44 @@ class SimControl:
     def truth(self, venue: str, symbol: str) -> tuple[list[list[str]], list[list[str]]]:
         b = self.get("/book", venue=venue, symbol=symbol)
         return b["bids"], b["asks"]
+
+
+# --- fuzzing over sockets (tests/test_fuzz_sockets.py) ------------------------------------------
+
+
+class Disconnects:
+    """Count the ``EVENT_DISCONNECTED`` events of one socket with ZeroMQ's socket monitor: on a
+    test's connecting socket, the service dropping its connection (e.g. MAXMSGSIZE exceeded)."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.count = 0
+
+    def poll(self) -> int:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.mon.poll(0):
+            if recv_monitor_message(self.mon)["event"] == zmq.EVENT_DISCONNECTED:
+                self.count += 1
+        return self.count
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.mon.close(0)
+
+
+def raw_socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool = False) -> zmq.Socket:
+    """A bare socket with no limits (the hostile peer of a fuzz test), linger 0."""
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.bind(endpoint) if bind else s.connect(endpoint)
+    return s
+
+
+def set_top_level(path: Path, line: str) -> None:
+    """Put a top-level TOML ``key = value`` line in a config written by :func:`write_config`."""
+    path.write_text(line + "\n" + path.read_text())

@@ -88,6 +88,25 @@ RUNNER_OPTIONS: dict[str, Any] = {
 
 HEARTBEAT_PERIOD = 1.0  # s between HeartbeatMsg on the bus
 
+#: MAXMSGSIZE of the ctl ROUTER: a snapshot request is a list of symbols (a few hundred bytes); a
+#: peer that sends more is disconnected by ZeroMQ (counted as ``ctl_disconnects``).
+CTL_MAX_MSG_SIZE = 1 << 16
+#: MAXMSGSIZE of the feed PUB, which receives only subscriptions (``md.``, ``hb.``).
+PUB_MAX_MSG_SIZE = 4096
+#: Most frames of a snapshot request: identity, an optional empty delimiter (REQ), the request.
+CTL_MAX_FRAMES = 4
+
+
+def pub_socket(endpoint: str, ctx: zmq.Context, *, max_msg_size: int = PUB_MAX_MSG_SIZE) -> zmq.Socket:
+    """The feed bus PUB: :func:`common.bus.pub` plus ``MAXMSGSIZE`` on what it receives
+    (subscriptions), set before ``bind`` because ZeroMQ copies the options into the listener."""
+    s = ctx.socket(zmq.PUB)
+    s.setsockopt(zmq.SNDHWM, bus.DEFAULT_HWM)
+    s.setsockopt(zmq.LINGER, bus.LINGER_MS)
+    s.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
+    s.bind(endpoint)
+    return s
+
 
 def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
     """Defaults (runner, then spec) overridden by ``cfg.options``; unknown keys raise ConfigError."""
@@ -210,8 +229,8 @@ class FeedRunner:
         self._rest_sem = asyncio.Semaphore(int(self.opts["rest_concurrency"]))
         self._zctx = zmq.Context()
         actx = zmq.asyncio.Context.shadow(self._zctx)
-        self._pub = bus.pub(self.cfg.pub, ctx=self._zctx)
-        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=self.max_msg_size, ctx=actx))
+        self._pub = pub_socket(self.cfg.pub, self._zctx)
+        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=CTL_MAX_MSG_SIZE, ctx=actx))
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
@@ -219,7 +238,11 @@ class FeedRunner:
             for st in self.symbols.values():
                 self._publish_status(st, SYNCING, "starting")
             tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                     asyncio.create_task(self._ctl_loop(router), name="ctl")]
+                     asyncio.create_task(self._ctl_loop(router), name="ctl"),
+                     asyncio.create_task(self._monitor(self._pub, actx, "pub", PUB_MAX_MSG_SIZE),
+                                         name="pub monitor"),
+                     asyncio.create_task(self._monitor(router, actx, "ctl", CTL_MAX_MSG_SIZE),
+                                         name="ctl monitor")]
             main = asyncio.create_task(self._main(), name="connection")
             tasks.append(main)
             stopper = asyncio.create_task(self._stop.wait(), name="stop")
@@ -296,11 +319,40 @@ class FeedRunner:
             self.counters.maybe_log()
             await asyncio.sleep(HEARTBEAT_PERIOD)
 
+    async def _monitor(self, sock: zmq.Socket, actx: zmq.asyncio.Context, name: str, limit: int) -> None:
+        """Count (``<name>_disconnects``) and log every peer disconnection of ``sock``: a peer that
+        sends a message over ``limit`` bytes (MAXMSGSIZE) is disconnected by ZeroMQ and shows here;
+        so does a peer that simply went away (ZeroMQ does not tell the two apart)."""
+        addr = f"inproc://monitor.{name}.{id(sock)}"
+        sock.monitor(addr, zmq.EVENT_DISCONNECTED)
+        mon = actx.socket(zmq.PAIR)
+        mon.setsockopt(zmq.LINGER, 0)
+        mon.connect(addr)
+        try:
+            while True:
+                frames = await mon.recv_multipart()
+                if len(frames) != 2 or len(frames[0]) < 6:
+                    continue
+                if int.from_bytes(frames[0][:2], "little") != zmq.EVENT_DISCONNECTED:
+                    continue
+                self.counters[f"{name}_disconnects"] += 1
+                self.rlog.warning(f"{name}_disconnect", "%s: %s peer %s disconnected (%d so far; ZeroMQ "
+                                  "disconnects a peer that sends more than %d bytes)", self.cfg.id, name,
+                                  frames[1].decode(errors="replace")[:60], self.counters[f"{name}_disconnects"],
+                                  limit)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            mon.close(linger=0)
+
     async def _ctl_loop(self, router: zmq.asyncio.Socket) -> None:
         """Answer ``snapreq`` on the ROUTER: one frame per symbol (schema docstring)."""
         while True:
             frames = await router.recv_multipart()
-            if len(frames) < 2:
+            if not 2 <= len(frames) <= CTL_MAX_FRAMES:
+                # MAXMSGSIZE bounds each frame, not their number: a long envelope is garbage too.
+                self.counters["ctl_bad_request"] += 1
+                self.rlog.warning("ctl", "%s: snapshot request of %d frames dropped", self.cfg.id, len(frames))
                 continue
             try:
                 wanted = decode_snapshot_request(frames[-1])
@@ -314,7 +366,7 @@ class FeedRunner:
     def snapshot_reply(self, wanted: list[str]) -> list[bytes]:
         """The reply frames for a snapshot request (all symbols when ``wanted`` is empty)."""
         out = []
-        for s in wanted or list(self.symbols):
+        for s in dict.fromkeys(wanted) if wanted else list(self.symbols):   # each symbol once
             st = self.symbols.get(s)
             msg: FeedMsg
             if st is None:
