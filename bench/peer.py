@@ -28,7 +28,20 @@ def main() -> int:
     ap.add_argument("--stop", type=float, required=True)
     a = ap.parse_args()
 
+    import cryptofeed.feed
     from cryptofeed import FeedHandler
+    from cryptofeed.connection import WSAsyncConn
+
+    class PlainWS(WSAsyncConn):  # type: ignore[misc]
+        """cryptofeed accepts only wss:// addresses; the simulator is plain ws:// on loopback."""
+
+        def __init__(self, address: str, *args: object, **kw: object) -> None:
+            plain = address.startswith("ws://")
+            super().__init__("wss://" + address[5:] if plain else address, *args, **kw)
+            if plain:
+                self.address = address
+
+    cryptofeed.feed.WSAsyncConn = PlainWS  # type: ignore[misc]
     from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
     from cryptofeed.defines import L2_BOOK
     from cryptofeed.exchanges import Binance, Bitstamp

@@ -31,11 +31,31 @@ def bitstamp_key(sym: str) -> str:
     return sym.replace("/", "").lower()
 
 
+_RECORDINGS: dict[tuple[float, int], tuple[float, dict[str, Path]]] = {}
+
+
+def recording_for(root: Path, multiple: float, seconds: float, symbols: list[str] | None = None) -> dict[str, Path]:
+    """A synthetic recording at ``multiple`` x the live rate lasting at least ``seconds`` (made once
+    per run and rate, see :mod:`bench.recording`)."""
+    from bench import recording
+
+    syms = list(symbols or SYMBOLS)
+    key = (multiple, len(syms))
+    have = _RECORDINGS.get(key)
+    if have is not None and have[0] >= seconds:
+        return have[1]
+    t0 = time.monotonic()
+    folders = recording.write(root / f"recording_{multiple:g}x", syms, LIVE_RATE * multiple, seconds)
+    progress(f"  recording {multiple:g}x, {seconds:.0f} s written in {time.monotonic() - t0:.1f} s")
+    _RECORDINGS[key] = (seconds, folders)
+    return folders
+
+
 class Pipeline:
     """One simulator at one rate; bookmux or the bare chain started against it on demand."""
 
     def __init__(self, workdir: Path, multiple: float, *, split: bool = False, symbols: list[str] | None = None,
-                 seed: int = 7) -> None:
+                 seed: int = 7, recording: dict[str, Path] | None = None) -> None:
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.multiple = multiple
@@ -57,11 +77,16 @@ class Pipeline:
         else:
             venues = {"binance": bin_t, "bitstamp": bts_t}
         self.cfg = workdir / "bookmux.toml"
-        self.ep = write_config(
-            self.cfg, symbols=self.symbols, venues=venues, depletion=DEPLETION,
-            simulator={"host": "127.0.0.1", "control_port": self.ctl_port, "seed": seed, "rate": self.rate},
-            sim_venues={"binance": {"kind": "binance", "port": self.bin_port},
-                        "bitstamp": {"kind": "bitstamp", "port": self.bts_port}})
+        sim: dict[str, Any] = {"host": "127.0.0.1", "control_port": self.ctl_port, "seed": seed, "rate": self.rate}
+        sim_venues: dict[str, dict[str, Any]] = {"binance": {"kind": "binance", "port": self.bin_port},
+                                                 "bitstamp": {"kind": "bitstamp", "port": self.bts_port}}
+        self.recording = recording
+        if recording:
+            sim.update(replay_speed=1.0, replay_gate_timeout=5.0)
+            for k, f in recording.items():
+                sim_venues[k]["replay"] = str(f)
+        self.ep = write_config(self.cfg, symbols=self.symbols, venues=venues, depletion=DEPLETION,
+                               simulator=sim, sim_venues=sim_venues)
         self.venues = venues
         self.sim = Procs(workdir / "logs")
         self.procs = Procs(workdir / "logs")
@@ -78,7 +103,7 @@ class Pipeline:
 
     def start_sim(self) -> None:
         self.sim.module("simulator", "services.simulator", "--config", str(self.cfg))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if self.control("/health").get("ok"):
@@ -148,7 +173,7 @@ class Pipeline:
             syms = t.get("symbols", self.symbols)
             keys = [binance_key(s) if t["kind"] == "binance" else bitstamp_key(s) for s in syms]
             self.procs.module(f"feed_{vid}", "bench.relay", "feed", "--kind", t["kind"], "--venue", vid,
-                              "--url", t["ws_url"], "--keys", ",".join(keys), "--pub", ep,
+                              "--url", t["ws_url"], "--rest", t["rest_url"], "--keys", ",".join(keys), "--pub", ep,
                               "--pad", str(int(feed_bytes)))
         agg_ep = f"tcp://127.0.0.1:{free_port()}"
         self.procs.module("aggregator", "bench.relay", "agg", "--sub", ",".join(feed_eps), "--pub", agg_ep,

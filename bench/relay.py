@@ -29,6 +29,19 @@ def _pad(size: int) -> bytes:
     return b"x" * max(0, size - 17)
 
 
+def _snapshots(kind: str, rest: str, keys: list[str]) -> None:
+    import urllib.request
+
+    for k in keys:
+        url = (f"{rest.rstrip('/')}/api/v3/depth?symbol={k}&limit=5000" if kind == "binance"
+               else f"{rest.rstrip('/')}/order_book/{k}/")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                r.read()
+        except OSError:
+            pass
+
+
 async def _feed(a: argparse.Namespace) -> None:
     import websockets
 
@@ -54,6 +67,9 @@ async def _feed(a: argparse.Namespace) -> None:
                 await ws.send(f'{{"event":"bts:subscribe","data":{{"channel":"diff_order_book_{k}"}}}}')
         packb = msgpack.packb
         send = pub.send_multipart
+        if a.rest:
+            # a real feed asks for every snapshot; the replay holds the stream until it has
+            await loop.run_in_executor(None, _snapshots, a.kind, a.rest, keys)
 
         async def reader() -> None:
             async for text in ws:
@@ -153,6 +169,7 @@ def main() -> int:
     ap.add_argument("--kind", default="binance")
     ap.add_argument("--venue", default="binance")
     ap.add_argument("--url", default="")
+    ap.add_argument("--rest", default="", help="REST base: snapshots are requested once (replay gates)")
     ap.add_argument("--keys", default="")
     ap.add_argument("--sub", default="")
     ap.add_argument("--pub", required=True)

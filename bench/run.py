@@ -47,7 +47,7 @@ class Mode:
     peer_window: float
 
 
-QUICK = Mode("quick", 100, 5, 40_000, [1, 10, 30], 4.0, 1.5, 3.0, 0.0, 4.0, 5.0)
+QUICK = Mode("quick", 100, 5, 40_000, [1, 10, 30], 3.5, 1.5, 2.5, 0.0, 3.0, 4.0)
 FULL = Mode("full", 300, 9, 200_000, [1, 3, 10, 20, 30, 40], 15.0, 3.0, 10.0, 75.0, 15.0, 20.0)
 
 
@@ -162,14 +162,36 @@ def _held(r: dict[str, Any]) -> bool:
     return bool(r.get("n")) and r["p99_us"] <= 10_000 and r["events_per_s"] >= 0.9 * r["nominal_events_per_s"]
 
 
+STARTUP_S = 5.0   # recording seconds allowed for a pipeline to start and sync (live after ~1-2.5 s)
+
+
+def rec_seconds(mode: Mode, mult: float, profile: bool) -> float:
+    """How long the recording at ``mult`` must last: every connection replays it from its start, so
+    the longest-lived run against it (bookmux with its extra windows, or one of the others)."""
+    window = mode.warm + mode.window + 1
+    bookmux = STARTUP_S + window
+    if mult == 1:
+        bookmux += 3 * (1.5 + mode.fanout_window)
+    if mult == 10:
+        bookmux += (max(10.0, mode.window) + 1.5 if profile else 0) + (mode.soak + 1 if mode.soak else 0)
+        bookmux = max(bookmux, STARTUP_S + mode.warm + mode.scaling_window + 1,
+                      STARTUP_S + max(4.0, mode.warm + 2.5) + mode.peer_window + 1)
+    return max(bookmux, STARTUP_S + window) + 2
+
+
 def sec_pipeline(mode: Mode, work: Path, profile: bool) -> None:
-    from bench.pipeline import Pipeline
+    from bench.pipeline import Pipeline, recording_for
 
     RAW["e2e"] = {}
     mem_report: dict[str, Any] | None = None
     for mult in mode.multiples:
         progress(f"pipeline at {mult:g}x live ({mult * 10:g} frames/s per symbol per venue, 20 symbols, 2 venues)")
-        p = Pipeline(work / f"e2e_{mult:g}x", mult)
+        try:
+            rec = recording_for(work, mult, rec_seconds(mode, mult, profile))
+        except Exception as e:
+            fail("3 e2e", f"{mult:g}x", "-", e)
+            continue
+        p = Pipeline(work / f"e2e_{mult:g}x", mult, recording=rec)
         entry: dict[str, Any] = {"multiple": mult}
         RAW["e2e"][f"{mult:g}x"] = entry
         try:
@@ -291,12 +313,17 @@ def _cpu_str(cpu: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-def sec_scaling(mode: Mode, work: Path) -> None:
-    from bench.pipeline import Pipeline
+def sec_scaling(mode: Mode, work: Path, profile: bool) -> None:
+    from bench.pipeline import Pipeline, recording_for
 
     mult = 10
     single = RAW.get("e2e", {}).get(f"{mult}x", {}).get("bookmux")
-    p = Pipeline(work / "scaling", mult, split=True)
+    try:
+        p = Pipeline(work / "scaling", mult, split=True, recording=recording_for(work, mult, rec_seconds(mode, mult,
+                                                                                                          profile)))
+    except Exception as e:
+        fail("7 scaling", f"{mult}x", "n/a", e)
+        return
     try:
         p.start_sim()
         p.start_bookmux()
@@ -322,8 +349,8 @@ def sec_scaling(mode: Mode, work: Path) -> None:
 # --- 8 ----------------------------------------------------------------------------------------
 
 
-def sec_peer(mode: Mode, work: Path) -> None:
-    from bench.pipeline import SYMBOLS, Pipeline
+def sec_peer(mode: Mode, work: Path, profile: bool) -> None:
+    from bench.pipeline import SYMBOLS, Pipeline, recording_for
 
     try:
         import cryptofeed  # noqa: F401
@@ -332,7 +359,11 @@ def sec_peer(mode: Mode, work: Path) -> None:
             "cryptofeed is not installed: .venv/bin/pip install -e '.[bench]' (benchmark-only extra)")
         return
     mult = 10
-    p = Pipeline(work / "peer", mult)
+    try:
+        p = Pipeline(work / "peer", mult, recording=recording_for(work, mult, rec_seconds(mode, mult, profile)))
+    except Exception as e:
+        fail("8 peer", "cryptofeed", "n/a", e)
+        return
     try:
         p.start_sim()
         start = time.time() + max(4.0, mode.warm + 2.5)   # it fetches snapshots lazily: give it time
@@ -502,10 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             sec_pipeline(mode, work, a.profile)
         if "scaling" in only:
             progress("section 7: scaling")
-            sec_scaling(mode, work)
+            sec_scaling(mode, work, a.profile)
         if "peer" in only:
             progress("section 8: peer")
-            sec_peer(mode, work)
+            sec_peer(mode, work, a.profile)
     except KeyboardInterrupt:
         interrupted = True
         progress("interrupted: stopping every process")
