@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 if TYPE_CHECKING:
     from common.security import Security
@@ -118,3 +119,61 @@ def req(endpoint: str, *, timeout_ms: int, max_msg_size: int | None = None,
     _common(s, max_msg_size)
     s.connect(endpoint)
     return s
+
+
+class Reconnector:
+    """Watch a connecting socket's connections and re-dial an endpoint whose connection broke.
+
+    ZeroMQ re-dials a peer that went away by itself, but not one it cut off for a protocol error
+    such as a message above ``MAXMSGSIZE``: such a connection would stay dead until the process
+    restarts. On every ``EVENT_DISCONNECTED`` this counts the disconnect, hands the endpoint to
+    ``on_disconnect`` (e.g. to mark a feed down at once) and, after a capped backoff per endpoint
+    (so a peer that keeps misbehaving cannot cause a hot loop), does ``disconnect`` + ``connect``.
+    Register :attr:`monitor` in the poller, call :meth:`on_events` when it is readable and
+    :meth:`tick` from the loop's timer.
+    """
+
+    def __init__(self, sock: zmq.Socket, *, initial: float = 0.1, cap: float = 5.0) -> None:
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.initial, self.cap = initial, cap
+        self.disconnects = 0
+        self._delay: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+
+    def on_events(self, now: float) -> list[str]:
+        """Read the pending monitor events; returns the endpoints that just disconnected."""
+        out: list[str] = []
+        while True:
+            try:
+                ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            if ev["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            raw = ev.get("endpoint", b"")
+            endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self.disconnects += 1
+            delay = self._delay.get(endpoint, 0.0)
+            self._due[endpoint] = now + delay
+            self._delay[endpoint] = min(self.cap, max(self.initial, delay * 2))
+            out.append(endpoint)
+
+    def tick(self, now: float) -> None:
+        """Re-dial the endpoints whose backoff has passed."""
+        for endpoint, due in list(self._due.items()):
+            if now >= due:
+                del self._due[endpoint]
+                try:
+                    self.sock.disconnect(endpoint)
+                except zmq.ZMQError:
+                    pass  # ZeroMQ already dropped the endpoint
+                self.sock.connect(endpoint)
+
+    def healthy(self, endpoint: str) -> None:
+        """The endpoint delivered again: the next failure starts the backoff afresh."""
+        self._delay.pop(endpoint, None)
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(0)

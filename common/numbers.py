@@ -37,6 +37,10 @@ DIV_CONTEXT = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)
 #: Largest magnitude accepted from the wire; anything bigger is a malformed value, not a price.
 MAX_ABS = Decimal("1e18")
 
+#: Most decimals a wire value may carry (trailing zeros aside). Exponent notation such as
+#: "1E-999999999999999999" is finite and tiny but would print as 10**18 digits.
+MAX_DECIMALS = 18
+
 
 class BadNumber(ValueError):
     """A price or quantity text that is not a finite, non-negative, sane decimal."""
@@ -66,7 +70,20 @@ def parse_decimal(text: object) -> Decimal:
         raise BadNumber(f"negative: {text!r}")
     if d > MAX_ABS:
         raise BadNumber(f"too large: {str(text)[:40]!r}")
+    if isinstance(text, str) and (len(text) > MAX_DECIMALS + 2 or "e" in text or "E" in text):
+        _check_decimals(d, text)
     return d
+
+
+def _check_decimals(d: Decimal, text: str) -> None:
+    """Reject more than MAX_DECIMALS decimals after dropping trailing zeros (only called for long
+    texts or exponent notation, so the common path pays nothing)."""
+    _sign, digits, exp = d.as_tuple()
+    if not isinstance(exp, int) or not d:
+        return
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if exp + zeros < -MAX_DECIMALS:
+        raise BadNumber(f"more than {MAX_DECIMALS} decimals: {text[:40]!r}")
 
 
 def fmt(d: Decimal) -> str:

@@ -217,8 +217,9 @@ def decode_feed_payload(m: Any) -> FeedMsg:
     """A decoded feed map -> typed message, validating every field (:class:`BusError`)."""
     if not isinstance(m, dict):
         raise BusError("payload is not a map")
-    if m.get("ver") != SCHEMA_VERSION:
-        raise BusError(f"schema version {m.get('ver')!r}, expected {SCHEMA_VERSION}"[:120])
+    ver = m.get("ver")
+    if type(ver) is not int or ver != SCHEMA_VERSION:
+        raise BusError(f"schema version {ver!r}, expected {SCHEMA_VERSION}"[:120])
     t = m.get("t")
     venue = _str(m, "v")
     sess = _int(m, "sess")

@@ -82,7 +82,7 @@ class Security:
     def server(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (before bind) a CURVE server that only admits the allowed client keys."""
         ctx = sock.context
-        key = id(ctx)
+        key = ctx.underlying           # one ZAP handler per libzmq context (shadows share it)
         if key not in self._auth:
             auth = ThreadAuthenticator(ctx)
             auth.start()

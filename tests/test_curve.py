@@ -94,3 +94,40 @@ def test_missing_keys_is_a_clear_error(tmp_path: Path) -> None:
                  extra=f'[security]\ncurve = true\nkeys_dir = "{tmp_path / "nokeys"}"\n')
     with pytest.raises(security.KeyError_, match="make keys"):
         security.Security.from_config(config.load(cfg_path))
+
+
+def test_real_feed_through_curve(tmp_path: Path) -> None:
+    """Simulator -> a real Binance feed -> aggregator -> publisher, every hop under CURVE: the
+    allowed subscriber gets the venue live with its levels."""
+    from tests.harness import SimControl, free_port
+
+    keys = tmp_path / "keys"
+    security.make_keys(keys)
+    bin_port, ctl_port = free_port(), free_port()
+    extra = (f'[security]\ncurve = true\nkeys_dir = "{keys}"\n\n'
+             f'[simulator]\nhost = "127.0.0.1"\ncontrol_port = {ctl_port}\nseed = 5\nrate = 20.0\n\n'
+             f'[simulator.venues.binance]\nkind = "binance"\nport = {bin_port}\n')
+    cfg_path = tmp_path / "bookmux.toml"
+    ep = write_config(cfg_path, symbols=[SYM], levels=5, extra=extra,
+                      venues={"binance": {"kind": "binance", "ws_url": f"ws://127.0.0.1:{bin_port}",
+                                          "rest_url": f"http://127.0.0.1:{bin_port}", "stale_after": 5.0}})
+    sec = security.Security.from_config(config.load(cfg_path))
+    assert sec is not None
+    ctx = zmq.Context()
+    allowed = subscriber(ctx, f"tcp://127.0.0.1:{ep['pub_port']}",
+                         security.load_pair(keys / "subscriber.key_secret"), sec.server_public)
+    got: list[dict] = []
+    try:
+        with procs(tmp_path) as ps:
+            c = str(cfg_path)
+            ps.start("simulator", "services.simulator", "--config", c)
+            wait_until(SimControl(ctl_port).up, timeout=30, what="simulator up")
+            ps.start("feed_binance", "services.feed_binance", "--venue", "binance", "--config", c)
+            ps.start("aggregator", "services.aggregator", "--config", c)
+            ps.start("publisher", "services.publisher", "--config", c)
+            wait_until(lambda: bool(got) and got[-1]["venues"] == {"binance": "live"} and len(got[-1]["bids"]) == 5,
+                       timeout=60, pump=lambda: got.extend(drain(allowed)), what="a live book through CURVE")
+    finally:
+        allowed.close(0)
+        sec.close()
+        ctx.term()

@@ -377,9 +377,6 @@ def test_snapshot_request_decoder(raw: bytes) -> None:
     assert isinstance(syms, list) and all(isinstance(s, str) for s in syms)
 
 
-@pytest.mark.xfail(strict=True, reason="common/schema.py _levels_in accepts '1E-999999999999999999' (finite, "
-                   "< MAX_ABS): the aggregator's fmt() of it needs 10^18 characters (MemoryError); needs a "
-                   "decimals bound like common.feed.parsing.levels")
 def test_bus_level_with_a_tiny_exponent_is_a_bus_error() -> None:
     m = dict(schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], [])))
     m["a"] = [["101", "1E-999999999999999999"]]
@@ -387,8 +384,6 @@ def test_bus_level_with_a_tiny_exponent_is_a_bus_error() -> None:
         schema.decode_feed([b"md.alpha.BTC/USDT", msgpack.packb(m, use_bin_type=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="common/schema.py decode_feed_payload checks ver with != 1, so "
-                   "true and 1.0 pass as version 1 (harmless today, but not the documented int)")
 @pytest.mark.parametrize("ver", [True, 1.0])
 def test_bus_version_must_be_the_int(ver: object) -> None:
     m = dict(schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], [])))
@@ -527,14 +522,8 @@ def test_corpus_venue_depth_frames_are_rejected() -> None:
             assert isinstance(out, Control) or (isinstance(out, DepthEvent) and out.key == "SSUSDT"), f
 
 
-#: Corpus inputs the bus decoder accepts although they are not the documented schema (see the xfail).
-BUS_LAX = {"ver_bool.bin"}
-
-
 def test_corpus_bus() -> None:
     for f in corpus("bus_payload"):
-        if f.name in BUS_LAX:
-            continue
         raw = f.read_bytes()
         with pytest.raises(BusError):
             schema.decode_feed([b"md.alpha.BTC/USDT", raw])

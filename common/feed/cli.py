@@ -14,6 +14,7 @@ from common import logs
 from common.config import ConfigError, add_config_args, from_args
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
+from common.security import KeyError_, Security
 
 
 def main(spec: FeedSpec, argv: Sequence[str] | None = None, *, default_venue: str,
@@ -34,8 +35,8 @@ def main(spec: FeedSpec, argv: Sequence[str] | None = None, *, default_venue: st
         vcfg = cfg.venue(args.venue)
         if vcfg.kind != spec.kind:
             raise ConfigError(f"venues.{args.venue}.kind is {vcfg.kind!r}; this program runs {spec.kind!r}")
-        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size)
-    except ConfigError as e:
+        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))
+    except (ConfigError, KeyError_) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = logs.setup(f"feed.{vcfg.id}", cfg.log_level)

@@ -66,6 +66,7 @@ from common.schema import (
     feed_payload,
     pack,
 )
+from common.security import Security
 
 #: Options every venue understands (``[venues.<id>.options]``), with their defaults. A spec adds
 #: its own in ``FeedSpec.options``; any other key is a configuration error.
@@ -92,20 +93,9 @@ HEARTBEAT_PERIOD = 1.0  # s between HeartbeatMsg on the bus
 #: peer that sends more is disconnected by ZeroMQ (counted as ``ctl_disconnects``).
 CTL_MAX_MSG_SIZE = 1 << 16
 #: MAXMSGSIZE of the feed PUB, which receives only subscriptions (``md.``, ``hb.``).
-PUB_MAX_MSG_SIZE = 4096
+PUB_MAX_MSG_SIZE = bus.SUBSCRIPTION_MAX
 #: Most frames of a snapshot request: identity, an optional empty delimiter (REQ), the request.
 CTL_MAX_FRAMES = 4
-
-
-def pub_socket(endpoint: str, ctx: zmq.Context, *, max_msg_size: int = PUB_MAX_MSG_SIZE) -> zmq.Socket:
-    """The feed bus PUB: :func:`common.bus.pub` plus ``MAXMSGSIZE`` on what it receives
-    (subscriptions), set before ``bind`` because ZeroMQ copies the options into the listener."""
-    s = ctx.socket(zmq.PUB)
-    s.setsockopt(zmq.SNDHWM, bus.DEFAULT_HWM)
-    s.setsockopt(zmq.LINGER, bus.LINGER_MS)
-    s.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
-    s.bind(endpoint)
-    return s
 
 
 def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
@@ -190,7 +180,9 @@ class FeedRunner:
     """Run one venue's feed until :meth:`stop`. See the module docstring for the life cycle."""
 
     def __init__(self, spec: FeedSpec, cfg: VenueConfig, *, max_msg_size: int = 64 * 1024 * 1024,
-                 log: logging.Logger | None = None, rng: random.Random | None = None) -> None:
+                 log: logging.Logger | None = None, rng: random.Random | None = None,
+                 sec: Security | None = None) -> None:
+        self.sec = sec                 # CURVE (common/security.py) on both sockets when set
         self.spec = spec
         self.cfg = cfg
         self.opts = resolve_options(spec, cfg)
@@ -229,8 +221,9 @@ class FeedRunner:
         self._rest_sem = asyncio.Semaphore(int(self.opts["rest_concurrency"]))
         self._zctx = zmq.Context()
         actx = zmq.asyncio.Context.shadow(self._zctx)
-        self._pub = pub_socket(self.cfg.pub, self._zctx)
-        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=CTL_MAX_MSG_SIZE, ctx=actx))
+        self._pub = bus.pub(self.cfg.pub, ctx=self._zctx, sec=self.sec)
+        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=CTL_MAX_MSG_SIZE, ctx=actx,
+                                                     sec=self.sec))
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
@@ -264,6 +257,8 @@ class FeedRunner:
                     self._publish_status(st, DOWN, "feed stopping")
             router.close(linger=0)
             self._pub.close(linger=200)
+            if self.sec is not None:
+                self.sec.close()
             self._zctx.term()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._session.close()

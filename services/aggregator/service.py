@@ -26,7 +26,6 @@ from decimal import Decimal
 from typing import Any
 
 import zmq
-import zmq.utils.monitor
 
 from common import bus, schema
 from common.book import ASK, BID, Book
@@ -64,6 +63,7 @@ class Link:
 
     venue: str
     ctl: zmq.Socket
+    pub: str                       # the feed's bus endpoint
     sess: int | None = None
     last_heard: float = 0.0
     down: bool = False
@@ -104,7 +104,7 @@ class Aggregator:
         sec = self.sec
         self.sub = bus.sub([v.pub for v in venues], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx, sec=sec)
         now = time.monotonic()
-        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx, sec=sec),
+        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx, sec=sec), v.pub,
                                  last_heard=now) for v in venues}
         # XPUB: a (re)connecting publisher's subscription makes every book be published again.
         self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx, sec=sec)
@@ -115,10 +115,14 @@ class Aggregator:
         self._setup_depletion()
         # A feed process that dies closes its TCP connection at once: the SUB socket's monitor
         # reports it, so its venue is down now rather than after down_after of silence.
+        # Every connecting socket is re-dialled after a broken connection, also one ZeroMQ cut off
+        # itself (a message above MAXMSGSIZE), with a capped backoff per endpoint.
         self.endpoint_venue = {v.pub: v.id for v in venues}
-        self.mon = self.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.sub_watch = bus.Reconnector(self.sub)
+        self.ctl_watch = {vid: bus.Reconnector(lk.ctl) for vid, lk in self.links.items()}
         self.poller = zmq.Poller()
-        for s in [self.sub, self.mon, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
+        for s in [self.sub, self.sub_watch.monitor, *(w.monitor for w in self.ctl_watch.values()), self.pub,
+                  self.ctl, *(lk.ctl for lk in self.links.values())]:
             self.poller.register(s, zmq.POLLIN)
         if self.query_sock is not None:
             self.poller.register(self.query_sock, zmq.POLLIN)
@@ -235,6 +239,7 @@ class Aggregator:
 
     def _heard(self, link: Link, sess: int, now: float) -> None:
         link.last_heard = now
+        self.sub_watch.healthy(link.pub)
         if link.sess != sess:
             if link.sess is not None:
                 log.info("%s: feed session changed (%s -> %s): feed restarted", link.venue, link.sess, sess)
@@ -260,15 +265,14 @@ class Aggregator:
     def _on_stream(self, s: Stream, msg: BookMsg | StatusMsg, now: float) -> None:
         if msg.sess != s.sess:
             if isinstance(msg, BookMsg) and msg.kind != SNAP:
+                # Not re-buffered: the snapshot that answers covers it (it is cut after).
                 self._gap(s, f"delta from feed session {msg.sess} without a snapshot", now)
-                s.buffer.append(msg)
                 return
         elif msg.seq <= s.seq:
             self._count("bus_duplicates")
             return
         elif msg.seq != s.seq + 1:
             self._gap(s, f"bus gap: expected seq {s.seq + 1}, got {msg.seq}", now)
-            s.buffer.append(msg)
             return
         self._apply(s, msg)
 
@@ -323,21 +327,17 @@ class Aggregator:
                     self._on_stream(s, m, now)
             self._count("snapshots_applied")
 
-    def on_monitor(self) -> None:
-        while True:
-            try:
-                ev = zmq.utils.monitor.recv_monitor_message(self.mon, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            endpoint = ev.get("endpoint", b"")
-            venue = self.endpoint_venue.get(endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint))
-            if ev["event"] != zmq.EVENT_DISCONNECTED or venue is None:
-                continue
+    def on_feed_disconnect(self, now: float) -> None:
+        for endpoint in self.sub_watch.on_events(now):
+            venue = self.endpoint_venue.get(endpoint)
             self._count("feed_disconnects")
+            if venue is None:
+                continue
             link = self.links[venue]
+            log.warning("%s: connection to the feed (%s) lost: feed down, its levels leave the merged book",
+                        venue, endpoint)
             if not link.down:
                 link.down = True
-                log.warning("%s: connection to the feed lost: feed down, its levels leave the merged book", venue)
                 for st in self.states.values():
                     if venue in st.streams:
                         st.dirty = True
@@ -432,8 +432,13 @@ class Aggregator:
                     except zmq.Again:
                         break
                     self.on_snapshot_reply(venue, frames, now)
-        if self.mon in events:
-            self.on_monitor()
+        if self.sub_watch.monitor in events:
+            self.on_feed_disconnect(now)
+        for venue, w in self.ctl_watch.items():
+            if w.monitor in events:
+                for endpoint in w.on_events(now):
+                    self._count("ctl_disconnects")
+                    log.warning("%s: snapshot connection to the feed (%s) lost; re-dialling", venue, endpoint)
         if self.pub in events:
             while True:
                 try:
@@ -451,6 +456,9 @@ class Aggregator:
                 except zmq.Again:
                     break
         self.on_timer(now)
+        self.sub_watch.tick(now)
+        for w in self.ctl_watch.values():
+            w.tick(now)
         self.publish_dirty()
         if self.query_sock is not None and self.query_sock in events:
             for _ in range(1000):
@@ -475,8 +483,9 @@ class Aggregator:
         self.running = False
 
     def close(self) -> None:
-        self.sub.disable_monitor()
-        self.mon.close()
+        self.sub_watch.close()
+        for w in self.ctl_watch.values():
+            w.close()
         for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
             s.close()
         if self.query_sock is not None:

@@ -37,7 +37,8 @@ class Publisher:
         self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx,
                            sec=self.sec)
         self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx, sec=self.sec)
-        self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=4096, ctx=self.ctx, sec=self.sec)
+        self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec)
+        self.sub_watch = bus.Reconnector(self.sub)
         self.ctl.setsockopt(zmq.SNDHWM, 100)
         self.connected = False             # nothing received from the aggregator yet
         self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
@@ -85,10 +86,15 @@ class Publisher:
             return
         try:
             m = schema.unpack(frames[1])
+            if not isinstance(m, dict):
+                raise BusError("not a map")
             symbol, epoch, seq = m["symbol"], m["epoch"], m["seq"]
-            if not isinstance(seq, int) or not isinstance(epoch, int) or schema.book_topic(symbol) != frames[0]:
+            if not isinstance(seq, int) or not isinstance(epoch, int) or not isinstance(symbol, str) \
+                    or schema.book_topic(symbol) != frames[0]:
                 raise BusError("bad symbol/epoch/seq")
-        except (BusError, KeyError, TypeError, UnicodeError) as e:
+            if not isinstance(m.get("bids"), list) or not isinstance(m.get("asks"), list):
+                raise BusError("bids/asks are not lists")
+        except (BusError, KeyError, TypeError, ValueError, UnicodeError) as e:
             self._count("malformed")
             log.warning("dropped a malformed snapshot from the aggregator: %s", e)
             return
@@ -119,8 +125,15 @@ class Publisher:
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.out, zmq.POLLIN)
+        poller.register(self.sub_watch.monitor, zmq.POLLIN)
         while self.running:
             events = dict(poller.poll(500))
+            now = time.monotonic()
+            if self.sub_watch.monitor in events:
+                for endpoint in self.sub_watch.on_events(now):
+                    self._count("upstream_disconnects")
+                    log.warning("connection to the aggregator (%s) lost; re-dialling", endpoint)
+            self.sub_watch.tick(now)
             if self.out in events:
                 for _ in range(10_000):
                     try:
@@ -134,10 +147,11 @@ class Publisher:
                     except zmq.Again:
                         break
                     self.on_snapshot(frames)
-            now = time.monotonic()
+                self.sub_watch.healthy(self.cfg.aggregator.pub)
             if now - self._last_log > 30 and self.counters:
                 self._last_log = now
                 log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+        self.sub_watch.close()
         self.sub.close()
         self.out.close()
         self.ctl.close()
