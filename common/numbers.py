@@ -70,19 +70,27 @@ def parse_decimal(text: object) -> Decimal:
         raise BadNumber(f"negative: {text!r}")
     if d > MAX_ABS:
         raise BadNumber(f"too large: {str(text)[:40]!r}")
-    if isinstance(text, str) and (len(text) > MAX_DECIMALS + 2 or "e" in text or "E" in text):
+    if isinstance(text, str) and (len(text) > MAX_DECIMALS or "e" in text or "E" in text):
         _check_decimals(d, text)
     return d
 
 
+def decimals(d: Decimal) -> int:
+    """Decimals of ``d``, trailing zeros ignored (``1.50`` -> 1, ``1E-9`` -> 9, ``100`` -> 0, any
+    zero -> 0)."""
+    _, digits, exp = d.as_tuple()
+    if not d or not isinstance(exp, int) or exp >= 0:
+        return 0
+    n, i = -exp, len(digits)
+    while n and i and digits[i - 1] == 0:
+        n, i = n - 1, i - 1
+    return n
+
+
 def _check_decimals(d: Decimal, text: str) -> None:
-    """Reject more than MAX_DECIMALS decimals after dropping trailing zeros (only called for long
-    texts or exponent notation, so the common path pays nothing)."""
-    _sign, digits, exp = d.as_tuple()
-    if not isinstance(exp, int) or not d:
-        return
-    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    if exp + zeros < -MAX_DECIMALS:
+    """Reject more than MAX_DECIMALS decimals (only called for long texts or exponent notation:
+    a short plain text cannot have that many, so the common path pays nothing)."""
+    if decimals(d) > MAX_DECIMALS:
         raise BadNumber(f"more than {MAX_DECIMALS} decimals: {text[:40]!r}")
 
 

@@ -63,7 +63,6 @@ ALL = "all"
 MAX_REQUEST_BYTES = 4096
 MAX_REPLY_BYTES = 64 << 20
 MAX_NUMBER_CHARS = 64
-MAX_DECIMALS = 18
 
 _KEYS = ("op", "symbol", "side", "quantity", "notional", "venue", "venues", "ver")
 
@@ -119,17 +118,6 @@ def _short(v: Any) -> str:
     return repr(v)[:60]
 
 
-def _decimals(d: Decimal) -> int:
-    """Decimals of ``d``, trailing zeros ignored."""
-    _, digits, exp = d.as_tuple()
-    if not isinstance(exp, int) or exp >= 0:
-        return 0
-    n, i = -exp, len(digits)
-    while n and i and digits[i - 1] == 0:
-        n, i = n - 1, i - 1
-    return n
-
-
 def _number(m: Mapping[str, Any], key: str) -> Decimal:
     v = m[key]
     if not isinstance(v, str):
@@ -142,8 +130,6 @@ def _number(m: Mapping[str, Any], key: str) -> Decimal:
         raise QueryError(f"{key}: {e}") from None
     if not d:
         raise QueryError(f"{key} must be > 0, got {_short(v)}")
-    if _decimals(d) > MAX_DECIMALS:
-        raise QueryError(f"{key} has more than {MAX_DECIMALS} decimals: {_short(v)}")
     return d
 
 

@@ -7,7 +7,7 @@ Entry points: Binance/Bitstamp ``parse_frame``, ``parse_snapshot``, ``parse_pair
 Rules checked: only the documented error escapes (ParseError / BusError / QueryError); a valid
 message round-trips exactly; a valid message with one field corrupted (or its bytes mutated) never
 yields a level whose price or amount is not a finite ``Decimal``, is negative, NaN, a zero price or
-has a canonical text too long to write (:data:`common.feed.parsing.MAX_DECIMALS`).
+has a canonical text too long to write (:data:`common.numbers.MAX_DECIMALS`).
 tests/test_feed_fuzz.py already throws random JSON at the venue parsers; this file adds structured
 near-valid inputs, byte mutations, the bus and query decoders and the corpus.
 """
@@ -26,9 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import query, schema
-from common.feed.parsing import MAX_DECIMALS, decimals
 from common.feed.types import Control, DepthEvent, PairInfo, ParseError, Snapshot
-from common.numbers import MAX_ABS, fmt
+from common.numbers import MAX_ABS, MAX_DECIMALS, decimals, fmt
 from common.query import QueryError
 from common.schema import BookMsg, BusError, HeartbeatMsg, StatusMsg
 from services.feed_binance import parse as bparse

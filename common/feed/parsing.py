@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from common.feed.types import Levels, ParseError
 from common.numbers import BadNumber, parse_decimal
-
-#: Most decimals a venue price or quantity may carry (trailing zeros ignored). Venues send 8-10;
-#: a value like ``"1E-999999999999"`` is finite and tiny but would make every canonical text of it
-#: (:func:`common.numbers.fmt`, used downstream) a string of that many zeros: a malformed value.
-MAX_DECIMALS = 18
 
 
 def loads(text: str | bytes) -> Any:
@@ -27,22 +21,11 @@ def loads(text: str | bytes) -> Any:
         raise ParseError(f"not JSON: {e}") from None
 
 
-def decimals(d: Decimal) -> int:
-    """Decimals of ``d``, trailing zeros ignored (``1.50`` -> 1, ``1E-9`` -> 9, ``100`` -> 0, any
-    zero -> 0)."""
-    _, digits, exp = d.as_tuple()
-    if not d or not isinstance(exp, int) or exp >= 0:
-        return 0
-    n, i = -exp, len(digits)
-    while n and i and digits[i - 1] == 0:
-        n, i = n - 1, i - 1
-    return n
-
-
 def levels(v: Any, what: str, key: str | None = None) -> Levels:
     """``[[price, qty], ...]`` (decimal strings) -> ``[(Decimal, Decimal)]``. Prices must be > 0;
-    a zero quantity is kept (it removes the level); neither may have more than
-    :data:`MAX_DECIMALS` decimals. ``key`` goes into the ParseError."""
+    a zero quantity is kept (it removes the level); :func:`common.numbers.parse_decimal` refuses
+    the rest (NaN, negative, huge, more than ``MAX_DECIMALS`` decimals). ``key`` goes into the
+    ParseError."""
     if not isinstance(v, list):
         raise ParseError(f"{what} is not a list", key)
     out: Levels = []
@@ -56,8 +39,6 @@ def levels(v: Any, what: str, key: str | None = None) -> Levels:
             raise ParseError(f"{what}: {e}", key) from None
         if not price:
             raise ParseError(f"{what}: price 0", key)
-        if decimals(price) > MAX_DECIMALS or decimals(qty) > MAX_DECIMALS:
-            raise ParseError(f"{what}: more than {MAX_DECIMALS} decimals: {str(lvl)[:60]}", key)
         out.append((price, qty))
     return out
 
