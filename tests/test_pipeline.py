@@ -298,3 +298,27 @@ def test_stalled_subscriber_costs_the_others_nothing(pipeline) -> None:
         assert ps.procs["publisher"].poll() is None
     finally:
         stalled.close(0)
+
+
+def test_watch_client_prints_the_live_book(pipeline) -> None:
+    """`python -m services.client watch` (the CLI a user runs) prints the merged book it receives."""
+    import subprocess
+    import sys
+
+    feeds, sub, _, ep = pipeline
+    pump = pump_all(feeds, sub)
+    feeds[0].snap(SYM, {"100.5": "1.25"}, {"101": "3"})
+    feeds[1].snap(SYM, {"100": "2"}, {"101.5": "0.5"})
+    wait_until(lambda: matches(sub, feeds, DUST), timeout=20, pump=pump, what="first merged snapshot")
+    proc = subprocess.Popen([sys.executable, "-m", "services.client", "watch", SYM, "--count", "1", "--no-clear",
+                             "--endpoint", f"tcp://127.0.0.1:{ep['pub_port']}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=20)   # served at once: a late joiner gets the book
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "BTC/USDT  spread 0.5" in out and "alpha:live" in out and "beta:live" in out
+    rows = [line for line in out.splitlines() if "|" in line and "BID venue" not in line]
+    assert rows[0].split() == ["alpha", "1.25", "100.5", "|", "101", "3", "alpha"]
+    assert rows[1].split() == ["beta", "2", "100", "|", "101.5", "0.5", "beta"]

@@ -46,8 +46,17 @@ def render(m: dict[str, Any], now_ns: int | None = None) -> str:
         a = asks[i] if i < len(asks) else ["", "", ""]
         lines.append(f"{b[2]:>12} {b[1]:>16} {b[0]:>14} | {a[0]:<14} {a[1]:<16} {a[2]:<12}")
     depl = m.get("depletion")
-    if depl:
-        lines.append(f"depletion {depl}")
+    if isinstance(depl, dict):
+        for side in ("buy", "sell"):
+            parts = []
+            for size, d in (depl.get(side) or {}).items():
+                if d.get("vwap") is None:
+                    parts.append(f"{size}: no liquidity")
+                    continue
+                partial = f" PARTIAL {d['filled']}" if d.get("partial") else ""
+                parts.append(f"{size} @ {d['vwap']} ({d['slippage_bps']} bps, {d['levels']} lv){partial}")
+            if parts:
+                lines.append(f"{side:>4} " + "  |  ".join(parts))
     return "\n".join(lines)
 
 
