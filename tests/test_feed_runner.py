@@ -304,13 +304,17 @@ def test_backoff_resets_after_each_synced_book() -> None:
     """A server that drops every connection right after the book synced: every delay is the first."""
     async def ws(conn: ServerConnection, v: FakeVenue) -> None:
         await conn.send(depth(11, 11, [], []))
+        await asyncio.sleep(0.05)      # the event is buffered before any snapshot is served
+        v.depth_gate.set()
         await v.snapshot_served.wait()
         await asyncio.sleep(0.1)
         v.snapshot_served.clear()
+        v.depth_gate.clear()
         await conn.close()
 
     async def scenario() -> None:
         fake = FakeVenue(ws)
+        fake.depth_gate.clear()
         fake.routes = {"/api/v3/depth": lambda: (200, '{"lastUpdateId":12,"bids":[],"asks":[["2","1"]]}', {})}
         async with fake.running():
             cfg = venue_cfg("binance", fake.port, ("BTC/USDT",), pair_check=False)
