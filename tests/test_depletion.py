@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.book import ASK, BID
-from common.numbers import DIV_CONTEXT
+from common.numbers import DIV_CONTEXT, fmt
 from services.aggregator.depletion import (
     Depletion,
     book_side,
@@ -365,3 +365,21 @@ def test_depletion_is_frozen() -> None:
     assert isinstance(d, Depletion)
     with pytest.raises(AttributeError):
         d.filled = D(2)  # type: ignore[misc]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 400), st.integers(0, 60), st.sampled_from("abc")), max_size=40),
+       st.lists(st.integers(1, 300), min_size=1, max_size=4))
+def test_streamed_summaries_equal_the_full_engine(raw, sizes_raw) -> None:
+    """One cumulative walk per side for all sizes gives exactly deplete(...).summary() per size."""
+    levels = sorted(((D(p) / 10, D(a) / 4, v) for p, a, v in raw), key=lambda lv: (lv[0], -lv[1], lv[2]))
+    bids = sorted(levels, key=lambda lv: (-lv[0], -lv[1], lv[2]))
+    sizes = [D(s) / 8 for s in sizes_raw]
+
+    def side_fn(side: int):
+        return iter(levels if side == ASK else bids)
+
+    out = summaries(side_fn, sizes)
+    for side, src in (("buy", levels), ("sell", bids)):
+        for size in sizes:
+            assert out[side][fmt(size)] == deplete(iter(src), side, quantity=size).summary(), (side, size)

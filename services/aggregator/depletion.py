@@ -45,7 +45,7 @@ O(k log V)). :func:`summaries` walks each side once for all sizes: O(k log V + k
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -288,22 +288,26 @@ def deplete(levels: Iterable[Fill], side: str, *, quantity: Decimal | None = Non
     )
 
 
-def _replay(cache: list[Fill], source: Iterator[Fill]) -> Iterator[Fill]:
-    """Iterate ``cache`` then pull more from ``source`` into it: several walks, one merge."""
-    i = 0
-    while True:
-        if i == len(cache):
-            nxt = next(source, None)
-            if nxt is None:
-                return
-            cache.append(nxt)
-        yield cache[i]
-        i += 1
+def _summary(side: str, filled: Decimal, cost: Decimal, best: Decimal | None, worst: Decimal | None,
+             levels: int, places: int, partial: bool) -> dict[str, Any]:
+    """:meth:`Depletion.summary` from a walk's running sums (same arithmetic as :func:`deplete`)."""
+    vwap = bps = None
+    if filled:
+        assert best is not None
+        vwap = DIV_CONTEXT.divide(cost, filled)
+        at_best = EXACT.multiply(best, filled)
+        gap = EXACT.subtract(cost, at_best) if side == BUY else EXACT.subtract(at_best, cost)
+        bps = DIV_CONTEXT.divide(EXACT.multiply(gap, _TEN_THOUSAND), at_best)
+    p = places + EXTRA_PLACES
+    return {"filled": fmt(filled), "vwap": show(vwap, p), "worst": _opt(worst), "slippage_bps": show(bps, p),
+            "levels": levels, "partial": partial}
 
 
 def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[Decimal]) -> dict[str, Any]:
     """The streamed ``depletion`` field: for both sides and each size (base units), the compact
-    :meth:`Depletion.summary` of a walk of the merged book.
+    :meth:`Depletion.summary` of a walk of the merged book -- the same numbers as
+    ``deplete(levels, side, quantity=size).summary()`` (a property test holds them equal), from
+    ONE walk per side for all sizes: this runs for every published snapshot.
 
     ``merged_side_fn(BID or ASK)`` returns that merged side best first; it is called once per side
     and consumed only as deep as the largest size needs. Shape::
@@ -312,12 +316,34 @@ def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[D
                        "0.179104", "levels": 3, "partial": false}, "5": {...}},
          "sell": {...}}
 
-    Size keys are :func:`fmt` of the size. O(k log V + k * S).
+    Size keys are :func:`fmt` of the size, in the order given. O(k log V + S) for k levels.
     """
+    order = sorted(set(sizes))
     out: dict[str, Any] = {}
+    mul, add = EXACT.multiply, EXACT.add
     for side in SIDES:
-        cache: list[Fill] = []
-        source = iter(merged_side_fn(book_side(side)))
-        out[side] = {fmt(size): deplete(_replay(cache, source), side, quantity=size).summary()
-                     for size in sizes}
+        done: dict[Decimal, dict[str, Any]] = {}
+        filled = cost = ZERO
+        best = worst = None
+        places = levels = 0
+        k = 0
+        for price, amount, _venue in merged_side_fn(book_side(side)):
+            if amount <= 0:
+                continue
+            if best is None:
+                best = price
+            places = max(places, decimals(price))
+            levels += 1
+            reach = add(filled, amount)
+            while k < len(order) and reach >= order[k]:
+                size = order[k]
+                take = EXACT.subtract(size, filled)
+                done[size] = _summary(side, size, add(cost, mul(price, take)), best, price, levels, places, False)
+                k += 1
+            if k == len(order):
+                break
+            filled, cost, worst = reach, add(cost, mul(price, amount)), price
+        for size in order[k:]:
+            done[size] = _summary(side, filled, cost, best, worst, levels, places, True)
+        out[side] = {fmt(size): done[size] for size in sizes}
     return out
