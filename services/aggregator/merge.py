@@ -7,6 +7,7 @@ first; at equal price the larger amount first, then the venue id.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -56,6 +57,11 @@ def spread(bids: list[MergedLevel], asks: list[MergedLevel]) -> Decimal | None:
     return asks[0][0] - bids[0][0]
 
 
+#: Canonical text of a value, memoised: the same prices and amounts are published again and again
+#: (equal Decimals such as 1.0 and 1.00 share one entry; their canonical text is the same).
+text = functools.lru_cache(maxsize=1 << 16)(fmt)
+
+
 def wire_levels(levels: list[MergedLevel]) -> list[list[str]]:
     """Levels in the subscriber contract's canonical text form."""
-    return [[fmt(p), fmt(a), v] for p, a, v in levels]
+    return [[text(p), text(a), v] for p, a, v in levels]

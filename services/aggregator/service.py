@@ -80,6 +80,10 @@ class SymbolState:
     last_content: Any = None
     last_payload: bytes | None = None
     force: bool = False            # publish even if unchanged (a subscriber just joined)
+    # What a delta must reach to change what subscribers see (the published top-N and the
+    # streamed depletion walks): bids below floor[BID] and asks above floor[ASK] cannot. None:
+    # every level can (fewer than N levels, or a walk ran out).
+    floor: list[Decimal | None] = field(default_factory=lambda: [None, None])
 
 
 class Aggregator:
@@ -295,6 +299,9 @@ class Aggregator:
             s.reason = ""
         else:
             s.book.apply_levels(msg.bids, msg.asks)
+            if not st.dirty and not self._visible(st, msg):
+                self._count("deltas_below_view")
+                return
         if msg.rts > st.ts:
             st.ts = msg.rts
         st.dirty = True
@@ -360,6 +367,37 @@ class Aggregator:
 
     # --- output -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _visible(st: SymbolState, msg: BookMsg) -> bool:
+        """Can this delta change the published view? Not when every level lies strictly beyond
+        the floor of its side (a level at the floor price can reorder ties: it counts)."""
+        fb, fa = st.floor
+        if msg.bids and (fb is None or any(p >= fb for p, _ in msg.bids)):
+            return True
+        return bool(msg.asks and (fa is None or any(p <= fa for p, _ in msg.asks)))
+
+    def _set_floor(self, st: SymbolState, bids: list[merge.MergedLevel], asks: list[merge.MergedLevel],
+                   depl: dict[str, Any] | None) -> None:
+        n = self.levels
+        fb = bids[-1][0] if len(bids) == n else None
+        fa = asks[-1][0] if len(asks) == n else None
+        if depl is not None:
+            for side, idx in (("sell", 0), ("buy", 1)):
+                for d in depl.get(side, {}).values():
+                    cur = fb if idx == 0 else fa
+                    if cur is None:
+                        break
+                    if d["partial"] or d["worst"] is None:
+                        cur = None
+                    else:
+                        w = Decimal(d["worst"])
+                        cur = min(cur, w) if idx == 0 else max(cur, w)
+                    if idx == 0:
+                        fb = cur
+                    else:
+                        fa = cur
+        st.floor = [fb, fa]
+
     def _content(self, st: SymbolState) -> tuple[Any, ...]:
         books = self._live_books(st)
         n = self.levels
@@ -371,6 +409,7 @@ class Aggregator:
         sizes = self.cfg.aggregator.depletion.get(st.symbol)
         if sizes and self._depletion_fn is not None:
             depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
+        self._set_floor(st, bids, asks, depl)
         return (merge.wire_levels(bids), merge.wire_levels(asks),
                 None if sp is None else merge.fmt(sp), venues, depl)
 
