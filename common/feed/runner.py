@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, cast
 
 import requests
@@ -205,6 +206,9 @@ class FeedRunner:
         self._rest_sem: asyncio.Semaphore | None = None
         self._zctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
+        # symbol -> (state, bids, asks, [ets, rts]): applied, not yet published (see _queue_delta)
+        self._pending: dict[str, tuple[SymbolState, dict[Decimal, Decimal], dict[Decimal, Decimal], list[int]]] = {}
+        self._flush_scheduled = False
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -283,13 +287,50 @@ class FeedRunner:
     # --- bus ----------------------------------------------------------------------------------
 
     def _send(self, msg: FeedMsg) -> None:
+        """Publish one bus message; queued deltas go out first, so each stream stays in order."""
+        if self._pending:
+            self._flush()
+        self._put(msg)
+
+    def _put(self, msg: FeedMsg) -> None:
         assert self._pub is not None
         try:
             self._pub.send_multipart(encode_feed(msg), flags=zmq.NOBLOCK)
         except zmq.Again:  # pragma: no cover - PUB drops rather than blocks
             self.counters["bus_dropped"] += 1
 
+    def _queue_delta(self, st: SymbolState, ev: DepthEvent, rts: int) -> None:
+        """Queue an applied event's levels; every event applied in this turn of the event loop
+        goes out as ONE delta per symbol (later sizes of a price replace earlier ones: sizes are
+        absolute), flushed as soon as the loop is free. Idle, that is right after the frame; under
+        load it cuts bus messages, ZeroMQ wake-ups and the aggregator's per-message cost."""
+        p = self._pending.get(st.symbol)
+        if p is None:
+            p = self._pending[st.symbol] = (st, {}, {}, [0, 0])
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        _, bids, asks, stamps = p
+        for price, qty in ev.bids:
+            bids[price] = qty
+        for price, qty in ev.asks:
+            asks[price] = qty
+        stamps[0], stamps[1] = ev.ets, rts
+
+    def _flush(self) -> None:
+        """Publish the queued deltas (one per symbol, in the order the symbols first queued)."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for st, bids, asks, (ets, rts) in pending.values():
+            st.seq += 1
+            self._put(BookMsg(DELTA, self.cfg.id, st.symbol, self.sess, st.seq, ets, rts,
+                              list(bids.items()), list(asks.items())))
+        if len(pending) > 0:
+            self.counters["deltas_published"] += len(pending)
+
     def _publish_status(self, st: SymbolState, status: str, reason: str, rts: int | None = None) -> None:
+        if self._pending:
+            self._flush()
         st.seq += 1
         st.status = status
         st.reason = reason
@@ -360,6 +401,8 @@ class FeedRunner:
 
     def snapshot_reply(self, wanted: list[str]) -> list[bytes]:
         """The reply frames for a snapshot request (all symbols when ``wanted`` is empty)."""
+        if self._pending:
+            self._flush()      # the reply's seq must cover every change already in the book
         out = []
         for s in dict.fromkeys(wanted) if wanted else list(self.symbols):   # each symbol once
             st = self.symbols.get(s)
@@ -594,10 +637,8 @@ class FeedRunner:
                                  bid[0] if bid else None, ask[0] if ask else None)
                 self._resync(st, "crossed book")
                 return
-            st.seq += 1
             st.ets, st.rts = ev.ets, rts
-            self._send(BookMsg(DELTA, self.cfg.id, st.symbol, self.sess, st.seq, ev.ets, rts,
-                               ev.bids, ev.asks))
+            self._queue_delta(st, ev, rts)
         elif v is Verdict.DROP:
             self.counters["dropped_stale"] += 1
         elif v is Verdict.BUFFERED:
@@ -682,6 +723,8 @@ class FeedRunner:
                 continue
             st.ets = events[-1].ets if events else snap.ets
             st.rts = rts
+            if self._pending:
+                self._flush()
             st.seq += 1
             st.status, st.reason = LIVE, "synced"
             self._send(self._snap_msg(st))
