@@ -14,7 +14,7 @@ import msgpack
 import requests
 import zmq
 
-from bench.util import CpuWindow, MemSampler, Procs, free_port, latency_summary, progress, write_config
+from bench.util import CpuWindow, MemSampler, Procs, free_port, latency_summary, progress, tcp, write_config
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT", "DOT/USDT",
            "LINK/USDT", "AVAX/USDT", "BCH/USDT", "XLM/USDT", "UNI/USDT", "ATOM/USDT", "ETC/USDT", "FIL/USDT",
@@ -70,10 +70,13 @@ class Pipeline:
                  "rest_url": f"http://127.0.0.1:{self.bts_port}/api/v2", "stale_after": 10.0, "depth": 5000,
                  "taker_fee": "0.004"}
         if split:
+            # Each venue's symbols over two feed processes ([[venues.<id>.shards]]): still one
+            # venue id to subscribers.
             half = len(self.symbols) // 2
             a, b = self.symbols[:half], self.symbols[half:]
-            venues = {"binance": {**bin_t, "symbols": a}, "binance_b": {**bin_t, "symbols": b},
-                      "bitstamp": {**bts_t, "symbols": a}, "bitstamp_b": {**bts_t, "symbols": b}}
+            venues = {v: {**t, "shards": [{"symbols": a, "pub": tcp(), "ctl": tcp()},
+                                          {"symbols": b, "pub": tcp(), "ctl": tcp()}]}
+                      for v, t in (("binance", bin_t), ("bitstamp", bts_t))}
         else:
             venues = {"binance": bin_t, "bitstamp": bts_t}
         self.cfg = workdir / "bookmux.toml"
@@ -127,7 +130,12 @@ class Pipeline:
         c = str(self.cfg)
         t0 = time.monotonic()
         for vid, t in self.venues.items():
-            self.procs.module(f"feed_{vid}", f"services.feed_{t['kind']}", "--venue", vid, "--config", c)
+            if "shards" in t:
+                for i in range(len(t["shards"])):
+                    self.procs.module(f"feed_{vid}_{i}", f"services.feed_{t['kind']}", "--venue", vid,
+                                      "--shard", str(i), "--config", c)
+            else:
+                self.procs.module(f"feed_{vid}", f"services.feed_{t['kind']}", "--venue", vid, "--config", c)
         self.procs.module("aggregator", "services.aggregator", "--config", c)
         self.procs.module("publisher", "services.publisher", "--config", c)
         self.mem = MemSampler(self.procs.pids() | self.sim.pids())

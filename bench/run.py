@@ -298,8 +298,9 @@ def sec_pipeline(mode: Mode, work: Path, profile: bool) -> None:
 
 
 def _cpu_str(cpu: dict[str, float]) -> str:
-    short = {"feed_binance": "fbin", "feed_bitstamp": "fbts", "feed_binance_b": "fbin_b",
-             "feed_bitstamp_b": "fbts_b", "aggregator": "agg", "publisher": "pub", "simulator": "sim",
+    short = {"feed_binance": "fbin", "feed_bitstamp": "fbts", "feed_binance_0": "fbin0", "feed_binance_1": "fbin1",
+             "feed_bitstamp_0": "fbts0", "feed_bitstamp_1": "fbts1", "aggregator": "agg", "publisher": "pub",
+             "simulator": "sim",
              "_machine": "machine", "_other": "other"}
     parts = []
     subs = 0.0
@@ -340,7 +341,7 @@ def sec_scaling(mode: Mode, work: Path, profile: bool) -> None:
     ours = feeds + agg + cpu.get("publisher", 0)
     base = f"1 feed/venue: p50 {us(single['p50_us'])} p99 {us(single['p99_us'])}" if single else "-"
     ratio = f"p99 {r['p99_us'] / single['p99_us']:.2f}x" if single and single.get("p99_us") else "-"
-    row("7 scaling", f"{mult}x, 2 feed processes per venue (binance_b, bitstamp_b)", lat_str(r), base, ratio,
+    row("7 scaling", f"{mult}x, 2 feed processes per venue (shards of one venue id)", lat_str(r), base, ratio,
         "n/a (where is the next bottleneck)", "INFO",
         f"aggregator {agg:.0f}% = {100 * agg / ours if ours else 0:.0f}% of bookmux CPU; feeds {feeds:.0f}% in 4 "
         f"processes; {r['events_per_s']:.0f}/{r['nominal_events_per_s']:.0f} ev/s; CPU % {_cpu_str(cpu)}", data=r)

@@ -19,7 +19,7 @@ import copy
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,17 @@ NO_DUST = DustRule()
 
 
 @dataclass(frozen=True)
+class Shard:
+    """One feed process of a venue: its symbols and its own bus endpoints (and CPU)."""
+
+    index: int
+    symbols: tuple[str, ...]
+    pub: str
+    ctl: str
+    cpu: int | None = None
+
+
+@dataclass(frozen=True)
 class VenueConfig:
     id: str
     kind: str
@@ -69,9 +80,24 @@ class VenueConfig:
     cpu: int | None
     dust: Mapping[str, DustRule] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    shards: tuple[Shard, ...] = ()
 
     def dust_rule(self, symbol: str) -> DustRule:
         return self.dust.get(symbol, self.dust.get("*", NO_DUST))
+
+    @property
+    def processes(self) -> tuple[Shard, ...]:
+        """The feed processes of this venue: its ``[[venues.<id>.shards]]``, or one with the
+        venue's own symbols and endpoints. Subscribers see one venue id whatever the split."""
+        return self.shards or (Shard(0, self.symbols, self.pub, self.ctl, self.cpu),)
+
+    def shard(self, index: int) -> VenueConfig:
+        """This venue as run by feed process ``index`` (its symbols, endpoints and CPU)."""
+        procs = self.processes
+        if not 0 <= index < len(procs):
+            raise ConfigError(f"venues.{self.id} has {len(procs)} feed process(es); --shard {index} is not one")
+        sh = procs[index]
+        return replace(self, symbols=sh.symbols, pub=sh.pub, ctl=sh.ctl, cpu=sh.cpu, shards=())
 
 
 @dataclass(frozen=True)
@@ -141,7 +167,7 @@ class Config:
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
              "publisher", "simulator", "security"}
 _VENUE_KEYS = {"kind", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
-               "taker_fee", "cpu", "dust", "options"}
+               "taker_fee", "cpu", "dust", "options", "shards"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
 _PUB_KEYS = {"bind", "port", "sndhwm"}
 
@@ -215,15 +241,47 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     depth = _get(d, "depth", int, where, 1000)
     if stale_after <= 0 or depth <= 0:
         raise ConfigError(f"{where}: stale_after and depth must be > 0")
+    venue_symbols = _symbols(d["symbols"], where + ".symbols") if d.get("symbols") else symbols
+    shards = _shards(d.get("shards"), venue_symbols, where)
+    if shards:
+        venue_symbols = tuple(s for sh in shards for s in sh.symbols)
     return VenueConfig(
         id=vid, kind=kind, enabled=_get(d, "enabled", bool, where, True),
-        symbols=_symbols(d["symbols"], where + ".symbols") if d.get("symbols") else symbols,
+        symbols=venue_symbols, shards=shards,
         ws_url=_get(d, "ws_url", str, where), rest_url=_get(d, "rest_url", str, where),
-        pub=_get(d, "pub", str, where), ctl=_get(d, "ctl", str, where),
+        pub=shards[0].pub if shards else _get(d, "pub", str, where),
+        ctl=shards[0].ctl if shards else _get(d, "ctl", str, where),
         stale_after=stale_after, depth=depth,
         taker_fee=_decimal(d.get("taker_fee", "0"), where + ".taker_fee"), cpu=cpu, dust=dust,
         options=dict(_get(d, "options", dict, where, {})),
     )
+
+
+def _shards(raw: Any, symbols: tuple[str, ...], where: str) -> tuple[Shard, ...]:
+    """``[[venues.<id>.shards]]``: the venue's symbols split over several feed processes, each with
+    ``symbols``, ``pub``, ``ctl`` and an optional ``cpu``. A symbol may be in one shard only."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, dict) for x in raw):
+        raise ConfigError(f"{where}.shards must be an array of tables [[{where}.shards]]")
+    out: list[Shard] = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(raw):
+        w = f"{where}.shards[{i}]"
+        _unknown(w, t, {"symbols", "pub", "ctl", "cpu"})
+        syms = _symbols(_get(t, "symbols", list, w), w + ".symbols")
+        for sym in syms:
+            if sym in seen:
+                raise ConfigError(f"{w}: {sym} is already in shard {seen[sym]}")
+            seen[sym] = i
+        cpu = t.get("cpu")
+        if cpu is not None and (not isinstance(cpu, int) or cpu < 0):
+            raise ConfigError(f"{w}.cpu must be a CPU number >= 0")
+        out.append(Shard(i, syms, _get(t, "pub", str, w), _get(t, "ctl", str, w), cpu))
+    ends = [e for sh in out for e in (sh.pub, sh.ctl)]
+    if len(set(ends)) != len(ends):
+        raise ConfigError(f"{where}.shards: every shard needs its own pub and ctl endpoints")
+    return tuple(out)
 
 
 def build(raw: Mapping[str, Any], source: str = "") -> Config:
@@ -326,8 +384,11 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
         _set_path(raw, key.strip(), _parse_value(val.strip()))
     if symbols:
         raw["symbols"] = list(_symbols(symbols if isinstance(symbols, str) else list(symbols), "--symbols"))
-        for v in raw.get("venues", {}).values():
+        for vid, v in raw.get("venues", {}).items():
             if isinstance(v, dict):
+                if v.get("shards") and v.get("enabled", True):
+                    raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
+                                      "in the shards of the config instead")
                 v.pop("symbols", None)
     if levels is not None:
         raw["levels"] = levels

@@ -53,11 +53,14 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
         module = FEED_MODULES.get(v.kind)
         if module is None:
             raise ConfigError(f"venues.{v.id}: no feed implementation for kind {v.kind!r} yet")
-        program(f"feed_{v.id}", f"{python} -m {module} --venue {v.id} {common}", 20)
+        for sh in v.processes:
+            name = f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
+            program(name, f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20)
     program("aggregator", f"{python} -m services.aggregator {common}", 30)
     program("publisher", f"{python} -m services.publisher {common}", 40)
-    names = (["simulator"] if demo else []) + [f"feed_{v.id}" for v in cfg.enabled_venues] + ["aggregator",
-                                                                                              "publisher"]
+    feeds = [f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
+             for v in cfg.enabled_venues for sh in v.processes]
+    names = (["simulator"] if demo else []) + feeds + ["aggregator", "publisher"]
     out += ["[group:bookmux]", f"programs={','.join(names)}", ""]
     return "\n".join(out)
 

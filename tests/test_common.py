@@ -122,3 +122,46 @@ def test_config_errors_name_the_key(kw, needle: str) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml")
+
+
+SHARDS = """
+[[venues.binance.shards]]
+symbols = ["BTC/USDT", "ETH/USDT"]
+pub = "tcp://127.0.0.1:51060"
+ctl = "tcp://127.0.0.1:51061"
+cpu = 0
+
+[[venues.binance.shards]]
+symbols = ["SOL/USDT"]
+pub = "tcp://127.0.0.1:51062"
+ctl = "tcp://127.0.0.1:51063"
+"""
+
+
+def test_shards_split_one_venue_over_feed_processes(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS)
+    c = config.load(p)
+    b = c.venue("binance")
+    assert b.symbols == ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    assert [sh.symbols for sh in b.processes] == [("BTC/USDT", "ETH/USDT"), ("SOL/USDT",)]
+    one = b.shard(1)
+    assert (one.symbols, one.pub, one.ctl, one.cpu) == (("SOL/USDT",), "tcp://127.0.0.1:51062",
+                                                        "tcp://127.0.0.1:51063", None)
+    assert c.venue("bitstamp").processes[0].symbols == ("BTC/USDT",)
+    with pytest.raises(config.ConfigError, match="--shard 2"):
+        b.shard(2)
+    from deploy.supervisor import render
+    text = render(c, flags=["--config", str(p)], demo=False, python="py")
+    assert "[program:feed_binance_0]" in text and "--venue binance --shard 1" in text
+    assert "[program:feed_bitstamp]" in text
+
+
+def test_shards_must_not_share_symbols_or_endpoints(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS.replace('["SOL/USDT"]', '["BTC/USDT"]'))
+    with pytest.raises(config.ConfigError, match="already in shard 0"):
+        config.load(p)
+    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS.replace("51062", "51060"))
+    with pytest.raises(config.ConfigError, match="own pub and ctl"):
+        config.load(p)

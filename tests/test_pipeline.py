@@ -322,3 +322,55 @@ def test_watch_client_prints_the_live_book(pipeline) -> None:
     rows = [line for line in out.splitlines() if "|" in line and "BID venue" not in line]
     assert rows[0].split() == ["alpha", "1.25", "100.5", "|", "101", "3", "alpha"]
     assert rows[1].split() == ["beta", "2", "100", "|", "101.5", "0.5", "beta"]
+
+
+def test_a_venue_split_over_two_feed_processes_is_one_venue(tmp_path: Path) -> None:
+    """[[venues.alpha.shards]]: two feed processes carry alpha's symbols; subscribers see one
+    venue id, and one shard going down takes only its own symbols out."""
+    from tests.harness import free_port
+
+    cfg = tmp_path / "bookmux.toml"
+    shard_ep = [(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}") for _ in range(2)]
+    extra = "".join(f'\n[[venues.alpha.shards]]\nsymbols = ["{sym}"]\npub = "{p}"\nctl = "{c}"\n'
+                    for sym, (p, c) in zip(("BTC/USDT", "ETH/USDT"), shard_ep))
+    ep = write_config(cfg, symbols=["BTC/USDT", "ETH/USDT"], levels=N, down_after=1.0,
+                      venues={"alpha": {}}, extra=extra)
+    ctx = zmq.Context()
+    shards = [ScriptedFeed("alpha", p, c, ctx) for p, c in shard_ep]
+    subs = {s: Subscriber(f"tcp://127.0.0.1:{ep['pub_port']}", s, ctx) for s in ("BTC/USDT", "ETH/USDT")}
+    try:
+        with procs(tmp_path) as ps:
+            ps.start("aggregator", "services.aggregator", "--config", str(cfg))
+            ps.start("publisher", "services.publisher", "--config", str(cfg))
+            last_hb = [0.0]
+
+            def pump() -> None:
+                for f in shards:
+                    f.pump()
+                if time.monotonic() - last_hb[0] > 0.2:
+                    last_hb[0] = time.monotonic()
+                    for f in shards:
+                        f.heartbeat()
+                for sub in subs.values():
+                    sub.drain(10)
+
+            shards[0].snap("BTC/USDT", {"43000": "1"}, {"43001": "2"})
+            shards[1].snap("ETH/USDT", {"2300": "3"}, {"2301": "4"})
+            wait_until(lambda: all(s.last is not None and s.last["venues"] == {"alpha": "live"} and s.last["bids"]
+                                   for s in subs.values()), timeout=20, pump=pump, what="both shards live")
+            assert subs["BTC/USDT"].last["bids"] == [["43000", "1", "alpha"]]
+            assert subs["ETH/USDT"].last["asks"] == [["2301", "4", "alpha"]]
+            shards[1].silent = True
+            wait_until(lambda: subs["ETH/USDT"].last["venues"] == {"alpha": "down"}, timeout=20, pump=pump,
+                       what="the silent shard's symbol down")
+            shards[0].delta("BTC/USDT", {"43000.5": "1"}, {})
+            wait_until(lambda: subs["BTC/USDT"].last["bids"][0] == ["43000.5", "1", "alpha"], timeout=20,
+                       pump=pump, what="the other shard still live")
+            assert subs["BTC/USDT"].last["venues"] == {"alpha": "live"}
+            assert subs["ETH/USDT"].last["bids"] == []
+    finally:
+        for sub in subs.values():
+            sub.sock.close(0)
+        for f in shards:
+            f.close()
+        ctx.term()

@@ -28,11 +28,14 @@ def main(spec: FeedSpec, argv: Sequence[str] | None = None, *, default_venue: st
     ap.add_argument("--venue", default=default_venue,
                     help=f"the [venues.<id>] table to run; its kind must be {spec.kind!r} "
                          "(default: %(default)s; e.g. binance_us runs Binance.US by configuration alone)")
+    ap.add_argument("--shard", type=int, default=0,
+                    help="which feed process of the venue to be, when [[venues.<id>.shards]] splits its "
+                         "symbols over several (default: %(default)s)")
     add_config_args(ap)
     args = ap.parse_args(argv)
     try:
         cfg = from_args(args)
-        vcfg = cfg.venue(args.venue)
+        vcfg = cfg.venue(args.venue).shard(args.shard)
         if vcfg.kind != spec.kind:
             raise ConfigError(f"venues.{args.venue}.kind is {vcfg.kind!r}; this program runs {spec.kind!r}")
         runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))

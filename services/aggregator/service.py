@@ -42,11 +42,31 @@ DRAIN_MAX = 5_000
 
 
 @dataclass(slots=True)
+class Link:
+    """One feed process (a venue, or one shard of it): its control socket and when it was last
+    heard."""
+
+    venue: str
+    shard: int
+    ctl: zmq.Socket
+    pub: str                       # the feed's bus endpoint
+    sess: int | None = None
+    last_heard: float = 0.0
+    down: bool = False
+    symbols: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.venue if self.shard == 0 else f"{self.venue}[{self.shard}]"
+
+
+@dataclass(slots=True)
 class Stream:
     """What the aggregator knows of one (venue, symbol) feed stream."""
 
     venue: str
     symbol: str
+    link: Link
     book: Book = field(default_factory=Book)
     sess: int | None = None
     seq: int = 0
@@ -55,18 +75,6 @@ class Stream:
     awaiting: bool = True          # a snapshot was requested; stream messages are buffered
     requested_at: float = 0.0
     buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Link:
-    """One feed process (a venue): its control socket and when it was last heard."""
-
-    venue: str
-    ctl: zmq.Socket
-    pub: str                       # the feed's bus endpoint
-    sess: int | None = None
-    last_heard: float = 0.0
-    down: bool = False
 
 
 @dataclass(slots=True)
@@ -98,18 +106,22 @@ class Aggregator:
         self.running = True
         venues = cfg.enabled_venues
         self._fees = {v.id: v.taker_fee for v in venues}
+        mms = cfg.max_msg_size
+        self.sec = Security.from_config(cfg)
+        sec = self.sec
+        now = time.monotonic()
+        # One link per feed process: a venue split over shards is still one venue to subscribers.
+        self.links = [Link(v.id, sh.index, bus.dealer(sh.ctl, max_msg_size=mms, ctx=self.ctx, sec=sec), sh.pub,
+                           last_heard=now, symbols=list(sh.symbols)) for v in venues for sh in v.processes]
+        self.link_of = {(lk.venue, sym): lk for lk in self.links for sym in lk.symbols}
         self.states: dict[str, SymbolState] = {}
         for sym in cfg.all_symbols:
             carriers = [v for v in venues if sym in v.symbols]
             self.states[sym] = SymbolState(
-                sym, {v.id: Stream(v.id, sym) for v in carriers}, {v.id: v.dust_rule(sym) for v in carriers})
-        mms = cfg.max_msg_size
-        self.sec = Security.from_config(cfg)
-        sec = self.sec
-        self.sub = bus.sub([v.pub for v in venues], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx, sec=sec)
-        now = time.monotonic()
-        self.links = {v.id: Link(v.id, bus.dealer(v.ctl, max_msg_size=mms, ctx=self.ctx, sec=sec), v.pub,
-                                 last_heard=now) for v in venues}
+                sym, {v.id: Stream(v.id, sym, self.link_of[(v.id, sym)]) for v in carriers},
+                {v.id: v.dust_rule(sym) for v in carriers})
+        self.sub = bus.sub([lk.pub for lk in self.links], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx,
+                           sec=sec)
         # XPUB: a (re)connecting publisher's subscription makes every book be published again.
         self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx, sec=sec)
         self.ctl = bus.router(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=sec)
@@ -121,21 +133,21 @@ class Aggregator:
         # reports it, so its venue is down now rather than after down_after of silence.
         # Every connecting socket is re-dialled after a broken connection, also one ZeroMQ cut off
         # itself (a message above MAXMSGSIZE), with a capped backoff per endpoint.
-        self.endpoint_venue = {v.pub: v.id for v in venues}
+        self.link_by_endpoint = {lk.pub: lk for lk in self.links}
         self.sub_watch = bus.Reconnector(self.sub)
-        self.ctl_watch = {vid: bus.Reconnector(lk.ctl) for vid, lk in self.links.items()}
+        self.ctl_watch = [(lk, bus.Reconnector(lk.ctl)) for lk in self.links]
         self.poller = zmq.Poller()
-        for s in [self.sub, self.sub_watch.monitor, *(w.monitor for w in self.ctl_watch.values()), self.pub,
-                  self.ctl, *(lk.ctl for lk in self.links.values())]:
+        for s in [self.sub, self.sub_watch.monitor, *(w.monitor for _, w in self.ctl_watch), self.pub,
+                  self.ctl, *(lk.ctl for lk in self.links)]:
             self.poller.register(s, zmq.POLLIN)
         if self.query_sock is not None:
             self.poller.register(self.query_sock, zmq.POLLIN)
         self._last_counter_log = now
-        log.info("epoch %d: %d symbols %s from venues %s; publishing on %s, control %s; CURVE %s",
-                 self.epoch, len(self.states), list(self.states), [v.id for v in venues],
+        log.info("epoch %d: %d symbols %s from feeds %s; publishing on %s, control %s; CURVE %s",
+                 self.epoch, len(self.states), list(self.states), [lk.name for lk in self.links],
                  cfg.aggregator.pub, cfg.aggregator.ctl, "on" if sec else "off")
-        for venue in self.links:
-            self._request_snapshot(venue, [s for s, st in self.states.items() if venue in st.streams], now)
+        for lk in self.links:
+            self._request_snapshot(lk, lk.symbols, now)
 
     # --- optional parts (depletion engine and query endpoint) ----------------------------------
 
@@ -179,7 +191,7 @@ class Aggregator:
     # --- status -------------------------------------------------------------------------------
 
     def _status(self, s: Stream) -> str:
-        if self.links[s.venue].down:
+        if s.link.down:
             return DOWN
         if s.awaiting:
             return SYNCING if s.status == LIVE else s.status
@@ -193,16 +205,16 @@ class Aggregator:
 
     # --- feed bus -----------------------------------------------------------------------------
 
-    def _request_snapshot(self, venue: str, symbols: list[str], now: float) -> None:
+    def _request_snapshot(self, link: Link, symbols: list[str], now: float) -> None:
         if not symbols:
             return
         for sym in symbols:
-            s = self.states[sym].streams[venue]
+            s = self.states[sym].streams[link.venue]
             s.awaiting = True
             s.requested_at = now
             self.states[sym].dirty = True
         try:
-            self.links[venue].ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
+            link.ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
             self._count("snapshot_requests")
         except zmq.Again:
             self._count("snapshot_requests_blocked")
@@ -211,7 +223,7 @@ class Aggregator:
         self._count("gaps")
         log.warning("%s %s: %s; requesting a snapshot (levels out until healed)", s.venue, s.symbol, why)
         s.buffer.clear()
-        self._request_snapshot(s.venue, [s.symbol], now)
+        self._request_snapshot(s.link, [s.symbol], now)
 
     def on_feed(self, frames: list[bytes], now: float) -> None:
         try:
@@ -221,12 +233,13 @@ class Aggregator:
             if self.counters["bus_malformed"] <= 10 or self.counters["bus_malformed"] % 1000 == 0:
                 log.warning("dropped a malformed bus message (%d so far): %s", self.counters["bus_malformed"], e)
             return
-        link = self.links.get(msg.venue)
-        if link is None:
-            self._count("bus_unknown_venue")
-            return
-        self._heard(link, msg.sess, now)
         if isinstance(msg, HeartbeatMsg):
+            # A heartbeat names its feed process by the symbols it carries.
+            link = next((lk for sym in msg.seqs if (lk := self.link_of.get((msg.venue, sym)))), None)
+            if link is None:
+                self._count("bus_unknown_feed")
+                return
+            self._heard(link, msg.sess, now)
             self._on_heartbeat(msg, now)
             return
         st = self.states.get(msg.symbol)
@@ -234,6 +247,7 @@ class Aggregator:
         if s is None:
             self._count("bus_unknown_stream")
             return
+        self._heard(s.link, msg.sess, now)
         if s.awaiting:
             if len(s.buffer) >= MAX_BUFFERED:
                 self._gap(s, f"{len(s.buffer)} messages buffered while waiting for a snapshot", now)
@@ -246,14 +260,16 @@ class Aggregator:
         self.sub_watch.healthy(link.pub)
         if link.sess != sess:
             if link.sess is not None:
-                log.info("%s: feed session changed (%s -> %s): feed restarted", link.venue, link.sess, sess)
+                log.info("%s: feed session changed (%s -> %s): feed restarted", link.name, link.sess, sess)
             link.sess = sess
         if link.down:
             link.down = False
-            log.info("%s: feed heard again", link.venue)
-            for st in self.states.values():
-                if link.venue in st.streams:
-                    st.dirty = True
+            log.info("%s: feed heard again", link.name)
+            self._link_dirty(link)
+
+    def _link_dirty(self, link: Link) -> None:
+        for sym in link.symbols:
+            self.states[sym].dirty = True
 
     def _on_heartbeat(self, hb: HeartbeatMsg, now: float) -> None:
         for sym, last in hb.seqs.items():
@@ -336,34 +352,29 @@ class Aggregator:
 
     def on_feed_disconnect(self, now: float) -> None:
         for endpoint in self.sub_watch.on_events(now):
-            venue = self.endpoint_venue.get(endpoint)
+            link = self.link_by_endpoint.get(endpoint)
             self._count("feed_disconnects")
-            if venue is None:
+            if link is None:
                 continue
-            link = self.links[venue]
             log.warning("%s: connection to the feed (%s) lost: feed down, its levels leave the merged book",
-                        venue, endpoint)
+                        link.name, endpoint)
             if not link.down:
                 link.down = True
-                for st in self.states.values():
-                    if venue in st.streams:
-                        st.dirty = True
+                self._link_dirty(link)
 
     # --- timers -------------------------------------------------------------------------------
 
     def on_timer(self, now: float) -> None:
-        for link in self.links.values():
+        for link in self.links:
             if not link.down and now - link.last_heard > self.cfg.aggregator.down_after:
                 link.down = True
                 log.warning("%s: no message for %.1f s: feed down, its levels leave the merged book",
-                            link.venue, now - link.last_heard)
-                for st in self.states.values():
-                    if link.venue in st.streams:
-                        st.dirty = True
+                            link.name, now - link.last_heard)
+                self._link_dirty(link)
         for st in self.states.values():
             for s in st.streams.values():
-                if s.awaiting and now - s.requested_at > SNAPSHOT_RETRY_S and not self.links[s.venue].down:
-                    self._request_snapshot(s.venue, [s.symbol], now)
+                if s.awaiting and now - s.requested_at > SNAPSHOT_RETRY_S and not s.link.down:
+                    self._request_snapshot(s.link, [s.symbol], now)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -463,21 +474,21 @@ class Aggregator:
                 except zmq.Again:
                     break
                 self.on_feed(frames, now)
-        for venue, link in self.links.items():
+        for link in self.links:
             if link.ctl in events:
                 while True:
                     try:
                         frames = link.ctl.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.on_snapshot_reply(venue, frames, now)
+                    self.on_snapshot_reply(link.venue, frames, now)
         if self.sub_watch.monitor in events:
             self.on_feed_disconnect(now)
-        for venue, w in self.ctl_watch.items():
+        for link, w in self.ctl_watch:
             if w.monitor in events:
                 for endpoint in w.on_events(now):
                     self._count("ctl_disconnects")
-                    log.warning("%s: snapshot connection to the feed (%s) lost; re-dialling", venue, endpoint)
+                    log.warning("%s: snapshot connection to the feed (%s) lost; re-dialling", link.name, endpoint)
         if self.pub in events:
             while True:
                 try:
@@ -496,7 +507,7 @@ class Aggregator:
                     break
         self.on_timer(now)
         self.sub_watch.tick(now)
-        for w in self.ctl_watch.values():
+        for _, w in self.ctl_watch:
             w.tick(now)
         self.publish_dirty()
         if self.query_sock is not None and self.query_sock in events:
@@ -523,9 +534,9 @@ class Aggregator:
 
     def close(self) -> None:
         self.sub_watch.close()
-        for w in self.ctl_watch.values():
+        for _, w in self.ctl_watch:
             w.close()
-        for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links.values())]:
+        for s in [self.sub, self.pub, self.ctl, *(lk.ctl for lk in self.links)]:
             s.close()
         if self.query_sock is not None:
             self.query_sock.close()
