@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -246,30 +247,40 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         cfg, port, _ = write_config(run, symbols, rate=args.rate)
         sup = Supervisor(cfg, run)
         sub = Sub(port, symbols)
+        stop = threading.Event()
         try:
             t = wait(lambda: sub.all_live(symbols), sub, 120)
             print(f"soak: {len(symbols)} symbols x 2 venues at {args.rate}/s each; live after {t} s; "
                   f"{args.minutes} min", flush=True)
             pids = {p: sup.pid(p) for p in PROGRAMS}
+            # The subscriber reads in its own thread: the sampling below (supervisorctl, sorting)
+            # must not leave snapshots queued in our socket and count as pipeline latency.
+            reader = threading.Thread(target=lambda: [sub.pump(200) for _ in iter(stop.is_set, True)], daemon=True)
+            reader.start()
             end = time.monotonic() + args.minutes * 60
             next_sample = time.monotonic() + 60
             while time.monotonic() < end:
-                sub.pump(200)
-                if time.monotonic() >= next_sample:
-                    next_sample += 60
-                    lat = sorted(sub.lat_us)
-                    sub.lat_us.clear()
-                    row = {"minute": len(samples) + 1, "snapshots": len(lat),
-                           "p50_us": lat[len(lat) // 2] if lat else None,
-                           "p99_us": lat[int(len(lat) * 0.99)] if lat else None,
-                           "max_us": lat[-1] if lat else None,
-                           "rss_kb": {p: rss_kb(pid) for p, pid in pids.items()},
-                           "restarts": {p: int(sup.pid(p) != pid) for p, pid in pids.items()}}
-                    samples.append(row)
-                    print(f"min {row['minute']:3d}: {row['snapshots']:7d} snapshots, p50 {row['p50_us']:.0f} us, "
-                          f"p99 {row['p99_us']:.0f} us, max {row['max_us']:.0f} us; RSS MB "
-                          + " ".join(f"{p}={v / 1024:.1f}" for p, v in row["rss_kb"].items()), flush=True)
+                time.sleep(max(0.0, min(next_sample, end) - time.monotonic()))
+                if time.monotonic() < next_sample:
+                    continue
+                next_sample += 60
+                lat, sub.lat_us = sub.lat_us, []
+                lat.sort()
+                row = {"minute": len(samples) + 1, "snapshots": len(lat),
+                       "p50_us": lat[len(lat) // 2] if lat else None,
+                       "p99_us": lat[int(len(lat) * 0.99)] if lat else None,
+                       "max_us": lat[-1] if lat else None,
+                       "rss_kb": {p: rss_kb(pid) for p, pid in pids.items()},
+                       "restarts": {p: int(sup.pid(p) != pid) for p, pid in pids.items()}}
+                samples.append(row)
+                print(f"min {row['minute']:3d}: {row['snapshots']:7d} snapshots, p50 {row['p50_us']:.0f} us, "
+                      f"p99 {row['p99_us']:.0f} us, max {row['max_us']:.0f} us; RSS MB "
+                      + " ".join(f"{p}={v / 1024:.1f}" for p, v in row["rss_kb"].items())
+                      + (f"; restarted {[p for p, r in row['restarts'].items() if r]}"
+                         if any(row["restarts"].values()) else ""), flush=True)
         finally:
+            stop.set()
+            time.sleep(0.3)
             sub.close()
             sup.stop()
     growth: dict[str, float | None] = {}
@@ -298,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--rate", type=float, default=100.0, help="events/s per symbol per venue (live ~ 10)")
     s.add_argument("--symbols", type=int, default=6)
     args = ap.parse_args(argv)
+    # SIGTERM (e.g. a time-out) unwinds like Ctrl-C, so every process started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = recovery(args) if args.cmd == "recovery" else soak(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.cmd}-{time.strftime('%Y%m%d-%H%M%S')}.json"
