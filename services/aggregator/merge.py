@@ -57,11 +57,12 @@ def spread(bids: list[MergedLevel], asks: list[MergedLevel]) -> Decimal | None:
     return asks[0][0] - bids[0][0]
 
 
-#: Canonical text of a value, memoised: the same prices and amounts are published again and again
-#: (equal Decimals such as 1.0 and 1.00 share one entry; their canonical text is the same).
-text = functools.lru_cache(maxsize=1 << 16)(fmt)
+#: Canonical text of a price, memoised: the prices near the top of a book are published again
+#: and again (amounts rarely repeat: not cached). 8192 entries is ~2.7 MB; a cache of 65536 held
+#: ~23 MB, which the soak showed as a steady RSS climb until it filled.
+price_text = functools.lru_cache(maxsize=8192)(fmt)
 
 
 def wire_levels(levels: list[MergedLevel]) -> list[list[str]]:
     """Levels in the subscriber contract's canonical text form."""
-    return [[text(p), text(a), v] for p, a, v in levels]
+    return [[price_text(p), fmt(a), v] for p, a, v in levels]
