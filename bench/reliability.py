@@ -229,6 +229,7 @@ def recovery(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"round {rnd + 1}: kill -9 {prog:13s} -> full live books again after "
                           f"{'TIMEOUT' if took is None else f'{took:.2f} s'}", flush=True)
         finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             sub.close()
             sup.stop()
     summary = {p: {"max_s": max((x for x in v if x is not None), default=None),
@@ -279,6 +280,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                       + (f"; restarted {[p for p, r in row['restarts'].items() if r]}"
                          if any(row["restarts"].values()) else ""), flush=True)
         finally:
+            # A second Ctrl-C must not leave the pipeline running: ignore it while stopping.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             stop.set()
             time.sleep(0.3)
             sub.close()
