@@ -254,6 +254,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             print(f"soak: {len(symbols)} symbols x 2 venues at {args.rate}/s each; live after {t} s; "
                   f"{args.minutes} min", flush=True)
             pids = {p: sup.pid(p) for p in PROGRAMS}
+            # Start-up books (snapshots, books republished for a joining subscriber) carry the time
+            # of inputs read seconds ago: their age is not pipeline latency. Count from here.
+            sub.lat_us = []
             # The subscriber reads in its own thread: the sampling below (supervisorctl, sorting)
             # must not leave snapshots queued in our socket and count as pipeline latency.
             reader = threading.Thread(target=lambda: [sub.pump(200) for _ in iter(stop.is_set, True)], daemon=True)
