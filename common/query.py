@@ -38,7 +38,8 @@ Reply: one msgpack map::
     {"ok": false, "ver": 1, "error": "<clear message>"}
 
 ``epoch``/``seq`` name the last published snapshot of the symbol; the merged walk agrees with it on
-every level it shows (a change there makes a new ``seq``; one deeper does not, see docs/depletion.md). The depletion map is
+every level it shows (a change there makes a new ``seq``; one deeper does not, see
+docs/depletion.md). The depletion map is
 :meth:`services.aggregator.depletion.Depletion.to_wire`, documented in ``docs/depletion.md``.
 """
 
