@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,12 @@ from typing import Any
 import msgpack
 import zmq
 
+from common.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 VENUES = ("binance", "bitstamp")
 PROGRAMS = ("simulator", "feed_binance", "feed_bitstamp", "aggregator", "publisher")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(run: Path, symbols: list[str], rate: float, stale_after: float = 5.0) -> tuple[Path, int, int]:

@@ -7,13 +7,14 @@ import atexit
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+from common.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -27,12 +28,6 @@ _T0 = time.monotonic()
 def progress(msg: str) -> None:
     """One progress line with the elapsed time (stderr, so the table on stdout stays clean)."""
     print(f"[{time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tcp() -> str:

@@ -249,10 +249,13 @@ def decode_feed(frames: Sequence[bytes]) -> FeedMsg:
     if len(frames) != 2:
         raise BusError(f"{len(frames)} frames, expected 2")
     msg = decode_feed_payload(unpack(frames[1]))
-    if isinstance(msg, HeartbeatMsg):
-        expected = heartbeat_topic(msg.venue)
-    else:
-        expected = feed_topic(msg.venue, msg.symbol)
+    try:
+        if isinstance(msg, HeartbeatMsg):
+            expected = heartbeat_topic(msg.venue)
+        else:
+            expected = feed_topic(msg.venue, msg.symbol)
+    except UnicodeEncodeError:
+        raise BusError("venue or symbol is not ASCII") from None
     if bytes(frames[0]) != expected:
         raise BusError(f"topic {bytes(frames[0])[:60]!r} does not match payload {expected!r}")
     return msg

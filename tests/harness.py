@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ import msgpack
 import zmq
 
 from common import schema
+from common.ports import free_port
 from common.schema import BookMsg, HeartbeatMsg, StatusMsg
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, *, venues: dict[str, dict[str, Any]], symbols: list[str], levels: int = 10,

@@ -165,3 +165,12 @@ def test_shards_must_not_share_symbols_or_endpoints(tmp_path: Path) -> None:
     p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS.replace("51062", "51060"))
     with pytest.raises(config.ConfigError, match="own pub and ctl"):
         config.load(p)
+
+
+def test_non_ascii_venue_is_a_bus_error() -> None:
+    """Found by the fuzzer: a venue or symbol that is not ASCII raised UnicodeEncodeError (which
+    the aggregator does not catch) while checking the topic."""
+    for msg in (HeartbeatMsg("\x80", 1, 1, {}), StatusMsg("a", "AA/\u00e9", 1, 1, "live", "", 1)):
+        payload = schema.pack(schema.feed_payload(msg))
+        with pytest.raises(BusError, match="ASCII"):
+            schema.decode_feed([b"md.a.AA/AA", payload])

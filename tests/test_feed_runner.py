@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from common.config import VenueConfig
 from common.feed.runner import FeedRunner
+from common.ports import free_port
 from common.schema import (
     DELTA,
     DOWN,
@@ -37,12 +37,6 @@ from services.feed_binance.spec import SPEC as BINANCE
 from services.feed_bitstamp.spec import SPEC as BITSTAMP
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 EXCHANGE_INFO = json.dumps({"symbols": [
