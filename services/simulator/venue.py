@@ -206,11 +206,6 @@ class VenueServer:
 
     # --- faults --------------------------------------------------------------------------------
 
-    def silenced(self) -> bool:
-        """True while every connection open at the last silence fault is still stalled (a
-        connection opened since is served normally, as a real venue would)."""
-        return bool(self.conns) and all(c.silenced() for c in self.conns)
-
     def silence(self, seconds: float) -> None:
         """Stall the connections open now for ``seconds``: nothing at all is sent on them (no
         events, no replies, no pings) and, by not reading, no pongs either. Book changes go on in
