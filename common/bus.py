@@ -122,22 +122,26 @@ def req(endpoint: str, *, timeout_ms: int, max_msg_size: int | None = None,
 
 
 class Reconnector:
-    """Watch a connecting socket's connections and re-dial an endpoint whose connection broke.
+    """Re-dial an endpoint of a connecting socket when ZeroMQ will not.
 
-    ZeroMQ re-dials a peer that went away by itself, but not one it cut off for a protocol error
-    such as a message above ``MAXMSGSIZE``: such a connection would stay dead until the process
-    restarts. On every ``EVENT_DISCONNECTED`` this counts the disconnect, hands the endpoint to
-    ``on_disconnect`` (e.g. to mark a feed down at once) and, after a capped backoff per endpoint
-    (so a peer that keeps misbehaving cannot cause a hot loop), does ``disconnect`` + ``connect``.
-    Register :attr:`monitor` in the poller, call :meth:`on_events` when it is readable and
-    :meth:`tick` from the loop's timer.
+    ZeroMQ re-dials a peer that went away by itself (it reports ``EVENT_CONNECT_RETRIED``), but
+    not one it cut off for a protocol error such as a message above ``MAXMSGSIZE``: that
+    connection would stay dead until the process restarts. Every ``EVENT_DISCONNECTED`` is
+    counted and handed to the caller (e.g. to mark a feed down at once); if ZeroMQ has neither
+    retried nor reconnected within ``grace`` seconds, this does ``disconnect`` + ``connect``, with
+    a capped backoff per endpoint so a peer that keeps misbehaving cannot cause a hot loop. It
+    never touches a connection ZeroMQ is already re-dialling (doing so while a multipart message
+    was half read tripped a libzmq assertion). Register :attr:`monitor` in the poller, call
+    :meth:`on_events` when it is readable and :meth:`tick` from the loop's timer.
     """
 
-    def __init__(self, sock: zmq.Socket, *, initial: float = 0.1, cap: float = 5.0) -> None:
+    def __init__(self, sock: zmq.Socket, *, grace: float = 1.0, initial: float = 0.5, cap: float = 10.0) -> None:
         self.sock = sock
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self.initial, self.cap = initial, cap
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED)
+        self.grace, self.initial, self.cap = grace, initial, cap
         self.disconnects = 0
+        self.redials = 0
         self._delay: dict[str, float] = {}
         self._due: dict[str, float] = {}
 
@@ -149,21 +153,22 @@ class Reconnector:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return out
-            if ev["event"] != zmq.EVENT_DISCONNECTED:
-                continue
             raw = ev.get("endpoint", b"")
             endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
-            self.disconnects += 1
-            delay = self._delay.get(endpoint, 0.0)
-            self._due[endpoint] = now + delay
-            self._delay[endpoint] = min(self.cap, max(self.initial, delay * 2))
-            out.append(endpoint)
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.disconnects += 1
+                self._due[endpoint] = now + max(self.grace, self._delay.get(endpoint, 0.0))
+                out.append(endpoint)
+            else:   # ZeroMQ is re-dialling (or has): leave it to ZeroMQ
+                self._due.pop(endpoint, None)
 
     def tick(self, now: float) -> None:
-        """Re-dial the endpoints whose backoff has passed."""
+        """Re-dial the endpoints ZeroMQ gave up on, once their grace and backoff have passed."""
         for endpoint, due in list(self._due.items()):
             if now >= due:
                 del self._due[endpoint]
+                self._delay[endpoint] = min(self.cap, max(self.initial, self._delay.get(endpoint, 0.0) * 2))
+                self.redials += 1
                 try:
                     self.sock.disconnect(endpoint)
                 except zmq.ZMQError:

@@ -488,7 +488,7 @@ class Aggregator:
             if w.monitor in events:
                 for endpoint in w.on_events(now):
                     self._count("ctl_disconnects")
-                    log.warning("%s: snapshot connection to the feed (%s) lost; re-dialling", link.name, endpoint)
+                    log.warning("%s: snapshot connection to the feed (%s) lost; reconnecting", link.name, endpoint)
         if self.pub in events:
             while True:
                 try:

@@ -132,7 +132,7 @@ class Publisher:
             if self.sub_watch.monitor in events:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
-                    log.warning("connection to the aggregator (%s) lost; re-dialling", endpoint)
+                    log.warning("connection to the aggregator (%s) lost; reconnecting", endpoint)
             self.sub_watch.tick(now)
             if self.out in events:
                 for _ in range(10_000):
