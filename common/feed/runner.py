@@ -425,6 +425,8 @@ class FeedRunner:
         if not self.opts["pair_check"]:
             return
         url = self.spec.pairs_url(self.cfg)
+        if url is None:
+            return
         delays = backoff(initial=1.0, cap=10.0, rng=self.rng)
         pairs = None
         for attempt in range(1, 4):
@@ -520,7 +522,7 @@ class FeedRunner:
         started = time.monotonic()
         tasks: list[asyncio.Task[Outcome]] = []
         try:
-            frames = self.spec.subscribe(keys)
+            frames = self.spec.subscribe(self.cfg, keys)
             for f in frames:
                 await ws.send(f)
             if frames:
@@ -604,6 +606,8 @@ class FeedRunner:
             return None
         if isinstance(fr, Control):
             return self._on_control(fr)
+        if not isinstance(fr, DepthEvent):
+            raise TypeError(f"this runner takes one DepthEvent or Control per frame, not {type(fr).__name__}")
         st = self.by_key.get(fr.key)
         if st is None or not st.listed:
             self.counters["unknown_symbol"] += 1
@@ -673,6 +677,7 @@ class FeedRunner:
         name = self.spec.id_name
         fetches = 0
         while True:
+            assert self.spec.snapshot_url is not None and self.spec.parse_snapshot is not None
             url = self.spec.snapshot_url(self.cfg, st.key)
             try:
                 async with self._rest_sem:
