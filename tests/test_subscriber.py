@@ -117,6 +117,13 @@ def test_malformed_snapshots_name_the_key(key: str, value: object, message: str)
         schema.decode_merged([b"book.BTC/USDT", msgpack.packb(m)])
 
 
+def test_mid_is_exact_at_the_widest_wire_values() -> None:
+    """(bid + ask) / 2 keeps every digit (37 significant digits here, beyond the default 28)."""
+    b = book(bid="999999999999999999.999999999999999998", ask="999999999999999999.999999999999999999")
+    assert b.mid == D("999999999999999999.9999999999999999985")
+    assert book(bid="100", ask="100").mid == D("100") and (b.best_bid, b.best_ask) == (b.bids[0], b.asks[0])
+
+
 def test_topic_must_name_the_payload_symbol() -> None:
     with pytest.raises(schema.BusError, match="does not match"):
         schema.decode_merged([b"book.BTC/USD", frames(book())[1]])
