@@ -235,12 +235,19 @@ def test_missed_seq_is_counted_and_shown(ctx: zmq.Context) -> None:
 
 def test_timeout_raises_and_the_subscription_goes_on(ctx: zmq.Context) -> None:
     """Nothing within the timeout: SubscriptionTimeout (a TimeoutError) naming the symbol; the
-    subscription still yields what comes later."""
+    subscription still yields what comes later; timeout 0 takes only what is queued."""
     pub = Pub(ctx)
     sub = subscribe(pub.endpoint, SYM, timeout=0.2, ctx=ctx)
     with pytest.raises(TimeoutError, match=r"no book of BTC/USDT within 0\.2 s"):
         next(iter(sub))
     assert pub.first(sub, book(seq=7)).seq == 7
+    pub.send(book(seq=8))
+    assert sub.recv(timeout=20).seq == 8          # every repeat of seq 7 came before it
+    pub.send(book(seq=9))
+    wait_until(lambda: bool(sub.sock.poll(50)), timeout=20, what="seq 9 queued")
+    assert sub.recv(timeout=0).seq == 9           # timeout 0: what is queued, without waiting
+    with pytest.raises(SubscriptionTimeout):
+        sub.recv(timeout=0)
     sub.close()
     assert list(sub) == []
     pub.close()
