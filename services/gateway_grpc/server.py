@@ -114,7 +114,16 @@ class Gateway:
         ch = self.hub.channel(st.symbol)
         while True:
             book = await st.box.get()
-            await context.write(ch.encoded(book, key, encode))
+            data = ch.encoded(book, key, encode)
+            try:
+                await context.write(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:   # the peer went away mid-write (gRPC raises its internal ExecuteBatchError)
+                self._count("writes_to_a_gone_peer")
+                log.debug("%s stream of %s: write failed (%s: %s); closing it", st.symbol, st.peer,
+                          type(e).__name__, e)
+                return
             st.sent += 1
 
     async def book_summary(self, request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -152,6 +161,7 @@ class Gateway:
         return pb.GatewayInfo(
             symbol=self.gw.symbol, levels=self.gw.levels, symbols=self.symbols, clients=len(self.open),
             clients_by_symbol=self.hub.clients(), snapshots=self.hub.published, max_clients=self.gw.max_clients,
+            malformed=self.counters.get("malformed", 0),
             streams=[pb.StreamInfo(method=st.method, symbol=st.symbol, levels=st.levels, peer=st.peer, sent=st.sent,
                                    skipped=st.box.skipped) for st in self.open])
 

@@ -61,6 +61,15 @@ def _levels(raw: Any, key: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
+def _spread(v: Any) -> Decimal | None:
+    """The spread is signed (negative when venues cross): the magnitude of a price, either sign."""
+    if v is None:
+        return None
+    if isinstance(v, str) and v.startswith("-"):
+        return -parse_decimal(v[1:])
+    return parse_decimal(v)
+
+
 def decode(topic: bytes, payload: bytes) -> Book:
     """One subscriber message -> :class:`Book`; :class:`BusError` when anything is off."""
     m = schema.unpack(payload)
@@ -76,9 +85,9 @@ def decode(topic: bytes, payload: bytes) -> Book:
         if not isinstance(venues, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                    for k, v in venues.items()):
             raise BusError("'venues' is not a map of venue -> status")
-        spread = m.get("spread")
+        spread = m["spread"]
         depl, vts = m.get("depletion"), m.get("venue_ts")
-        return Book(symbol, epoch, seq, ts, None if spread is None else parse_decimal(spread),
+        return Book(symbol, epoch, seq, ts, _spread(spread),
                     _levels(m["bids"], "bids"), _levels(m["asks"], "asks"), venues,
                     depl if isinstance(depl, dict) else None, vts if isinstance(vts, dict) else None)
     except KeyError as e:

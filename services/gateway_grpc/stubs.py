@@ -8,7 +8,7 @@ by itself and an unchanged one costs nothing after the first run. The directory 
 when that is not writable. Concurrent first runs are safe: each process generates into its own
 temporary directory and renames it into place; the loser discards its copy.
 
-The generated modules live in a package named after the hash (``_bookmux_stubs_<hash>``), so
+The generated modules live in a package named after the hash (``bookmux_stubs_<hash>``), so
 they never shadow anything, and each proto is imported only when asked for: a process that
 loads its own copy of the challenge's ``orderbook.proto`` (a client written against the
 challenge) can still load ``bookmux`` from here without a clash in protobuf's descriptor pool.
@@ -105,7 +105,7 @@ def _generate(root: Path, package: str) -> Path:
 
 def location() -> tuple[Path, str]:
     """Make sure the stubs exist; return (directory to put on ``sys.path``, package name)."""
-    package = f"_bookmux_stubs_{fingerprint()}"
+    package = f"bookmux_stubs_{fingerprint()}"
     errors = []
     for root in _cache_roots():
         if (root / package / "__init__.py").exists():
