@@ -23,11 +23,10 @@ import zmq
 
 from common import config
 from common.config import ConfigError
-from common.schema import BusError
+from common.schema import DepletionSummary, Level, MergedBook, VenueTimes
 from deploy import supervisor
 from services.gateway_grpc import convert, stubs
 from services.gateway_grpc.hub import Hub, Mailbox
-from services.gateway_grpc.source import Book, Level, decode
 from tests.harness import REPO, Procs, SimControl, free_port, wait_until, write_config
 
 # The challenge's interface, verbatim: a client generated from this text must work unchanged.
@@ -81,11 +80,11 @@ def test_repo_proto_is_the_challenge_proto(tmp_path: Path) -> None:
     assert a == b
 
 
-def _book(bids: list[tuple[str, str, str]], asks: list[tuple[str, str, str]], **kw: Any) -> Book:
-    bl = tuple(Level(Decimal(p), Decimal(q), v) for p, q, v in bids)
-    al = tuple(Level(Decimal(p), Decimal(q), v) for p, q, v in asks)
+def _book(bids: list[tuple[str, str, str]], asks: list[tuple[str, str, str]], **kw: Any) -> MergedBook:
+    bl = [Level(Decimal(p), Decimal(q), v) for p, q, v in bids]
+    al = [Level(Decimal(p), Decimal(q), v) for p, q, v in asks]
     spread = al[0].price - bl[0].price if bl and al else None
-    return Book("BTC/USDT", 7, 42, 1, spread, bl, al, {"binance": "live", "bitstamp": "live"}, **kw)
+    return MergedBook("BTC/USDT", 7, 42, 1, spread, bl, al, {"binance": "live", "bitstamp": "live"}, **kw)
 
 
 def test_summary_cuts_keeps_order_and_converts_at_the_edge(challenge: SimpleNamespace) -> None:
@@ -105,17 +104,18 @@ def test_summary_of_an_empty_side_is_an_empty_list_and_spread_zero(challenge: Si
     assert list(s.bids) == [] and len(s.asks) == 1 and s.spread == 0.0
     s = convert.summary(ob, _book([], []), 10)
     assert list(s.bids) == [] and list(s.asks) == [] and s.spread == 0.0
+    crossed = convert.summary(ob, _book([("100.02", "1", "bitstamp")], [("100", "0.5", "binance")]), 10)
+    assert crossed.spread == float(Decimal("-0.02"))
 
 
 def test_exact_book_keeps_decimal_text_and_depletion() -> None:
     """bookmux.Book: canonical decimal text, statuses, epoch/seq, depletion with absent vwap."""
     bm = stubs.load("bookmux").messages
-    depl = {"buy": {"1": {"filled": "1", "vwap": "100.35", "worst": "100.4", "slippage_bps": "4.98",
-                          "levels": 2, "partial": False}},
-            "sell": {"1": {"filled": "0", "vwap": None, "worst": None, "slippage_bps": None, "levels": 0,
-                           "partial": True}}}
+    d = Decimal
+    depl = {"buy": {d(1): DepletionSummary(d(1), d("100.35"), d("100.4"), d("4.98"), 2, False)},
+            "sell": {d(1): DepletionSummary(d(0), None, None, None, 0, True)}}
     book = _book([("100.10", "2", "bitstamp")], [("100.3", "0.000000001", "binance")], depletion=depl,
-                 venue_ts={"binance": {"ets": 5, "rts": 6, "heard": 7}})
+                 venue_ts={"binance": VenueTimes(5, 6, 7)})
     m = bm.Book.FromString(convert.exact_book(bm, book, 0).SerializeToString())
     assert (m.symbol, m.epoch, m.seq, m.spread) == ("BTC/USDT", 7, 42, "0.2")
     assert [(lv.price, lv.amount, lv.venue) for lv in m.bids] == [("100.1", "2", "bitstamp")]
@@ -128,22 +128,6 @@ def test_exact_book_keeps_decimal_text_and_depletion() -> None:
     assert (m.venue_ts["binance"].ets, m.venue_ts["binance"].heard) == (5, 7)
     empty = bm.Book.FromString(convert.exact_book(bm, _book([], []), 0).SerializeToString())
     assert not empty.HasField("spread") and not empty.HasField("depletion")
-
-
-def test_decode_subscriber_message() -> None:
-    """A crossed book's negative spread decodes; a wrong topic or a bad number is a BusError."""
-    m = {"symbol": "BTC/USDT", "epoch": 3, "seq": 9, "ts": 11, "spread": "-0.02",
-         "bids": [["100.02", "1", "bitstamp"]], "asks": [["100", "0.5", "binance"]],
-         "venues": {"binance": "live", "bitstamp": "live"}}
-    b = decode(b"book.BTC/USDT", msgpack.packb(m))
-    assert (b.spread, b.bids, b.asks, b.depletion) == (
-        Decimal("-0.02"), (Level(Decimal("100.02"), Decimal(1), "bitstamp"),),
-        (Level(Decimal(100), Decimal("0.5"), "binance"),), None)
-    with pytest.raises(BusError, match="topic"):
-        decode(b"book.BTC/USD", msgpack.packb(m))
-    for key, bad in (("spread", "--1"), ("bids", [["NaN", "1", "x"]]), ("asks", [["1", "1"]]), ("seq", "9")):
-        with pytest.raises(BusError):
-            decode(b"book.BTC/USDT", msgpack.packb({**m, key: bad}))
 
 
 def test_mailbox_keeps_only_the_newest() -> None:
@@ -377,7 +361,7 @@ def test_challenge_client_gets_recent_zmq_snapshots_in_order(system: System, cha
 
 def test_exact_service_matches_zmq_by_seq(system: System) -> None:
     """bookmux.Books/Subscribe returns the published levels as the same decimal strings, the
-    same spread, statuses and depletion, for the snapshot with the same epoch and seq."""
+    same spread, statuses, freshness and depletion, for the snapshot with the same epoch and seq."""
     bm = stubs.load("bookmux")
     rec = Recorder(system.ctx, system.pub, "BTC/USDT")
     rec.start()
@@ -405,6 +389,8 @@ def test_exact_service_matches_zmq_by_seq(system: System) -> None:
         assert [[lv.price, lv.amount, lv.venue] for lv in b.asks] == m["asks"]
         assert (b.spread if b.HasField("spread") else None) == m["spread"]
         assert dict(b.venues) == m["venues"] and b.ts == m["ts"] and b.symbol == "BTC/USDT"
+        assert {v: [t.ets, t.rts, t.heard] for v, t in b.venue_ts.items()} == {
+            v: [t["ets"], t["rts"], t["heard"]] for v, t in m["venue_ts"].items()}
         for side in ("buy", "sell"):
             fills = {f.size: f for f in getattr(b.depletion, side)}
             assert sorted(fills) == sorted(m["depletion"][side])

@@ -5,52 +5,23 @@ original challenge's ``Summary`` carries IEEE doubles, so ``float(Decimal)`` (co
 the nearest double) happens here, at the very edge, and nowhere upstream. :func:`exact_book`
 keeps every number as the canonical decimal text of the subscriber contract.
 
-The input is any object with the subscriber contract's fields (``symbol, epoch, seq, ts, spread,
-bids, asks, venues`` and optionally ``depletion``, ``venue_ts``), levels having ``price``,
-``amount`` (``Decimal``) and ``venue``. Levels arrive best first, at equal price the larger amount
-first (the contract's order, which is the original's); both conversions keep that order and cut
-to the first ``levels`` of each side.
+The input is a :class:`common.schema.MergedBook` (the client library's typed book). Levels arrive
+best first, at equal price the larger amount first (the contract's order, which is the
+original's); both conversions keep that order and cut to the first ``levels`` of each side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 from common.numbers import fmt
+from common.schema import DepletionSummary, MergedBook
 
 
-class LevelLike(Protocol):
-    @property
-    def price(self) -> Decimal: ...
-    @property
-    def amount(self) -> Decimal: ...
-    @property
-    def venue(self) -> str: ...
-
-
-class BookLike(Protocol):
-    @property
-    def symbol(self) -> str: ...
-    @property
-    def epoch(self) -> int: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def ts(self) -> int: ...
-    @property
-    def spread(self) -> Decimal | None: ...
-    @property
-    def bids(self) -> Sequence[LevelLike]: ...
-    @property
-    def asks(self) -> Sequence[LevelLike]: ...
-    @property
-    def venues(self) -> Mapping[str, str]: ...
-
-
-def summary(pb: ModuleType, book: BookLike, levels: int) -> Any:
+def summary(pb: ModuleType, book: MergedBook, levels: int) -> Any:
     """``orderbook.Summary`` of the top ``levels`` per side. An empty side is an empty list and
     then ``spread`` is 0; otherwise ``spread`` is best ask - best bid (negative when crossed)."""
     bids, asks = book.bids[:levels], book.asks[:levels]
@@ -63,27 +34,21 @@ def summary(pb: ModuleType, book: BookLike, levels: int) -> Any:
         asks=[pb.Level(exchange=lv.venue, price=float(lv.price), amount=float(lv.amount)) for lv in asks])
 
 
-def _text(v: Any) -> str:
-    return fmt(v) if isinstance(v, Decimal) else str(v)
-
-
-def _fills(pb: ModuleType, side: Any) -> list[Any]:
+def _fills(pb: ModuleType, side: Mapping[Decimal, DepletionSummary]) -> list[Any]:
     out: list[Any] = []
-    if not isinstance(side, Mapping):
-        return out
     for size, d in side.items():
-        if not isinstance(d, Mapping):
-            continue
-        f = pb.Fill(size=_text(size), filled=_text(d.get("filled", "0")), levels=int(d.get("levels") or 0),
-                    partial=bool(d.get("partial")))
-        for key in ("vwap", "worst", "slippage_bps"):
-            if d.get(key) is not None:
-                setattr(f, key, _text(d[key]))
+        f = pb.Fill(size=fmt(size), filled=fmt(d.filled), levels=d.levels, partial=d.partial)
+        if d.vwap is not None:
+            f.vwap = fmt(d.vwap)
+        if d.worst is not None:
+            f.worst = fmt(d.worst)
+        if d.slippage_bps is not None:
+            f.slippage_bps = fmt(d.slippage_bps)
         out.append(f)
     return out
 
 
-def exact_book(pb: ModuleType, book: BookLike, levels: int) -> Any:
+def exact_book(pb: ModuleType, book: MergedBook, levels: int) -> Any:
     """``bookmux.Book``: the contract's snapshot with exact decimal text, cut to ``levels`` per
     side (0 = all). ``spread`` is absent when a side is empty; ``depletion`` and ``venue_ts`` are
     copied when the snapshot has them."""
@@ -96,13 +61,9 @@ def exact_book(pb: ModuleType, book: BookLike, levels: int) -> Any:
         venues=dict(book.venues))
     if book.spread is not None and book.bids and book.asks:
         msg.spread = fmt(book.spread)
-    depl = getattr(book, "depletion", None)
-    if isinstance(depl, Mapping):
-        msg.depletion.CopyFrom(pb.Depletion(buy=_fills(pb, depl.get("buy")), sell=_fills(pb, depl.get("sell"))))
-    vts = getattr(book, "venue_ts", None)
-    if isinstance(vts, Mapping):
-        for venue, t in vts.items():
-            if isinstance(venue, str) and isinstance(t, Mapping):
-                msg.venue_ts[venue].CopyFrom(pb.VenueTimes(
-                    **{k: int(t[k]) for k in ("ets", "rts", "heard") if isinstance(t.get(k), int)}))
+    if book.depletion is not None:
+        msg.depletion.CopyFrom(pb.Depletion(buy=_fills(pb, book.depletion.get("buy", {})),
+                                            sell=_fills(pb, book.depletion.get("sell", {}))))
+    for venue, t in (book.venue_ts or {}).items():
+        msg.venue_ts[venue].CopyFrom(pb.VenueTimes(ets=t.ets, rts=t.rts, heard=t.heard))
     return msg

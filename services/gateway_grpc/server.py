@@ -6,7 +6,7 @@
 * ``bookmux.Books/Subscribe`` and ``Info`` (protos/bookmux.proto): any configured symbol per call,
   exact decimal text, venue statuses, ``epoch``/``seq``, depletion summary.
 
-Books come from the publisher (one ZeroMQ subscription per configured symbol, see
+Books come from the publisher (the client library's subscription to every configured symbol, see
 :mod:`services.gateway_grpc.source`) into a :class:`~services.gateway_grpc.hub.Hub`; every stream
 is one coroutine that waits on its own one-slot mailbox (newest book wins) and writes one message
 at a time, so a client that reads slowly or not at all holds one pending book and its HTTP/2
@@ -187,13 +187,7 @@ class Gateway:
 
     async def read(self, sec: Security | None) -> None:
         """Publisher -> hub, until cancelled."""
-        last: dict[str, tuple[int, int]] = {}
-        async for book in source.books(self.endpoint, self.symbols, sec=sec, max_msg_size=self.cfg.max_msg_size,
-                                       counters=self.counters):
-            prev = last.get(book.symbol)
-            if prev is not None and prev[0] == book.epoch and book.seq != prev[1] + 1:
-                self._count("upstream_gaps")
-            last[book.symbol] = (book.epoch, book.seq)
+        async for book in source.books(self.endpoint, self.symbols, sec=sec, counters=self.counters):
             self.hub.publish(book.symbol, book)
 
     async def _log_counters(self, every: float = 30.0) -> None:
