@@ -200,6 +200,51 @@ def test_main_flags_map_to_the_table() -> None:
         overrides(parser().parse_args(["--symbol", "ETH/USDT", "--base_asset", "BTC", "--quote_asset", "USDT"]))
 
 
+def test_server_in_process_empty_side_limit_and_release(tmp_path: Path, challenge: SimpleNamespace) -> None:
+    """The gateway in-process, books injected into its hub: an empty side goes out as an empty list
+    with spread 0; a stream beyond max_clients is RESOURCE_EXHAUSTED; a cancelled stream is freed."""
+    from services.gateway_grpc.server import Gateway
+
+    path = tmp_path / "bookmux.toml"
+    write_config(path, symbols=["BTC/USDT"], venues={"alpha": {}})
+    port = free_port()
+    cfg = config.load(path, sets=[f"gateway_grpc.port={port}", "gateway_grpc.max_clients=2"])
+
+    async def scenario() -> tuple[Any, ...]:
+        # No publisher there: the books come from the test. The challenge's own modules are this
+        # process's package orderbook (the test above shows they are the repo's proto).
+        gw = Gateway(cfg, endpoint=f"tcp://127.0.0.1:{free_port()}",
+                     orderbook=stubs.Stubs(challenge.pb, challenge.grpc))
+        ready = asyncio.Event()
+        served = asyncio.ensure_future(gw.run(on_ready=lambda _port: ready.set()))
+        await asyncio.wait_for(ready.wait(), 30)
+        gw.hub.publish("BTC/USDT", _book([], [("100.3", "0.1", "binance")]))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = challenge.grpc.OrderbookAggregatorStub(ch)
+            first, second = stub.BookSummary(challenge.pb.Empty()), stub.BookSummary(challenge.pb.Empty())
+            got = await asyncio.wait_for(first.read(), 30)
+            await asyncio.wait_for(second.read(), 30)
+            third = stub.BookSummary(challenge.pb.Empty())
+            try:
+                await asyncio.wait_for(third.read(), 30)
+                refused = None
+            except grpc.aio.AioRpcError as e:
+                refused = e.code()
+            first.cancel()
+            t0 = time.monotonic()
+            while len(gw.open) != 1 and time.monotonic() - t0 < 30:
+                await asyncio.sleep(0.05)
+            left = len(gw.open)
+            second.cancel()
+        gw.stop()
+        return got, refused, left, await asyncio.wait_for(served, 30)
+
+    got, refused, left, status = asyncio.run(scenario())
+    assert (list(got.bids), got.spread, [(lv.exchange, lv.price, lv.amount) for lv in got.asks]) == (
+        [], 0.0, [("binance", 100.3, 0.1)])
+    assert (refused, left, status) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 1, 0)
+
+
 # --- over the real pipeline ---------------------------------------------------------------------
 
 

@@ -72,12 +72,16 @@ class Stream:
 class Gateway:
     """The two servicers over one :class:`Hub`; :meth:`run` reads books until :meth:`stop`."""
 
-    def __init__(self, cfg: Config, *, endpoint: str | None = None) -> None:
+    def __init__(self, cfg: Config, *, endpoint: str | None = None, orderbook: stubs.Stubs | None = None) -> None:
+        """``endpoint``: the publisher (default from config). ``orderbook``: the challenge's
+        generated modules to serve with, default generated from protos/orderbook.proto; an
+        embedding process that already loaded its own (protobuf allows one definition of package
+        ``orderbook`` per process) passes those."""
         self.cfg = cfg
         self.gw = cfg.gateway_grpc
         self.endpoint = endpoint or publisher_endpoint(cfg)
         self.symbols = list(cfg.all_symbols)
-        self.ob = stubs.load("orderbook")
+        self.ob = orderbook or stubs.load("orderbook")
         self.bm = stubs.load("bookmux")
         self.hub = Hub()
         self.counters: dict[str, int] = {}
