@@ -69,6 +69,7 @@ or :func:`cut_merged` re-encodes it with fewer levels.
 
 from __future__ import annotations
 
+import decimal
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -365,6 +366,8 @@ class DepletionSummary:
 Depletion = dict[str, dict[Decimal, DepletionSummary]]
 
 _MID = Decimal("0.5")
+#: Enough digits for any sum of two wire values (at most 1e18 with 18 decimals): exact.
+_EXACT = decimal.Context(prec=80)
 
 
 @dataclass(slots=True)
@@ -408,7 +411,7 @@ class MergedBook:
         """(best bid + best ask) / 2, exact; None when a side is empty."""
         if not self.bids or not self.asks:
             return None
-        return (self.bids[0].price + self.asks[0].price) * _MID  # halving a decimal is exact
+        return _EXACT.multiply(_EXACT.add(self.bids[0].price, self.asks[0].price), _MID)
 
 
 #: Canonical text of a price, memoised: the prices near the top of a book are published again and

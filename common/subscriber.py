@@ -283,8 +283,8 @@ class Subscription(_Base):
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.sock.poll(max(1, int(left * 1000))):
+                left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
+                if not self.sock.poll(math.ceil(left * 1000)):
                     raise self._timed_out(wait)
             book = self._took(self.sock.recv_multipart())
             if book is not None:
@@ -335,8 +335,8 @@ class AsyncSubscription(_Base):
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not await self.sock.poll(max(1, int(left * 1000))):
+                left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
+                if not await self.sock.poll(math.ceil(left * 1000)):
                     raise self._timed_out(wait)
             book = self._took(await self.sock.recv_multipart())
             if book is not None:

@@ -117,6 +117,13 @@ def test_malformed_snapshots_name_the_key(key: str, value: object, message: str)
         schema.decode_merged([b"book.BTC/USDT", msgpack.packb(m)])
 
 
+def test_mid_is_exact_at_the_widest_wire_values() -> None:
+    """(bid + ask) / 2 keeps every digit (37 significant digits here, beyond the default 28)."""
+    b = book(bid="999999999999999999.999999999999999998", ask="999999999999999999.999999999999999999")
+    assert b.mid == D("999999999999999999.9999999999999999985")
+    assert book(bid="100", ask="100").mid == D("100") and (b.best_bid, b.best_ask) == (b.bids[0], b.asks[0])
+
+
 def test_topic_must_name_the_payload_symbol() -> None:
     with pytest.raises(schema.BusError, match="does not match"):
         schema.decode_merged([b"book.BTC/USD", frames(book())[1]])
@@ -228,12 +235,19 @@ def test_missed_seq_is_counted_and_shown(ctx: zmq.Context) -> None:
 
 def test_timeout_raises_and_the_subscription_goes_on(ctx: zmq.Context) -> None:
     """Nothing within the timeout: SubscriptionTimeout (a TimeoutError) naming the symbol; the
-    subscription still yields what comes later."""
+    subscription still yields what comes later; timeout 0 takes only what is queued."""
     pub = Pub(ctx)
     sub = subscribe(pub.endpoint, SYM, timeout=0.2, ctx=ctx)
     with pytest.raises(TimeoutError, match=r"no book of BTC/USDT within 0\.2 s"):
         next(iter(sub))
     assert pub.first(sub, book(seq=7)).seq == 7
+    pub.send(book(seq=8))
+    assert sub.recv(timeout=20).seq == 8          # every repeat of seq 7 came before it
+    pub.send(book(seq=9))
+    wait_until(lambda: bool(sub.sock.poll(50)), timeout=20, what="seq 9 queued")
+    assert sub.recv(timeout=0).seq == 9           # timeout 0: what is queued, without waiting
+    with pytest.raises(SubscriptionTimeout):
+        sub.recv(timeout=0)
     sub.close()
     assert list(sub) == []
     pub.close()

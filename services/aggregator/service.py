@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -462,8 +462,10 @@ class Aggregator:
             st.last_content = content
             st.seq += 1
             bids, asks, sp, venues, depl = content
+            # The merged levels are (price, amount, venue) tuples, all the encoder reads: making
+            # Level values of them only to encode cost ~6 us per snapshot (cast: no runtime cost).
             frames = schema.encode_merged(MergedBook(
-                st.symbol, self.epoch, st.seq, st.ts, sp, list(map(Level._make, bids)), list(map(Level._make, asks)),
+                st.symbol, self.epoch, st.seq, st.ts, sp, cast(list[Level], bids), cast(list[Level], asks),
                 venues, None, self._venue_ts(st)), depletion=depl)
             st.last_payload = frames[1]
             self.pub.send_multipart(frames)

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
         return 2
     try:
-        sub = subscribe(args.endpoint, args.symbol, timeout=args.timeout, curve=curve)
+        # At most one warning a second, as before the library (its timeout 0 means "do not wait").
+        sub = subscribe(args.endpoint, args.symbol, timeout=max(args.timeout, 1.0), curve=curve)
     except ValueError:
         print(f"watch: {args.symbol!r} is not a symbol like BTC/USDT", file=sys.stderr)
         return 2
