@@ -528,3 +528,34 @@ def test_fifty_clients_and_one_that_never_reads(system: System, challenge: Simpl
     before, counts, left = asyncio.run(scenario())
     assert min(c - b for c, b in zip(counts, before)) >= 20
     assert left == 0
+
+
+KILLED_CLIENT = """
+import sys, time, grpc
+sys.path.append(sys.argv[1])
+from challenge_client import orderbook_pb2, orderbook_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[2])
+call = orderbook_pb2_grpc.OrderbookAggregatorStub(channel).BookSummary(orderbook_pb2.Empty())
+next(call)
+print("reading no more", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_client_frees_its_stream(system: System, challenge: SimpleNamespace) -> None:
+    """A challenge client process killed with SIGKILL mid-stream (never closing) is freed by the gateway."""
+    import subprocess
+
+    stubs_dir = str(Path(challenge.pb.__file__).parent.parent)
+    p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, stubs_dir, system.target], stdout=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"reading no more\n"
+        wait_until(lambda: system.info().clients == 1, timeout=30, what="the client's stream open")
+    finally:
+        p.kill()
+        p.wait(10)
+        if p.stdout is not None:
+            p.stdout.close()
+    wait_until(lambda: system.info().clients == 0, timeout=30, what="the killed client's stream freed")
+    assert list(system.info().streams) == []

@@ -206,7 +206,7 @@ class Gateway:
 
     async def run(self, *, on_ready: Callable[[int], None] | None = None) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`). Returns an exit status: 1 when the port
-        cannot be bound."""
+        cannot be bound or reading the publisher failed, else 0."""
         self._stopping = asyncio.Event()
         sec = Security.from_config(self.cfg)
         server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self.gw.max_clients + 16)
@@ -224,9 +224,22 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        tasks = [asyncio.create_task(self.read(sec)), asyncio.create_task(self._log_counters())]
-        log.info("serving %s on %s: OrderbookAggregator.BookSummary (%s, %d levels) and bookmux.Books "
-                 "(%s); books from %s; at most %d streams", "gRPC", self.gw.address, self.gw.symbol, self.gw.levels,
+        failed: list[BaseException] = []
+
+        def reader_done(t: asyncio.Task[None]) -> None:
+            # The reader only ends when cancelled; anything else must not leave a server that
+            # serves a frozen book: exit non-zero (supervisord restarts the program).
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                failed.append(exc)
+                log.error("reading books from %s failed: %r; stopping", self.endpoint, exc)
+                self.stop()
+
+        reader = asyncio.create_task(self.read(sec))
+        reader.add_done_callback(reader_done)
+        tasks = [reader, asyncio.create_task(self._log_counters())]
+        log.info("serving gRPC on %s: OrderbookAggregator.BookSummary (%s, %d levels) and bookmux.Books (%s); "
+                 "books from %s; at most %d streams", self.gw.address, self.gw.symbol, self.gw.levels,
                  ", ".join(self.symbols), self.endpoint, self.gw.max_clients)
         if on_ready is not None:
             on_ready(port)
@@ -241,4 +254,4 @@ class Gateway:
             if sec is not None:
                 sec.close()
         log.info("stopped after %.0f s; counters %s", time.monotonic() - t0, self.counters)
-        return 0
+        return 1 if failed else 0
