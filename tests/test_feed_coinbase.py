@@ -16,6 +16,9 @@ import pytest
 
 from common.book import ASK, BID, Book
 from common.config import VenueConfig
+from common.feed.actions import Action, Reconnect, Send
+from common.feed.core import FeedCore
+from common.feed.runner import resolve_options
 from common.feed.spec import RESUBSCRIBE, STREAM, FeedSpec
 from common.feed.sync import StreamSequencer
 from common.feed.types import (
@@ -29,6 +32,7 @@ from common.feed.types import (
     Snapshot,
     Verdict,
 )
+from common.schema import DELTA, SNAP, SYNCING, FeedMsg, HeartbeatMsg, StatusMsg
 from services.feed_coinbase import parse_advanced as pa
 from services.feed_coinbase import parse_exchange as pe
 from services.feed_coinbase import spec_advanced, spec_exchange, wire
@@ -315,12 +319,12 @@ def test_resubscribe_snapshot_replaces_the_book_no_ghost_levels() -> None:
 # --- Advanced Trade: the recording transcoded to the documented shapes ------------------------------
 
 
-def to_advanced(texts: list[str], per_message: int = 4, heartbeat_every: int = 500) -> Iterator[str]:
+def to_advanced(texts: list[str], per_message: int = 4, heartbeat_every: int = 500, seq0: int = 0) -> Iterator[str]:
     """The Exchange recording re-written as an Advanced Trade connection: snapshots and runs of up
     to ``per_message`` consecutive l2updates become ``l2_data`` messages (several products per
     message), tickers the ``ticker`` channel, trades ``market_trades``, a ``heartbeats`` message
-    every ``heartbeat_every`` messages; ``sequence_num`` +1 per message."""
-    seq = 0
+    every ``heartbeat_every`` messages; ``sequence_num`` +1 per message from ``seq0``."""
+    seq = seq0
 
     def msg(channel: str, events: list[dict[str, Any]]) -> str:
         nonlocal seq
@@ -409,7 +413,7 @@ def test_advanced_a_missing_message_is_a_jump_that_voids_every_book() -> None:
 
 # --- Advanced Trade: hand-written frames in the documented shapes -----------------------------------
 
-SNAP = ('{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,'
+AT_SNAPSHOT = ('{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,'
         '"events":[{"type":"snapshot","product_id":"BTC-USD","updates":['
         '{"side":"bid","event_time":"1970-01-01T00:00:00Z","price_level":"21921.73","new_quantity":"0.06317902"},'
         '{"side":"offer","event_time":"1970-01-01T00:00:00Z","price_level":"21921.74","new_quantity":"0.1"},'
@@ -417,7 +421,7 @@ SNAP = ('{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.71
 
 
 def test_advanced_snapshot() -> None:
-    assert pa.parse_frame(SNAP) == [
+    assert pa.parse_frame(AT_SNAPSHOT) == [
         ConnSeq(0),
         Snapshot("BTC-USD", 0, 1675974770714964855,
                  [(Decimal("21921.73"), Decimal("0.06317902")), (Decimal("21921.3"), Decimal("0.02"))],
@@ -669,3 +673,214 @@ def test_registry_finds_both_specs() -> None:
     from common import venues
     assert venues.load_spec("coinbase") is spec_advanced.SPEC
     assert venues.load_spec("coinbase", "exchange") is spec_exchange.SPEC
+
+
+# --- through the real FeedCore (in-process, no sockets) ----------------------------------------------
+
+
+class BusBooks:
+    """A subscriber of the core's bus output: a snap replaces a symbol's book, a delta applies
+    (quantity 0 deletes), any status voids it; each symbol's seq must grow by exactly 1."""
+
+    def __init__(self) -> None:
+        self.bids: dict[str, dict[Decimal, Decimal]] = {}
+        self.asks: dict[str, dict[Decimal, Decimal]] = {}
+        self.live: dict[str, bool] = {}
+        self.seq: dict[str, int] = {}
+        self.kinds: Counter[str] = Counter()
+
+    def feed(self, msgs: list[FeedMsg]) -> None:
+        for m in msgs:
+            if isinstance(m, HeartbeatMsg):
+                continue
+            assert m.seq == self.seq.get(m.symbol, 0) + 1, (m.symbol, m.seq)
+            self.seq[m.symbol] = m.seq
+            if isinstance(m, StatusMsg):
+                self.kinds[m.status] += 1
+                self.live[m.symbol] = False
+                self.bids[m.symbol], self.asks[m.symbol] = {}, {}
+                continue
+            self.kinds[m.kind] += 1
+            if m.kind == SNAP:
+                self.bids[m.symbol], self.asks[m.symbol] = dict(m.bids), dict(m.asks)
+                self.live[m.symbol] = True
+                continue
+            assert m.kind == DELTA and self.live[m.symbol]
+            for side, levels in ((self.bids[m.symbol], m.bids), (self.asks[m.symbol], m.asks)):
+                for p, q in levels:
+                    if q:
+                        side[p] = q
+                    else:
+                        side.pop(p, None)
+
+    def levels(self, symbol: str) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        return ref_sorted(self.bids[symbol], True), ref_sorted(self.asks[symbol], False)
+
+    def best(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
+        b, a = self.bids[symbol], self.asks[symbol]
+        return (max(b) if b else None, min(a) if a else None)
+
+
+def core_for(spec: FeedSpec, **options: Any) -> FeedCore:
+    c = replace_symbols(cfg(**options), tuple(p.replace("-", "/") for p in PRODUCTS))
+    core = FeedCore(spec, c, resolve_options(spec, c), sess=1)
+    core.start(0)
+    return core
+
+
+def replace_symbols(c: VenueConfig, symbols: tuple[str, ...]) -> VenueConfig:
+    from dataclasses import replace
+    return replace(c, symbols=symbols)
+
+
+def run(core: FeedCore, bus: BusBooks, texts: list[str], t0: float = 0.0) -> list[Action]:
+    """Feed ``texts`` as frames (flushing after each, as an idle transport does); the actions."""
+    actions: list[Action] = []
+    for i, text in enumerate(texts):
+        core.frame(text, i, t0 + i * 1e-4)
+        core.flush()
+        bus.feed(core.take_bus())
+        actions += core.take_actions()
+    return actions
+
+
+def test_core_exchange_recording_published_books_equal_reference_and_tickers() -> None:
+    """The real recording through the real FeedCore: what a subscriber rebuilds from the bus equals
+    the dict reference at every ticker and at the end; live tickers 97/97; no resync at all."""
+    texts = recording()
+    core, bus, ref = core_for(spec_exchange.SPEC), BusBooks(), RefBooks()
+    core.connected(0.0, 0)
+    (send,) = core.take_actions()
+    assert isinstance(send, Send) and [json.loads(f) for f in send.frames] == [
+        {"type": "subscribe", "product_ids": PRODUCTS, "channels": ["level2_batch", "heartbeat"]}]
+    bus.feed(core.take_bus())
+    last_match_seqs = {m["sequence"] for m in map(json.loads, texts) if m["type"] == "last_match"}
+    live = matched = compared = 0
+    for i, text in enumerate(texts):
+        assert run(core, bus, [text], i * 1e-4) == []
+        m = json.loads(text)
+        ref.feed(m)
+        if m["type"] == "ticker":
+            sym = m["product_id"].replace("-", "/")
+            assert bus.live[sym] and bus.levels(sym) == ref.levels(m["product_id"]), i
+            compared += 1
+            if m["sequence"] not in last_match_seqs:
+                live += 1
+                matched += bus.best(sym) == (Decimal(m["best_bid"]), Decimal(m["best_ask"]))
+    print(f"\ncoinbase via FeedCore: {bus.kinds[SNAP]} snaps, {bus.kinds[DELTA]} deltas, "
+          f"live tickers {matched}/{live} match the published book, {compared} full-book comparisons")
+    assert (matched, live, compared) == (97, 97, 107)
+    assert bus.kinds[SNAP] == 10 and bus.kinds[DELTA] == 9719
+    for pid in PRODUCTS:
+        assert bus.levels(pid.replace("-", "/")) == ref.levels(pid), pid
+    assert core.counters["syncs"] == 10
+    assert not any(core.counters[k] for k in ("malformed", "resync_crossed", "dropped_stale", "unknown_symbol"))
+
+
+def advanced_snapshots(ref: RefBooks, seq0: int) -> list[str]:
+    """The venue's book now, as Advanced Trade sends it on subscribe (one message per product)."""
+    out = []
+    for i, pid in enumerate(PRODUCTS):
+        bids, asks = ref.levels(pid)
+        ups = [{"side": "bid", "price_level": str(p), "new_quantity": str(q)} for p, q in bids]
+        ups += [{"side": "offer", "price_level": str(p), "new_quantity": str(q)} for p, q in asks]
+        out.append(json.dumps({"channel": "l2_data", "timestamp": "2021-04-17T16:43:50Z", "sequence_num": seq0 + i,
+                               "events": [{"type": "snapshot", "product_id": pid, "updates": ups}]}))
+    return out
+
+
+def test_core_advanced_sequence_jump_reconnects_and_the_new_books_replace_the_old() -> None:
+    """Advanced Trade through the real FeedCore: one l2_data message lost -> a Reconnect, the rest
+    of the connection ignored, every product syncing; on the new connection each product's
+    snapshot (the venue's true book) replaces ours and the published books end equal to the
+    reference, so nothing of the lost message or the old books survives."""
+    texts = recording()
+    cut = 3000
+    first = list(to_advanced(texts[:cut]))
+    lost = next(i for i, t in enumerate(first) if i > 100 and '"l2_data"' in t)
+    core, bus, ref = core_for(spec_advanced.SPEC), BusBooks(), RefBooks()
+    core.connected(0.0, 0)
+    core.take_actions()
+    actions = run(core, bus, first[:lost] + first[lost + 1:])
+    assert actions == [Reconnect(SYNCING, f"sequence_num jumped from {lost - 1} to {lost + 1}")]
+    assert core.counters["conn_seq_gaps"] == 1 and core.counters["ignored_after_reconnect"] == len(first) - lost - 2
+    core.disconnected(SYNCING, "sequence_num jumped", 0)
+    bus.feed(core.take_bus())
+    assert not any(bus.live.values())
+
+    for m in map(json.loads, texts[:cut]):
+        ref.feed(m)
+    core.connected(1.0, 0)
+    (send,) = core.take_actions()
+    assert isinstance(send, Send) and [json.loads(f) for f in send.frames] == [
+        {"type": "subscribe", "product_ids": PRODUCTS, "channel": "level2"},
+        {"type": "subscribe", "channel": "heartbeats"}]
+    second = advanced_snapshots(ref, 0) + list(to_advanced(texts[cut:], seq0=len(PRODUCTS)))
+    assert run(core, bus, second, 1.0) == []
+    for m in map(json.loads, texts[cut:]):
+        ref.feed(m)
+    for pid in PRODUCTS:
+        assert bus.live[pid.replace("-", "/")] and bus.levels(pid.replace("-", "/")) == ref.levels(pid), pid
+    assert core.counters["syncs"] == 20 and core.counters["conn_seq_gaps"] == 1
+
+
+def test_core_crossed_book_resubscribes_that_product_only() -> None:
+    """Exchange: an update that crosses one product's book -> that product alone is syncing and
+    resubscribed (unsubscribe + subscribe); its next snapshot replaces the book; the others stay
+    live throughout."""
+    texts = recording()[:400]
+    core, bus = core_for(spec_exchange.SPEC), BusBooks()
+    core.connected(0.0, 0)
+    core.take_actions()
+    run(core, bus, texts)
+    assert all(bus.live.values())
+    ask = min(bus.asks["SKL/USD"])
+    cross = json.dumps({"type": "l2update", "product_id": "SKL-USD", "changes": [["buy", str(ask), "5"]],
+                        "time": "2021-04-17T16:43:40Z"})
+    (send,) = run(core, bus, [cross])
+    assert isinstance(send, Send) and [json.loads(f) for f in send.frames] == [
+        {"type": "unsubscribe", "product_ids": ["SKL-USD"], "channels": ["level2_batch"]},
+        {"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["level2_batch"]}]
+    assert not bus.live["SKL/USD"] and sum(bus.live.values()) == 9 and core.counters["resync_crossed"] == 1
+    late = json.dumps({"type": "l2update", "product_id": "SKL-USD", "changes": [["sell", "0.9", "1"]],
+                       "time": "2021-04-17T16:43:40Z"})
+    fresh = json.dumps({"type": "snapshot", "product_id": "SKL-USD", "bids": [["0.7", "1.0"]], "asks": [["0.8", "2"]]})
+    assert run(core, bus, [late, fresh]) == []
+    assert bus.live["SKL/USD"] and bus.levels("SKL/USD") == ([(Decimal("0.7"), Decimal(1))],
+                                                             [(Decimal("0.8"), Decimal(2))])
+    assert core.counters["dropped_stale"] == 1 and all(bus.live.values())
+
+
+def test_core_advanced_malformed_event_resyncs_its_product_then_the_connection() -> None:
+    """Today's core with a malformed Advanced Trade event: the product is resubscribed at once;
+    the message's ConnSeq is lost with it, so the next message is a jump and the connection
+    reconnects (every product resyncs). Safe; a core that used PartialParseError.frames would
+    keep the connection (see the report)."""
+    msgs = list(to_advanced(recording()[:200]))
+    core, bus = core_for(spec_advanced.SPEC), BusBooks()
+    core.connected(0.0, 0)
+    core.take_actions()
+    n = len(msgs)
+    run(core, bus, msgs)
+    bad = json.dumps({"channel": "l2_data", "timestamp": "2021-04-17T16:43:40Z", "sequence_num": n, "events": [
+        {"type": "update", "product_id": "SKL-BTC", "updates": [{"side": "bid", "price_level": "0.00001",
+                                                                 "new_quantity": "1"}]},
+        {"type": "update", "product_id": "SKL-USD", "updates": [{"side": "ask", "price_level": "0.7",
+                                                                 "new_quantity": "1"}]}]})
+    hb = json.dumps({"channel": "heartbeats", "timestamp": "2021-04-17T16:43:40Z", "sequence_num": n + 1,
+                     "events": [{"heartbeat_counter": 9}]})
+    resub, reconnect = run(core, bus, [bad, hb])
+    assert isinstance(resub, Send) and json.loads(resub.frames[0]) == {
+        "type": "unsubscribe", "product_ids": ["SKL-USD"], "channel": "level2"}
+    assert reconnect == Reconnect(SYNCING, f"sequence_num jumped from {n - 1} to {n + 1}")
+    assert core.counters["resync_malformed"] == 1
+
+
+def test_core_exchange_refused_product_goes_down() -> None:
+    """Exchange ``error`` whose reason names an invalid product -> that symbol down, others go on."""
+    core, bus = core_for(spec_exchange.SPEC), BusBooks()
+    core.connected(0.0, 0)
+    core.take_actions()
+    run(core, bus, recording()[:100])
+    run(core, bus, ['{"type":"error","message":"Failed to subscribe","reason":"NU-GBP is not a valid product"}'])
+    assert bus.kinds["down"] == 1 and not bus.live["NU/GBP"] and sum(bus.live.values()) == 9

@@ -17,7 +17,7 @@ from services.feed_coinbase import parse_advanced as pa
 from services.feed_coinbase import parse_exchange as pe
 from services.feed_coinbase import wire
 from services.feed_coinbase.wire import PartialParseError
-from tests.test_feed_coinbase import BAD_EVENT, SNAP, recording, to_advanced
+from tests.test_feed_coinbase import AT_SNAPSHOT, BAD_EVENT, recording, to_advanced
 from tests.test_fuzz_parsers import HOSTILE, LEVELS, check_venue_levels, mutate_bytes
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,7 +32,7 @@ def _samples() -> tuple[list[str], list[str]]:
     for kind in ("ticker", "match", "last_match", "subscriptions"):
         picked.append(next(t for t in texts if f'"type":"{kind}"' in t))
     advanced = [t for t in to_advanced(texts[:600], per_message=3, heartbeat_every=50) if len(t) < 20_000]
-    return picked, [*advanced, SNAP, BAD_EVENT % '{"side":"bid","price_level":"1","new_quantity":"2"}']
+    return picked, [*advanced, AT_SNAPSHOT, BAD_EVENT % '{"side":"bid","price_level":"1","new_quantity":"2"}']
 
 
 EXCHANGE, ADVANCED = _samples()

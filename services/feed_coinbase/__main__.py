@@ -22,5 +22,4 @@ Examples:
 """
 
 if __name__ == "__main__":
-    # The feed CLI picks the spec by the venue's `api` key (common/venues.py): pass the kind.
-    sys.exit(main("coinbase", default_venue="coinbase", description=DESCRIPTION))  # type: ignore[arg-type]
+    sys.exit(main("coinbase", default_venue="coinbase", description=DESCRIPTION))
