@@ -680,7 +680,8 @@ def test_registry_finds_both_specs() -> None:
 
 class BusBooks:
     """A subscriber of the core's bus output: a snap replaces a symbol's book, a delta applies
-    (quantity 0 deletes), any status voids it; each symbol's seq must grow by exactly 1."""
+    (quantity 0 deletes), any status voids it; each symbol's seq must grow by exactly 1 from the
+    first message seen of it."""
 
     def __init__(self) -> None:
         self.bids: dict[str, dict[Decimal, Decimal]] = {}
@@ -693,7 +694,7 @@ class BusBooks:
         for m in msgs:
             if isinstance(m, HeartbeatMsg):
                 continue
-            assert m.seq == self.seq.get(m.symbol, 0) + 1, (m.symbol, m.seq)
+            assert m.symbol not in self.seq or m.seq == self.seq[m.symbol] + 1, (m.symbol, m.seq)
             self.seq[m.symbol] = m.seq
             if isinstance(m, StatusMsg):
                 self.kinds[m.status] += 1
