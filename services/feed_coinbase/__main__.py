@@ -15,7 +15,11 @@ Coinbase level-2 feed for bookmux. The venue's `api` key picks the protocol:
                       channel = "level2" needs auth) + heartbeat. No sequence: books resync on
                       reconnect, a crossed book and silence.
 Publishes SNAP / DELTA / status / heartbeat messages on the venue's PUB endpoint; answers snapshot
-requests on its ctl endpoint.
+requests on its ctl endpoint. Configuration (pair check on rest_url):
+  [venues.coinbase]
+  kind = "coinbase"
+  api = "advanced"          # ws_url wss://advanced-trade-ws.coinbase.com, rest_url https://api.coinbase.com
+  # api = "exchange"        # ws_url wss://ws-feed.exchange.coinbase.com, rest_url https://api.exchange.coinbase.com
 Examples:
   python -m services.feed_coinbase --venue coinbase
   python -m services.feed_coinbase --config deploy/demo.toml --symbols BTC/USD,BTC/USDT

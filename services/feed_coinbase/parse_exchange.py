@@ -13,8 +13,10 @@ absolute and zero removes the level (spelled ``"0"``, ``"0.0"``, ``"0.00"``, ``"
 they are compared as decimals, never as text). l2 messages carry **no sequence number**: a lost
 update cannot be seen here, so the core resyncs on reconnect, a crossed book and silence.
 Controls: ``subscriptions`` -> ACK; ``heartbeat`` -> HEARTBEAT; ``error`` -> ERROR, or
-SYMBOL_ERROR when its reason is ``"<PRODUCT> is not a valid product"``; every other type
-(``ticker``, ``match``, ``last_match``, ``status`` ...) -> IGNORE. Failures are
+SYMBOL_ERROR when its reason is ``"<PRODUCT> is not a valid product"`` (the venue then ignores
+that whole subscribe message, so the other products of it get no snapshot either: the core's
+snapshot timeout resubscribes each of them on its own); every other type (``ticker``, ``match``,
+``last_match``, ``status`` ...) -> IGNORE. Failures are
 :class:`~common.feed.types.ParseError`, naming the product when the frame was one's book data.
 """
 
