@@ -170,7 +170,8 @@ class Config:
 
     @property
     def enabled_venues(self) -> list[VenueConfig]:
-        return [v for v in self.venues.values() if v.enabled]
+        """The venues to run: enabled, and carrying at least one of the configured symbols."""
+        return [v for v in self.venues.values() if v.enabled and v.symbols]
 
     def venue(self, venue_id: str) -> VenueConfig:
         try:
@@ -271,7 +272,12 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     depth = _get(d, "depth", int, where, 1000)
     if stale_after <= 0 or depth <= 0:
         raise ConfigError(f"{where}: stale_after and depth must be > 0")
-    venue_symbols = _symbols(d["symbols"], where + ".symbols") if d.get("symbols") else symbols
+    # A venue's own list names what it lists; it carries those of the top-level symbols (so
+    # --symbols narrows every venue, and no venue is asked for a pair it does not have).
+    venue_symbols = symbols
+    if d.get("symbols"):
+        own = _symbols(d["symbols"], where + ".symbols")
+        venue_symbols = own if d.get("shards") else tuple(s for s in symbols if s in own)
     shards = _shards(d.get("shards"), venue_symbols, where)
     if shards:
         venue_symbols = tuple(s for sh in shards for s in sh.symbols)
@@ -331,7 +337,7 @@ def _gateway_grpc(raw: Any, *, carried: list[str], levels: int, publisher: Publi
     symbol = _get(raw, "symbol", str, where, "")
     if symbol:
         symbol = _symbols([symbol], f"{where}.symbol")[0]
-        if symbol not in carried:
+        if symbol not in carried and _get(raw, "enabled", bool, where, False):
             raise ConfigError(f"{where}.symbol {symbol} is not a configured symbol; configured: {carried}")
     else:
         symbol = carried[0]
@@ -458,7 +464,6 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
                 if v.get("shards") and v.get("enabled", True):
                     raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
                                       "in the shards of the config instead")
-                v.pop("symbols", None)
     if levels is not None:
         raw["levels"] = levels
     if venues:

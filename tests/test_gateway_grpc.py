@@ -172,7 +172,7 @@ def test_config_gateway_grpc_table(tmp_path: Path) -> None:
     assert (gw.enabled, gw.bind, gw.port, gw.symbol, gw.levels) == (False, "127.0.0.1", 50051, "BTC/USDT", 10)
     for sets, key in ((["gateway_grpc.port=70000"], "gateway_grpc.port"),
                       (["gateway_grpc.port=50052"], "gateway_grpc.port"),
-                      (['gateway_grpc.symbol="DOGE/USDT"'], "gateway_grpc.symbol"),
+                      (['gateway_grpc.symbol="DOGE/USDT"', "gateway_grpc.enabled=true"], "gateway_grpc.symbol"),
                       (['gateway_grpc.symbol="BTCUSDT"'], "gateway_grpc.symbol"),
                       (["gateway_grpc.levels=0"], "gateway_grpc.levels"),
                       (['gateway_grpc.enabled="yes"'], "gateway_grpc.enabled"),

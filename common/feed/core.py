@@ -231,6 +231,9 @@ class FeedCore:
             if st is not None and st.listed:
                 self.counters["resync_malformed"] += 1
                 self.resync(st, f"malformed update dropped: {e}", rts, now=now)
+            for it in e.frames:          # what the frame carried besides the bad part
+                if self.handlers.item(it, rts, now):
+                    return
             return
         if type(items) is list:
             for it in items:

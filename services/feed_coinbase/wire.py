@@ -38,8 +38,7 @@ class PartialParseError(ParseError):
     jump and reconnects: correct, only slower."""
 
     def __init__(self, message: str, key: str | None, frames: Sequence[Frame] = ()) -> None:
-        super().__init__(message, key)
-        self.frames: list[Frame] = list(frames)
+        super().__init__(message, key, frames)
 
 
 def key_of(symbol: str) -> str:
