@@ -39,32 +39,40 @@ class Subscriber:
     seqs: dict[str, int] = field(default_factory=dict)
     snaps: int = 0
     deltas: int = 0
+    #: Subscribed after the feed started: a stream's first message seen sets its seq baseline.
+    late: bool = False
 
     def take(self, core: FeedCore) -> None:
         core.flush()
         for m in core.take_bus():
-            if isinstance(m, HeartbeatMsg):
-                continue
+            self.apply(m)
+
+    def apply(self, m: object) -> None:
+        """One bus message."""
+        if isinstance(m, HeartbeatMsg):
+            return
+        assert isinstance(m, BookMsg | StatusMsg), m
+        if not (self.late and m.symbol not in self.seqs):
             assert m.seq == self.seqs.get(m.symbol, 0) + 1, (m.symbol, m.seq, self.seqs.get(m.symbol))
-            self.seqs[m.symbol] = m.seq
-            if isinstance(m, StatusMsg):
-                self.status[m.symbol] = m.status
-                if m.status != LIVE:
-                    self.books.pop(m.symbol, None)
-            elif isinstance(m, BookMsg) and m.kind == SNAP:
-                self.snaps += 1
-                self.status[m.symbol] = LIVE
-                self.books[m.symbol] = (dict(m.bids), dict(m.asks))
-            else:
-                assert isinstance(m, BookMsg) and m.kind == DELTA
-                assert self.status.get(m.symbol) == LIVE, m.symbol
-                self.deltas += 1
-                for side, levels in zip(self.books[m.symbol], (m.bids, m.asks), strict=True):
-                    for p, q in levels:
-                        if q:
-                            side[p] = q
-                        else:
-                            side.pop(p, None)
+        self.seqs[m.symbol] = m.seq
+        if isinstance(m, StatusMsg):
+            self.status[m.symbol] = m.status
+            if m.status != LIVE:
+                self.books.pop(m.symbol, None)
+        elif m.kind == SNAP:
+            self.snaps += 1
+            self.status[m.symbol] = LIVE
+            self.books[m.symbol] = (dict(m.bids), dict(m.asks))
+        else:
+            assert m.kind == DELTA
+            assert self.status.get(m.symbol) == LIVE, m.symbol
+            self.deltas += 1
+            for side, levels in zip(self.books[m.symbol], (m.bids, m.asks), strict=True):
+                for p, q in levels:
+                    if q:
+                        side[p] = q
+                    else:
+                        side.pop(p, None)
 
     def levels(self, symbol: str) -> tuple[list, list]:
         bids, asks = self.books[symbol]
