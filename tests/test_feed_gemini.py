@@ -267,6 +267,7 @@ def test_v2_frames_exact() -> None:
         assert ctl(parse_v2.parse_frame, f'{{"type":"{t}","symbol":"BTCUSD"}}').kind is ControlKind.IGNORE
     err = parse_v2.parse_frame('{"result":"error","reason":"InvalidJson","message":"bad"}')
     assert err == Control(ControlKind.ERROR, "InvalidJson: bad")
+    assert ctl(parse_v2.parse_frame, '{"type":"error","reason":"x","message":"y"}').kind is ControlKind.ERROR
 
 
 @pytest.mark.parametrize("changes", [

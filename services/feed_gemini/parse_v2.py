@@ -16,7 +16,8 @@ The FIRST ``l2_updates`` of a symbol is its full book; only the presence of the 
 carry only ``changes`` (-> :class:`DepthEvent`): ``[side, price, qty]`` with side ``buy`` (bid) or
 ``sell`` (ask), qty absolute, ``"0"`` removes. There are no ids or exchange times on l2 messages
 (``first``/``last``/``ets`` are 0). Trades, auctions and candles are valid but unused (IGNORE);
-the venue's error answer ``{"result":"error","reason":..,"message":..}`` is an ERROR.
+the venue's error answer ``{"result":"error","reason":..,"message":..}`` (or a ``type`` of
+``error``) is an ERROR.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def parse_frame(text: str | bytes) -> Frame:
         return DepthEvent(key, 0, 0, 0, bids, asks)
     if t == "heartbeat":
         return Control(ControlKind.HEARTBEAT, "heartbeat")
-    if m.get("result") == "error":
+    if m.get("result") == "error" or t == "error":
         return Control(ControlKind.ERROR, f"{str(m.get('reason'))[:40]}: {str(m.get('message'))[:120]}")
     if isinstance(t, str):
         return Control(ControlKind.IGNORE, t[:60])
