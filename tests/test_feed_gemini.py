@@ -578,6 +578,10 @@ def test_symbol_details_on_the_real_answers() -> None:
     assert pairs.parse_details(details["btcgusd"], "BTCG/USD", parse_ws.key_of) is None
     assert pairs.parse_details('{"result":"error","reason":"InvalidSymbol","message":"x"}', "FOO/USD",
                                parse_ws.key_of) is None
+    assert spec_ws.parse_pair(details["btcusd"], "BTC/USD") == PairInfo("BTC/USD", "btcusd", True, "open")
+    assert spec_v2.parse_pair(details["btcgusd"], "BTC/GUSD") == PairInfo("BTC/GUSD", "BTCGUSD", False, "closed")
+    assert spec_v2.parse_pair(details["btcgusd"], "BTCG/USD") is None
+    assert spec_v2.details_url(cfg(), "BTCUSD") == "https://127.0.0.1:9/v1/symbols/details/btcusd"
     for bad in ('{"result":"error","reason":"RateLimited","message":"x"}', '{"symbol":"ETHUSD","status":"open"}',
                 "[]", "{", b"\xff"):
         with pytest.raises(ParseError) as ei:

@@ -49,7 +49,8 @@ class ListedSymbols(Mapping[str, PairInfo]):
 
     Looking up ``"BTC/USD"`` builds ``btcusd`` from it and answers from the list (``key`` spelled
     by ``key_of``: ``btcusd`` for the WebSocket API, ``BTCUSD`` for v2). ``trading`` is True for
-    every listed name: the list carries no status (see :func:`parse_details`). Lookup only:
+    every listed name: the list carries no status, and a name cannot tell BTCG/USD from BTC/GUSD
+    (both are ``btcgusd``); :func:`parse_details` settles both. Lookup only:
     iterating yields nothing (enumerating canonical names would need a split), ``len`` is 0,
     ``bool`` says whether the list is non-empty, :attr:`names` holds the list. O(1) per lookup.
     """

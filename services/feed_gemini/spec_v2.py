@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from common.config import VenueConfig
 from common.feed.spec import RECONNECT, STREAM, FeedSpec
 from common.feed.sync import StreamSequencer
+from common.feed.types import PairInfo
 from services.feed_gemini import pairs, parse_v2
-from services.feed_gemini.spec_ws import SNAPSHOT_TIMEOUT, pairs_url
+from services.feed_gemini.spec_ws import SNAPSHOT_TIMEOUT, details_url, pairs_url
 
 
 def ws_url(cfg: VenueConfig, keys: Sequence[str]) -> str:
@@ -38,6 +39,14 @@ def subscribe(cfg: VenueConfig, keys: Sequence[str]) -> list[str]:
 def parse_pairs(text: str | bytes) -> pairs.ListedSymbols:
     return pairs.parse_symbols(text, parse_v2.key_of)
 
+
+def parse_pair(text: str | bytes, symbol: str) -> PairInfo | None:
+    """As :func:`services.feed_gemini.spec_ws.parse_pair`, with v2's key spelling."""
+    d = pairs.parse_details(text, symbol, parse_v2.key_of)
+    return d.info if d is not None else None
+
+
+__all__ = ["SPEC", "details_url", "parse_pair", "parse_pairs", "subscribe", "ws_url"]
 
 SPEC = FeedSpec(
     kind="gemini",

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from common.config import VenueConfig
 from common.feed.spec import RECONNECT, STREAM, FeedSpec
+from common.feed.types import PairInfo
 from services.feed_gemini import pairs, parse_ws
 from services.feed_gemini.sync import GeminiSequencer
 
@@ -49,6 +50,14 @@ def details_url(cfg: VenueConfig, key: str) -> str:
 
 def parse_pairs(text: str | bytes) -> pairs.ListedSymbols:
     return pairs.parse_symbols(text, parse_ws.key_of)
+
+
+def parse_pair(text: str | bytes, symbol: str) -> PairInfo | None:
+    """The details answer for canonical ``symbol`` -> its PairInfo (``trading`` from the status),
+    None when the venue does not list that pair; for a per-symbol pair check (not in the
+    contract yet: it needs ``pair_url(cfg, key)`` / ``parse_pair(text, symbol)`` in FeedSpec)."""
+    d = pairs.parse_details(text, symbol, parse_ws.key_of)
+    return d.info if d is not None else None
 
 
 SPEC = FeedSpec(
