@@ -26,5 +26,4 @@ Examples:
 """
 
 if __name__ == "__main__":
-    # cli.main takes the kind (it picks the spec by the venue's `api` through common/venues.py).
-    sys.exit(main("gemini", default_venue="gemini", description=DESCRIPTION))  # type: ignore[arg-type]
+    sys.exit(main("gemini", default_venue="gemini", description=DESCRIPTION))
