@@ -310,12 +310,14 @@ def depth(sym: str, first: int, last: int, bids: Iterable = (), asks: Iterable =
 
 def test_ws_spec_urls_and_subscribe() -> None:
     """snapshot=-1 is added to the configured URL (other query parameters kept); one SUBSCRIBE
-    names every symbol's 100 ms depth stream."""
+    per symbol (a refused one cannot hold the others back), request ids 1..N."""
     assert spec_ws.ws_url(cfg(), ["btcusd"]) == "wss://ws.gemini.com?snapshot=-1"
     assert spec_ws.ws_url(cfg("ws://127.0.0.1:9/?a=1&snapshot=5"), ["btcusd"]) == \
         "ws://127.0.0.1:9/?a=1&snapshot=-1"
     assert spec_ws.subscribe(cfg(), ["btcusd", "ethusd"]) == [
-        '{"id":1,"method":"SUBSCRIBE","params":["btcusd@depth@100ms","ethusd@depth@100ms"]}']
+        '{"id":1,"method":"SUBSCRIBE","params":["btcusd@depth@100ms"]}',
+        '{"id":2,"method":"SUBSCRIBE","params":["ethusd@depth@100ms"]}']
+    assert spec_ws.subscribe(cfg(), []) == []
     assert spec_ws.subscribe(cfg(options={"depth_speed": ""}), ["btcusd"]) == [
         '{"id":1,"method":"SUBSCRIBE","params":["btcusd@depth"]}']
     assert spec_ws.pairs_url(cfg()) == "https://127.0.0.1:9/v1/symbols"

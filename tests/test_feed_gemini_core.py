@@ -144,8 +144,8 @@ def test_ws_reconnect_through_the_core_leaves_no_ghost_level() -> None:
     the book, so a level removed while disconnected is not on the bus."""
     core, sub = ws_core()
     core.connected(0.0, 0)
-    assert core.take_actions() == [Send(['{"id":1,"method":"SUBSCRIBE","params":["btcusd@depth@100ms",'
-                                         '"ethusd@depth@100ms"]}'])]
+    assert core.take_actions() == [Send(['{"id":1,"method":"SUBSCRIBE","params":["btcusd@depth@100ms"]}',
+                                         '{"id":2,"method":"SUBSCRIBE","params":["ethusd@depth@100ms"]}'])]
     core.frame('{"id":1,"status":200,"result":null}', 0, 0.1)
     core.frame(depth("btcusd", 1, 50, [["100", "1"], ["99", "2"]], [["101", "1"], ["102", "3"]]), 0, 0.2)
     core.frame(depth("ethusd", 7, 9, [["10", "1"]], [["11", "1"]]), 0, 0.2)
@@ -204,11 +204,12 @@ def test_ws_missing_initial_book_times_out_and_reconnects() -> None:
 
 
 def test_ws_refused_symbol_goes_down_and_the_others_go_on() -> None:
-    """A status-400 answer naming a stream marks that symbol down (no reconnect loop for it)."""
+    """A status-400 answer naming a stream marks that symbol down; the other symbol, subscribed by
+    its own request, goes live; no reconnect."""
     core, sub = ws_core()
     core.connected(0.0, 0)
     core.take_actions()
-    core.frame('{"id":1,"status":400,"error":{"code":-1013,"msg":"Invalid stream: ethusd@depth@100ms"}}', 0, 0.1)
+    core.frame('{"id":2,"status":400,"error":{"code":-1013,"msg":"Invalid stream: ethusd@depth@100ms"}}', 0, 0.1)
     core.frame(depth("btcusd", 1, 1, [["100", "1"]], [["101", "1"]]), 0, 0.2)
     core.tick(60.0, 0)
     sub.take(core)

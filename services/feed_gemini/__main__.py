@@ -7,8 +7,8 @@ from common.feed.cli import main
 DESCRIPTION = """\
 Gemini order-book feed for bookmux. The venue's `api` config key picks the protocol:
 
-  ws (default)  the current WebSocket API at ws_url?snapshot=-1: one SUBSCRIBE of
-                <symbol>@depth@100ms for every configured symbol; each symbol's first depthUpdate
+  ws (default)  the current WebSocket API at ws_url?snapshot=-1: a SUBSCRIBE of
+                <symbol>@depth@100ms for each configured symbol; each symbol's first depthUpdate
                 after connecting is its full book and REPLACES the local one; later ones must
                 continue it (U == previous u + 1), else the feed reconnects for a new book.
   v2            market data v2 l2 (archived by Gemini): the first l2_updates per symbol (with

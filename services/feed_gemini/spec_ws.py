@@ -2,7 +2,7 @@
 
 One connection for all symbols at ``<ws_url>?snapshot=-1`` (so each symbol's first
 ``depthUpdate`` after connecting is its full book), one SUBSCRIBE of ``<symbol>@depth@100ms`` per
-connection. The book comes in-band (snapshot = STREAM) and only with a new connection, so a gap
+symbol. The book comes in-band (snapshot = STREAM) and only with a new connection, so a gap
 resyncs by reconnecting (resync = RECONNECT); a symbol whose initial book does not arrive within
 ``snapshot_timeout`` reconnects too. Pair check: the ``/v1/symbols`` list (see
 :mod:`services.feed_gemini.pairs` for why it is looked up from our symbols, never split, and
@@ -34,9 +34,12 @@ def ws_url(cfg: VenueConfig, keys: Sequence[str]) -> str:
 
 
 def subscribe(cfg: VenueConfig, keys: Sequence[str]) -> list[str]:
-    """One SUBSCRIBE for every symbol of the connection (request id 1)."""
+    """One SUBSCRIBE per symbol, request ids 1..N. Not one request naming every stream: if the
+    venue refuses a whole request for one unknown stream (undocumented either way), one bad
+    symbol would keep every other one of the connection from its book, and the snapshot timeout
+    would reconnect forever; per symbol, only that symbol is refused (SYMBOL_ERROR)."""
     speed = str(cfg.options.get("depth_speed", "100ms"))
-    return [parse_ws.subscribe_frame(list(keys), 1, speed)] if keys else []
+    return [parse_ws.subscribe_frame([k], i, speed) for i, k in enumerate(keys, 1)]
 
 
 def pairs_url(cfg: VenueConfig) -> str:
