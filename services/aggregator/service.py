@@ -54,6 +54,7 @@ class Link:
     last_heard: float = 0.0
     down: bool = False
     symbols: list[str] = field(default_factory=list)
+    mode: str = ""                 # the venue's trading mode, when its feed reports one
 
     @property
     def name(self) -> str:
@@ -75,6 +76,8 @@ class Stream:
     awaiting: bool = True          # a snapshot was requested; stream messages are buffered
     requested_at: float = 0.0
     buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
+    #: Per side (bids, asks): the deepest price the venue book is known exactly to (None: all).
+    exact: tuple[Decimal | None, Decimal | None] = (None, None)
 
 
 @dataclass(slots=True)
@@ -188,6 +191,19 @@ class Aggregator:
     def fees(self) -> dict[str, Decimal]:
         return dict(self._fees)
 
+    def exact_to(self, symbol: str, side: int, venue: str | None = None) -> Decimal | None:
+        """How deep ``side`` is known exactly: one venue's (``venue``), or the merged book's (the
+        shallowest of the live venues that cap their depth). None: the whole side is known."""
+        st = self.states[symbol]
+        if venue is not None:
+            s = st.streams.get(venue)
+            return None if s is None else s.exact[side]
+        return merge.shallowest([s.exact[side] for v, s in st.streams.items() if self._status(s) == LIVE], side)
+
+    def modes(self, symbol: str) -> dict[str, str]:
+        """The trading mode of each venue of ``symbol`` that reports one (Kraken's system status)."""
+        return {v: s.link.mode for v, s in sorted(self.states[symbol].streams.items()) if s.link.mode}
+
     # --- status -------------------------------------------------------------------------------
 
     def _status(self, s: Stream) -> str:
@@ -240,6 +256,10 @@ class Aggregator:
                 self._count("bus_unknown_feed")
                 return
             self._heard(link, msg.sess, now)
+            if msg.mode != link.mode:
+                log.warning("%s: venue mode %s -> %s", link.name, link.mode or "(none)", msg.mode or "(none)")
+                link.mode = msg.mode
+                self._link_dirty(link)
             self._on_heartbeat(msg, now)
             return
         st = self.states.get(msg.symbol)
@@ -307,14 +327,19 @@ class Aggregator:
             s.reason = msg.reason
             if msg.status != LIVE:
                 s.book.clear()
+                s.exact = (None, None)
         elif msg.kind == SNAP:
             s.book.load(msg.bids, msg.asks)
+            s.exact = msg.exact or (None, None)
             if s.status != LIVE:
                 log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
             s.status = LIVE
             s.reason = ""
         else:
             s.book.apply_levels(msg.bids, msg.asks)
+            if msg.exact is not None and msg.exact != s.exact:
+                s.exact = msg.exact
+                st.dirty = True
             if not st.dirty and not self._visible(st, msg):
                 self._count("deltas_below_view")
                 return
@@ -419,10 +444,11 @@ class Aggregator:
         depl = None
         sizes = self.cfg.aggregator.depletion.get(st.symbol)
         if sizes and self._depletion_fn is not None:
-            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
+            exact = (self.exact_to(st.symbol, BID), self.exact_to(st.symbol, ASK))
+            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes, exact)
         self._set_floor(st, bids, asks, depl)
         return (merge.wire_levels(bids), merge.wire_levels(asks),
-                None if sp is None else merge.fmt(sp), venues, depl)
+                None if sp is None else merge.fmt(sp), venues, depl, self.modes(st.symbol))
 
     def publish_dirty(self) -> int:
         n = 0
@@ -436,11 +462,13 @@ class Aggregator:
             st.force = False
             st.last_content = content
             st.seq += 1
-            bids, asks, sp, venues, depl = content
+            bids, asks, sp, venues, depl, modes = content
             m: dict[str, Any] = {"symbol": st.symbol, "epoch": self.epoch, "seq": st.seq, "ts": st.ts,
                                  "spread": sp, "bids": bids, "asks": asks, "venues": venues}
             if depl is not None:
                 m["depletion"] = depl
+            if modes:
+                m["venue_modes"] = modes
             payload = schema.pack(m)
             st.last_payload = payload
             self.pub.send_multipart([schema.book_topic(st.symbol), payload])
