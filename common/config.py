@@ -460,10 +460,9 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
     if symbols:
         raw["symbols"] = list(_symbols(symbols if isinstance(symbols, str) else list(symbols), "--symbols"))
         for vid, v in raw.get("venues", {}).items():
-            if isinstance(v, dict):
-                if v.get("shards") and v.get("enabled", True):
-                    raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
-                                      "in the shards of the config instead")
+            if isinstance(v, dict) and v.get("shards") and v.get("enabled", True):
+                raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
+                                  "in the shards of the config instead")
     if levels is not None:
         raw["levels"] = levels
     if venues:

@@ -22,6 +22,23 @@ from tests.test_feed_runner import FakeVenue, finish, start, venue_cfg
 pytestmark = pytest.mark.timeout(60)
 
 
+def details_routes(listed: dict[str, str], unknown: tuple[str, ...] = ()) -> dict:
+    """``/v1/symbols/details/<name>`` answers as Gemini gives them: the listed pairs (canonical ->
+    status) and ``InvalidSymbol`` (HTTP 400) for ``unknown`` canonical symbols."""
+    routes = {}
+    for sym, status in listed.items():
+        base, quote = sym.split("/")
+        body = json.dumps({"symbol": (base + quote).upper(), "base_currency": base, "quote_currency": quote,
+                           "tick_size": 1e-8, "quote_increment": 0.01, "min_order_size": "0.00001",
+                           "status": status})
+        routes[f"/v1/symbols/details/{(base + quote).lower()}"] = (lambda b=body: (200, b, {}))
+    for sym in unknown:
+        err = json.dumps({"result": "error", "reason": "InvalidSymbol", "message": f"Supplied value {sym} "
+                          "is not a valid symbol"})
+        routes[f"/v1/symbols/details/{sym.replace('/', '').lower()}"] = (lambda e=err: (400, e, {}))
+    return routes
+
+
 def depth(sym: str, first: int, last: int, bids: list, asks: list) -> str:
     return json.dumps({"e": "depthUpdate", "E": 1_700_000_000_000_000_000, "s": sym, "U": first, "u": last,
                        "b": bids, "a": asks})
@@ -31,7 +48,7 @@ def test_ws_api_over_sockets_reconnect_replaces_the_book_and_gap_reconnects() ->
     """Every connection asks for ?snapshot=-1 and subscribes each listed symbol's depth stream;
     the first event per connection is the whole book; after a dropped connection the new book
     replaces the old one (a level removed meanwhile is not published); a skipped id makes a new
-    connection; a symbol missing from /v1/symbols is down."""
+    connection; a symbol the details endpoint does not know is down."""
     paths: list[str] = []
     subscribes: list[dict] = []
 
@@ -60,7 +77,7 @@ def test_ws_api_over_sockets_reconnect_replaces_the_book_and_gap_reconnects() ->
 
     async def scenario() -> None:
         fake = FakeVenue(ws)
-        fake.routes = {"/v1/symbols": lambda: (200, '["btcusd","ethusd","btcgusd"]', {})}
+        fake.routes = details_routes({"BTC/USD": "open"}, ("FOO/USD",))
         async with fake.running():
             cfg = venue_cfg("gemini", fake.port, ("BTC/USD", "FOO/USD"))
             runner, task, bus = await start(spec_ws.SPEC, cfg, fake)
@@ -92,7 +109,7 @@ def test_ws_api_over_sockets_reconnect_replaces_the_book_and_gap_reconnects() ->
 
 def test_v2_recording_over_a_socket_equals_reference() -> None:
     """The real v2 recording served over a WebSocket after the recorder's own subscribe frame
-    (checked byte for byte); the pair check uses the real /v1/symbols answer; the books rebuilt
+    (checked byte for byte); the pair check asks each symbol's details; the books rebuilt
     from the bus end equal to the plain-dict reference of the whole recording, every symbol
     live, no resync."""
     path = recorded("gemini") / "GEMINI.ws.1.0"
@@ -115,7 +132,8 @@ def test_v2_recording_over_a_socket_equals_reference() -> None:
 
     async def scenario() -> None:
         fake = FakeVenue(ws)
-        fake.routes = {"/v1/symbols": lambda: (200, listing, {})}
+        fake.routes = {"/v1/symbols": lambda: (200, listing, {}),
+                       **details_routes(dict.fromkeys(RECORDED_SYMBOLS, "open"))}
         async with fake.running():
             cfg = venue_cfg("gemini", fake.port, RECORDED_SYMBOLS)
             runner, task, bus = await start(spec_v2.SPEC, cfg, fake)
