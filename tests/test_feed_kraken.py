@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,13 @@ import pytest
 from common import venues
 from common.book import ASK, BID, Book
 from common.config import VenueConfig
+from common.feed.actions import Action, Send
+from common.feed.core import FeedCore
+from common.feed.runner import resolve_options
 from common.feed.spec import RESUBSCRIBE, STREAM
 from common.feed.sync import StreamSequencer
 from common.feed.types import Control, ControlKind, DepthEvent, Frame, ParseError, Snapshot, Verdict
+from common.schema import DOWN, LIVE, SNAP, SYNCING, HeartbeatMsg, StatusMsg
 from services.feed_kraken import checksum as ck
 from services.feed_kraken import pairs, parse_v1, parse_v2, spec_v1, spec_v2
 from tests.replay_util import SHARED, read_http, read_ws, recorded
@@ -755,3 +759,165 @@ def test_recordings_are_where_the_tests_expect_them() -> None:
     assert Path(VECTORS).is_file()
     for name in (WS50, SDK_V1, SDK_V2, "KRAKEN.0"):
         assert (recorded("kraken") / name).is_file()
+
+
+# --- the same recordings through the real FeedCore (in-process, no sockets) ------------------------
+
+WS50_SYMBOLS = ("WAVES/EUR", "XMR/USD", "KSM/BTC", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/BTC", "OMG/USD",
+                "BTC/CHF", "ADA/BTC")
+
+
+class Subscriber:
+    """The bus as a subscriber sees it: a snap replaces the symbol's book, a delta applies (0
+    deletes), any status takes the book away; ``live`` is the set of symbols with a book."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, dict[int, dict[Decimal, Decimal]]] = {}
+        self.status: dict[str, str] = {}
+        self.modes: list[str] = []
+        self.seqs: dict[str, int] = {}
+
+    def take(self, core: FeedCore) -> None:
+        core.flush()
+        for m in core.take_bus():
+            if isinstance(m, HeartbeatMsg):
+                self.modes.append(m.mode)
+                continue
+            assert m.seq == self.seqs.get(m.symbol, 0) + 1, (m.symbol, m.seq)   # each stream in order
+            self.seqs[m.symbol] = m.seq
+            if isinstance(m, StatusMsg):
+                self.status[m.symbol] = m.status
+                self.books.pop(m.symbol, None)
+            elif m.kind == SNAP:
+                self.status[m.symbol] = LIVE
+                self.books[m.symbol] = {BID: dict(m.bids), ASK: dict(m.asks)}
+            else:
+                assert self.status[m.symbol] == LIVE and m.symbol in self.books
+                for side, levels in ((BID, m.bids), (ASK, m.asks)):
+                    for p, q in levels:
+                        if q:
+                            self.books[m.symbol][side][p] = q
+                        else:
+                            self.books[m.symbol][side].pop(p, None)
+
+    def levels(self, symbol: str, side: int) -> list[tuple[Decimal, Decimal]]:
+        d = self.books[symbol][side]
+        return [(p, d[p]) for p in sorted(d, reverse=side == BID)]
+
+
+def resub(spec: Any, cfg: VenueConfig, key: str) -> list[str]:
+    assert spec.resubscribe is not None
+    return list(spec.resubscribe(cfg, key))
+
+
+def make_core(spec: Any, symbols: tuple[str, ...], depth: int, url: str) -> tuple[FeedCore, list[Action]]:
+    cfg = replace(vcfg(depth, url=url), symbols=symbols)
+    core = FeedCore(spec, cfg, resolve_options(spec, cfg), sess=1)
+    core.start(0)
+    core.connected(0.0, 0)
+    return core, core.take_actions()
+
+
+def drive(core: FeedCore, sub: Subscriber, frames: list[str], t0: float = 1.0) -> None:
+    for i, text in enumerate(frames):
+        core.frame(text, i, t0 + i * 1e-3)
+        sub.take(core)
+
+
+def test_ws50_through_the_feed_core_publishes_the_reference_books() -> None:
+    """KRAKEN.ws.50.0 through FeedCore with the v1 spec: one subscribe frame, 10 syncs, no
+    checksum failure, levels cut by depth 1000 published as deletions, and the book a subscriber
+    rebuilds from the bus equals the reference, level by level, for every pair."""
+    core, actions = make_core(spec_v1.SPEC, WS50_SYMBOLS, 1000, "wss://ws.kraken.com")
+    assert actions == [Send(spec_v1.SPEC.subscribe(core.cfg, [pairs.v1_name(s) for s in WS50_SYMBOLS]))]
+    sub = Subscriber()
+    sub.take(core)
+    frames = ws50_frames()
+    drive(core, sub, frames)
+    ref, n = v1_reference(frames, 1000)
+    c = core.counters
+    print(f"\nKRAKEN.ws.50.0 via FeedCore: syncs {c['syncs']}, checksum failures {c['checksum_failures']}, "
+          f"levels truncated {c['truncated']}, reference checksums {n}")
+    assert c["syncs"] == 10 and c["checksum_failures"] == 0 and c["malformed"] == 0 and c["resubscribes"] == 0
+    assert core.take_actions() == []
+    for sym in WS50_SYMBOLS:
+        key = pairs.v1_name(sym)
+        assert sub.status[sym] == LIVE
+        for side in (BID, ASK):
+            assert sub.levels(sym, side) == [(Decimal(p), Decimal(q)) for p, q in ref[key].sorted(side)], sym
+            assert core.streams[sym].book.levels(side) == sub.levels(sym, side)
+
+
+def test_sdk_v2_through_the_feed_core_with_the_instrument_precision() -> None:
+    """The SDK v2 file through FeedCore with the v2 spec, after the instrument frame: one sync,
+    no checksum failure over 510 checksums, 10 levels a side published."""
+    core, actions = make_core(spec_v2.SPEC, ("BTC/USD",), 10, "wss://ws.kraken.com/v2")
+    assert [json.loads(f)["params"]["channel"] for a in actions if isinstance(a, Send) for f in a.frames] == [
+        "instrument", "book"]
+    sub = Subscriber()
+    drive(core, sub, [BTC_USD_INSTRUMENT, *sdk_v2_frames()])
+    assert core.streams["BTC/USD"].precision == (1, 8)
+    assert core.counters["syncs"] == 1 and core.counters["checksum_failures"] == 0
+    assert sub.status["BTC/USD"] == LIVE
+    assert len(sub.levels("BTC/USD", BID)) == len(sub.levels("BTC/USD", ASK)) == 10
+    assert sub.levels("BTC/USD", BID) == core.streams["BTC/USD"].book.levels(BID)
+
+
+def test_feed_core_resubscribes_only_the_symbol_whose_checksum_fails() -> None:
+    """A wrong "c" on XMR/USD: the core counts one failure, publishes XMR/USD syncing, sends the
+    v1 unsubscribe + subscribe of XMR/USD alone, and the nine other pairs stay live and exact."""
+    core, _ = make_core(spec_v1.SPEC, WS50_SYMBOLS, 1000, "wss://ws.kraken.com")
+    sub = Subscriber()
+    frames = ws50_frames()
+    i = next(i for i, t in enumerate(frames) if t.startswith("[992,") and '"c":"2583817756"' in t)
+    frames[i] = frames[i].replace('"c":"2583817756"', '"c":"2583817757"')
+    drive(core, sub, frames)
+    assert core.counters["checksum_failures"] == 1 and core.counters["resubscribes"] == 1
+    assert core.take_actions() == [Send(resub(spec_v1.SPEC, core.cfg, "XMR/USD"))]
+    assert sub.status["XMR/USD"] == SYNCING and "XMR/USD" not in sub.books
+    assert "venue 2583817757, ours 2583817756" in core.streams["XMR/USD"].reason
+    ref, _ = v1_reference(ws50_frames(), 1000)
+    for sym in WS50_SYMBOLS:
+        if sym != "XMR/USD":
+            assert sub.status[sym] == LIVE
+            assert sub.levels(sym, ASK) == [(Decimal(p), Decimal(q)) for p, q in ref[pairs.v1_name(sym)].sorted(ASK)]
+
+
+def test_feed_core_modes_refusals_and_malformed_updates() -> None:
+    """maintenance -> every symbol down; back online -> resubscribed; cancel_only keeps books live
+    with the mode on heartbeats; a refused pair -> down naming the reason; a malformed update of
+    one symbol -> that symbol alone resubscribed."""
+    core, _ = make_core(spec_v2.SPEC, ("BTC/USD", "DOGE/USD"), 10, "wss://ws.kraken.com/v2")
+    sub = Subscriber()
+    snap = ('{"channel":"book","type":"snapshot","data":[{"symbol":"%s","bids":[{"price":0.5,"qty":1.00000000}],'
+            '"asks":[{"price":0.6,"qty":2.00000000}],"checksum":%d}]}')
+    b = book_of([("0.6", "2.00000000")], [("0.5", "1.00000000")])
+    crc = ck.checksum(b)
+    drive(core, sub, ['{"channel":"status","type":"update","data":[{"system":"online"}]}',
+                      snap % ("BTC/USD", crc), snap % ("DOGE/USD", crc)])
+    assert sub.status == {"BTC/USD": LIVE, "DOGE/USD": LIVE}
+    core.frame('{"channel":"status","type":"update","data":[{"system":"cancel_only"}]}', 10, 2.0)
+    sub.take(core)
+    assert sub.status == {"BTC/USD": LIVE, "DOGE/USD": LIVE} and sub.modes[-1] == "cancel_only"
+    core.frame('{"channel":"status","type":"update","data":[{"system":"maintenance"}]}', 11, 2.1)
+    sub.take(core)
+    assert sub.status == {"BTC/USD": DOWN, "DOGE/USD": DOWN} and sub.books == {}
+    core.take_actions()
+    core.frame('{"channel":"status","type":"update","data":[{"system":"online"}]}', 12, 2.2)
+    sub.take(core)
+    assert sorted(f for a in core.take_actions() if isinstance(a, Send) for f in a.frames) == sorted(
+        resub(spec_v2.SPEC, core.cfg, "BTC/USD") + resub(spec_v2.SPEC, core.cfg, "DOGE/USD"))
+    drive(core, sub, [snap % ("BTC/USD", crc), snap % ("DOGE/USD", crc)], t0=3.0)
+    assert sub.status == {"BTC/USD": LIVE, "DOGE/USD": LIVE}
+    # a malformed update of DOGE/USD resyncs DOGE/USD only
+    core.frame('{"channel":"book","type":"update","data":[{"symbol":"DOGE/USD","bids":[{"price":"x","qty":1}],'
+               '"asks":[],"checksum":1}]}', 20, 4.0)
+    sub.take(core)
+    assert sub.status == {"BTC/USD": LIVE, "DOGE/USD": SYNCING}
+    assert core.take_actions() == [Send(resub(spec_v2.SPEC, core.cfg, "DOGE/USD"))]
+    # the venue refuses DOGE/USD: down with its reason; BTC/USD untouched
+    core.frame('{"method":"subscribe","success":false,"error":"Currency pair not supported DOGE/USD",'
+               '"symbol":"DOGE/USD","req_id":1}', 21, 4.1)
+    sub.take(core)
+    assert sub.status == {"BTC/USD": LIVE, "DOGE/USD": DOWN}
+    assert core.streams["DOGE/USD"].reason == "refused by kraken: Currency pair not supported DOGE/USD"
