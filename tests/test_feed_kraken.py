@@ -593,6 +593,11 @@ V2_BAD = [
     ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":' + "9" * 5000 + ',"qty":1}]}]}',
      None),
     ("[" * 100_000, None),
+    # found by fuzzing: an exponent beyond Decimal's range raised InvalidOperation
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":7.5e-4099999999995182177,'
+     '"qty":1}],"asks":[]}]}', None),
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5e999999999999999999,'
+     '"qty":1}],"asks":[]}]}', "BTC/USD"),
 ]
 
 V1_BAD = [

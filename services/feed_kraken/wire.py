@@ -27,12 +27,15 @@ def loads_exact(text: str | bytes) -> Any:
     """Decode JSON keeping every non-integer number as the ``Decimal`` of its token text
     (``0.10000000`` stays ``Decimal("0.10000000")``: a float would drop the zeros Kraken's
     checksum is computed over). Integers stay ``int``. ``NaN``/``Infinity``, bad UTF-8, bad
-    syntax, too-deep nesting and integers too long to convert are all a ParseError."""
+    syntax, too-deep nesting, integers too long to convert and exponents out of Decimal's range
+    are all a ParseError."""
     if not isinstance(text, str | bytes | bytearray):
         raise ParseError(f"frame is {type(text).__name__}, not text")
     try:
         return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
-    except (ValueError, RecursionError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; Decimal() of a token whose exponent is
+    # beyond the context's range (1e-4099999999999) raises InvalidOperation, an ArithmeticError.
+    except (ValueError, ArithmeticError, RecursionError, TypeError) as e:
         raise ParseError(f"not JSON: {str(e)[:120]}") from None
 
 
