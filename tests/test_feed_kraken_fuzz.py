@@ -252,3 +252,16 @@ def test_valid_v2_books_round_trip_with_their_wire_digits(bids: list[tuple[str, 
         return "".join(p.replace(".", "").lstrip("0") + q.replace(".", "").lstrip("0") for p, q in keep)
 
     assert ck.checksum(b) == zlib.crc32((text(asks, False) + text(bids, True)).encode())
+
+
+@MEDIUM
+@given(st.decimals(min_value=Decimal("1E-18"), max_value=Decimal("1E+12"), allow_nan=False, allow_infinity=False),
+       st.none() | st.integers(0, 18))
+def test_checksum_digits_equal_the_plain_definition(d: Decimal, places: int | None) -> None:
+    """digits() (string operations) equals the definition: the value at ``places`` decimals when
+    it fits without rounding, else its own text; point removed, leading zeros stripped."""
+    if places is not None and decimals(d) <= places:
+        text = format(d, f".{places}f")
+    else:
+        text = format(d, "f")
+    assert ck.digits(d, places) == text.replace(".", "").lstrip("0")
