@@ -16,7 +16,7 @@ import pytest
 
 from common import venues
 from common.book import ASK, BID, Book
-from common.config import VenueConfig
+from common.config import ConfigError, VenueConfig
 from common.feed.actions import Action, Send
 from common.feed.core import FeedCore
 from common.feed.runner import resolve_options
@@ -700,8 +700,15 @@ def test_v1_subscribe_and_resubscribe_frames() -> None:
 
 @pytest.mark.parametrize("depth", [0, 1, 5, 50, 200, 1001, 5000])
 def test_a_depth_kraken_refuses_is_an_error_naming_the_key(depth: int) -> None:
-    """validate() refuses every depth but 10/25/100/500/1000, naming venues.<id>.depth."""
-    with pytest.raises(ValueError) as e:
+    """check_config (validate) refuses every depth but 10/25/100/500/1000, naming venues.<id>.depth."""
+    for spec in (spec_v1.SPEC, spec_v2.SPEC):
+        assert spec.check_config is not None
+        with pytest.raises(ConfigError) as e:
+            spec.check_config(vcfg(depth, venue_id="kraken_eu"))
+        assert isinstance(e.value, ValueError)
+        assert str(e.value) == (f"venues.kraken_eu.depth is {depth}; Kraken's book depth must be one of "
+                                "10, 25, 100, 500, 1000")
+    with pytest.raises(ConfigError) as e:
         spec_v2.validate(vcfg(depth, venue_id="kraken_eu"))
     assert str(e.value) == (f"venues.kraken_eu.depth is {depth}; Kraken's book depth must be one of "
                             "10, 25, 100, 500, 1000")

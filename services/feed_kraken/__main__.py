@@ -22,4 +22,4 @@ Examples:
 """
 
 if __name__ == "__main__":
-    sys.exit(main("kraken", default_venue="kraken", description=DESCRIPTION))  # type: ignore[arg-type]
+    sys.exit(main("kraken", default_venue="kraken", description=DESCRIPTION))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from common.config import VenueConfig
+from common.config import ConfigError, VenueConfig
 
 #: Book depths Kraken accepts on both APIs.
 DEPTHS = (10, 25, 100, 500, 1000)
 
 
 def validate(cfg: VenueConfig) -> None:
-    """Raise ValueError naming ``venues.<id>.depth`` unless it is a depth Kraken accepts (the
-    venue would refuse the subscription of every symbol otherwise). Call it when the config is
-    loaded."""
+    """Raise :class:`~common.config.ConfigError` (a ValueError) naming ``venues.<id>.depth``
+    unless it is a depth Kraken accepts (the venue would refuse the subscription of every symbol
+    otherwise). The spec's ``check_config``."""
     if cfg.depth not in DEPTHS:
-        raise ValueError(f"venues.{cfg.id}.depth is {cfg.depth}; Kraken's book depth must be one of "
+        raise ConfigError(f"venues.{cfg.id}.depth is {cfg.depth}; Kraken's book depth must be one of "
                          f"{', '.join(map(str, DEPTHS))}")
 
 

@@ -61,4 +61,5 @@ SPEC = FeedSpec(
     heartbeat_every=10.0,
     max_conn_age=None,
     resync_on_crossed=False,
+    check_config=validate,
 )
