@@ -530,6 +530,13 @@ def test_v1_control_frames() -> None:
              ) == Control(ControlKind.SYMBOL_ERROR, "Currency pair not supported XBT/XYZ", "XBT/XYZ")
     assert kind(p('{"errorMessage":"Subscription Not Found","event":"subscriptionStatus","pair":"XBT/USD",'
                   '"status":"error","subscription":{"depth":10,"name":"book"}}')) is ControlKind.ERROR
+    # the echoed reqid tells a refused unsubscribe (harmless) from a refused subscribe
+    assert p('{"errorMessage":"Whatever","event":"subscriptionStatus","pair":"XBT/USD","reqid":3,'
+             '"status":"error","subscription":{"depth":10,"name":"book"}}') == Control(
+        ControlKind.ERROR, "unsubscribe refused: Whatever", "XBT/USD")
+    assert p('{"errorMessage":"Whatever","event":"subscriptionStatus","pair":"XBT/USD","reqid":1,'
+             '"status":"error","subscription":{"depth":10,"name":"book"}}') == Control(
+        ControlKind.SYMBOL_ERROR, "Whatever", "XBT/USD")
     assert p('{"event":"heartbeat"}') == Control(ControlKind.HEARTBEAT, "heartbeat")
     assert p('{"event":"pong","reqid":1}') == Control(ControlKind.HEARTBEAT, "pong")
     assert p('{"event":"error","errorMessage":"Malformed request"}') == Control(ControlKind.ERROR,
@@ -687,12 +694,12 @@ def test_v1_subscribe_and_resubscribe_frames() -> None:
     """The recorded v1 subscribe shape; unsubscribe + subscribe of one pair."""
     cfg = vcfg(10, url="wss://ws.kraken.com")
     assert [json.loads(f) for f in spec_v1.SPEC.subscribe(cfg, ["XBT/USD"])] == [
-        {"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "book", "depth": 10}}]
+        {"event": "subscribe", "reqid": 1, "pair": ["XBT/USD"], "subscription": {"name": "book", "depth": 10}}]
     assert spec_v1.SPEC.resubscribe is not None
     assert [json.loads(f) for f in spec_v1.SPEC.resubscribe(cfg, "XDG/USD")] == [
-        {"event": "unsubscribe", "pair": ["XDG/USD"], "subscription": {"name": "book", "depth": 10}},
-        {"event": "subscribe", "pair": ["XDG/USD"], "subscription": {"name": "book", "depth": 10}}]
-    assert json.loads(spec_v1.SPEC.heartbeat_frame or "") == {"event": "ping", "reqid": 1}
+        {"event": "unsubscribe", "reqid": 3, "pair": ["XDG/USD"], "subscription": {"name": "book", "depth": 10}},
+        {"event": "subscribe", "reqid": 1, "pair": ["XDG/USD"], "subscription": {"name": "book", "depth": 10}}]
+    assert json.loads(spec_v1.SPEC.heartbeat_frame or "") == {"event": "ping", "reqid": 4}
     # the recorded client sent exactly this shape
     sent = next(ln for ln in (recorded("kraken") / WS50).read_text().split("\n") if " <- " in ln)
     assert json.loads(sent.split(": ", 1)[1])["subscription"] == {"name": "book", "depth": 1000}
@@ -858,6 +865,23 @@ def test_ws50_through_the_feed_core_publishes_the_reference_books() -> None:
         for side in (BID, ASK):
             assert sub.levels(sym, side) == [(Decimal(p), Decimal(q)) for p, q in ref[key].sorted(side)], sym
             assert core.streams[sym].book.levels(side) == sub.levels(sym, side)
+
+
+def test_sdk_v1_through_the_feed_core_publishes_truncations_as_deletions() -> None:
+    """The SDK v1 file (book-10) through FeedCore: no checksum failure over 979, the levels cut to
+    keep 10 a side go out as deletions, so the subscriber's book is the reference's 10 levels."""
+    core, _ = make_core(spec_v1.SPEC, ("BTC/USD",), 10, "wss://ws.kraken.com")
+    sub = Subscriber()
+    frames = sdk_v1_frames()
+    drive(core, sub, frames)
+    ref, n = v1_reference(frames, 10)
+    c = core.counters
+    print(f"\nSDK v1 via FeedCore: syncs {c['syncs']}, checksum failures {c['checksum_failures']}, "
+          f"levels truncated {c['truncated']}, reference checksums {n}")
+    assert c["syncs"] == 1 and c["checksum_failures"] == 0 and c["truncated"] > 0 and n == 979
+    for side in (BID, ASK):
+        assert sub.levels("BTC/USD", side) == [(Decimal(p), Decimal(q)) for p, q in ref["XBT/USD"].sorted(side)]
+        assert len(sub.levels("BTC/USD", side)) == 10
 
 
 def test_sdk_v2_through_the_feed_core_with_the_instrument_precision() -> None:

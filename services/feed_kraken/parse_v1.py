@@ -30,7 +30,13 @@ from common.feed.parsing import loads
 from common.feed.types import Control, ControlKind, DepthEvent, Frame, Levels, ParseError, Snapshot
 from services.feed_kraken import wire
 
-PING = '{"event":"ping","reqid":1}'
+#: ``reqid`` of each request we send; Kraken echoes it in the answer, which tells a refused
+#: unsubscribe (harmless) from a refused subscribe.
+REQ_BOOK = 1
+REQ_UNSUBSCRIBE = 3
+REQ_PING = 4
+
+PING = f'{{"event":"ping","reqid":{REQ_PING}}}'
 
 
 def _dumps(obj: Any) -> str:
@@ -38,12 +44,14 @@ def _dumps(obj: Any) -> str:
 
 
 def subscribe_book(keys: list[str], depth: int) -> str:
-    """``{"event":"subscribe","pair":[...],"subscription":{"name":"book","depth":D}}``."""
-    return _dumps({"event": "subscribe", "pair": list(keys), "subscription": {"name": "book", "depth": depth}})
+    """``{"event":"subscribe","reqid":1,"pair":[...],"subscription":{"name":"book","depth":D}}``."""
+    return _dumps({"event": "subscribe", "reqid": REQ_BOOK, "pair": list(keys),
+                   "subscription": {"name": "book", "depth": depth}})
 
 
 def unsubscribe_book(keys: list[str], depth: int) -> str:
-    return _dumps({"event": "unsubscribe", "pair": list(keys), "subscription": {"name": "book", "depth": depth}})
+    return _dumps({"event": "unsubscribe", "reqid": REQ_UNSUBSCRIBE, "pair": list(keys),
+                   "subscription": {"name": "book", "depth": depth}})
 
 
 def _levels(v: Any, what: str, key: str) -> tuple[Levels, int]:
@@ -121,7 +129,7 @@ def _event(m: dict[str, Any], event: str) -> Control:
             return Control(ControlKind.ACK, f"{status} {str(m.get('channelName'))[:20]}", key)
         if status == "error":
             sub = m.get("subscription")
-            what = "subscribe"
+            what = "unsubscribe" if m.get("reqid") == REQ_UNSUBSCRIBE else "subscribe"
             if isinstance(sub, dict) and sub.get("name") not in (None, "book"):
                 what = f"subscribe {str(sub.get('name'))[:20]}"
             return wire.refusal(m.get("errorMessage"), pair, what)

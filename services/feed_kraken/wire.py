@@ -91,8 +91,8 @@ def epoch_ns(v: Any, key: str | None) -> int:
 
 #: Words of refusals that say "not now", not "never": the symbol is not taken down for them (its
 #: book simply does not arrive, and the core's snapshot time-out resubscribes it).
-TRANSIENT = ("rate", "already subscribed", "not found", "timeout", "timed out", "busy", "unavailable",
-             "internal", "try again")
+TRANSIENT = ("rate", "already subscribed", "subscription not found", "timeout", "timed out", "busy",
+             "unavailable", "internal", "try again")
 
 
 def refusal(error: Any, key: Any, what: str) -> Control:
