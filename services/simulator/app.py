@@ -18,14 +18,16 @@ from typing import Any
 
 from services.simulator.binance import BinanceServer
 from services.simulator.bitstamp import BitstampServer
+from services.simulator.coinbase import CoinbaseServer
 from services.simulator.market import Market, canonical, spec_for
 from services.simulator.venue import RestFault, VenueServer
 
 log = logging.getLogger("simulator")
 
-SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer}
+SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer,
+                                         "coinbase": CoinbaseServer}
 FAULT_KINDS = ("gap", "drop", "silence", "rest_error", "rate_limit", "lag_snapshot", "malformed",
-               "shutdown", "unlist", "relist")
+               "shutdown", "unlist", "relist", "skip_seq", "crossed")
 
 
 class SettingsError(ValueError):
@@ -43,6 +45,7 @@ class VenueSettings:
     port: int
     symbols: tuple[str, ...]
     replay: str | None = None
+    levels: tuple[tuple[str, int], ...] = ()   # (symbol, levels per side) for deep books
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Settings:
 
 _SIM_KEYS = {"host", "control_port", "seed", "rate", "burst_probability", "ping_interval", "pong_timeout",
              "history_seconds", "min_levels", "max_levels", "replay_speed", "replay_gate_timeout", "venues"}
-_VENUE_KEYS = {"kind", "port", "symbols", "replay"}
+_VENUE_KEYS = {"kind", "port", "symbols", "replay", "levels"}
 
 
 def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) -> Any:
@@ -113,7 +116,15 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         if not isinstance(syms, list) or not all(isinstance(s, str) and "/" in s for s in syms):
             raise SettingsError(f"{where}.symbols must be a list like [\"BTC/USDT\"]")
         replay = replays.pop(vid, None) or v.get("replay")
-        venues.append(VenueSettings(vid, kind, port, tuple(s.upper() for s in syms), replay))
+        syms_up = tuple(s.upper() for s in syms)
+        levels = v.get("levels", {})
+        if not isinstance(levels, dict) or not all(
+                isinstance(k, str) and k.upper() in syms_up and isinstance(n, int) and not isinstance(n, bool)
+                and n >= 1 for k, n in levels.items()):
+            raise SettingsError(f"{where}.levels must map symbols of the venue to levels per side, like "
+                                f"{{\"BTC/USD\" = 15000}}; symbols: {list(syms_up)}")
+        venues.append(VenueSettings(vid, kind, port, syms_up, replay,
+                                    tuple((k.upper(), n) for k, n in levels.items())))
     if replays:
         raise SettingsError(f"--replay: unknown venue(s) {sorted(replays)}; configured: {sorted(venues_raw)}")
     kw["venues"] = tuple(venues)
@@ -177,10 +188,12 @@ class Simulator:
                                       gate_timeout=s.replay_gate_timeout, **common)
         specs = {sym: spec_for(sym) for sym in vs.symbols}
         server = SERVERS[vs.kind](vs.id, specs=specs, **common)
+        deep = dict(vs.levels)
         for sym, spec in specs.items():
             rng = random.Random(f"{s.seed}:{vs.id}:{sym}")
             marker = rng.randint(10**8, 10**9) if vs.kind == "binance" else 0
-            server.markets[sym] = Market(spec, rng, min_levels=s.min_levels, max_levels=s.max_levels,
+            lo, hi = (deep[sym], deep[sym] + deep[sym] // 10) if sym in deep else (s.min_levels, s.max_levels)
+            server.markets[sym] = Market(spec, rng, min_levels=lo, max_levels=hi,
                                          history_seconds=s.history_seconds, marker=marker)
             if vs.kind == "bitstamp":
                 assert isinstance(server, BitstampServer)
@@ -337,6 +350,8 @@ class Simulator:
         elif kind == "lag_snapshot":
             if not live:
                 raise FaultError("lag_snapshot needs the live market model (not available in replay mode)")
+            if not getattr(v, "rest_snapshots", True):
+                raise FaultError(f"lag_snapshot: venue {v.id!r} ({v.kind}) sends its snapshots in-band, not over REST")
             count, ms = _int(params, "count", 1, lo=1), _int(params, "ms", 1000)
             v.lag = (count, ms / 1000)
             result.update(count=count, ms=ms)
@@ -353,6 +368,18 @@ class Simulator:
             assert symbol is not None
             v.unlisted.discard(symbol)
             result["symbol"] = symbol
+        elif kind == "skip_seq":
+            skip = getattr(v, "fault_skip_seq", None)
+            if skip is None:
+                raise FaultError(f"skip_seq is a Coinbase fault (sequence_num); venue {v.id!r} is {v.kind}")
+            count = _int(params, "count", 1, lo=1)
+            result.update(count=count, connections=skip(count))
+        elif kind == "crossed":
+            crossed = getattr(v, "fault_crossed", None)
+            if crossed is None or not live:
+                raise FaultError(f"crossed is a live Coinbase Exchange fault; venue {v.id!r} is {v.kind}"
+                                 f"{'' if live else ' in replay mode'}")
+            result.update(symbol=symbol, connections=crossed(symbol))
         v.faults[kind] += 1
         log.info("fault injected: %s", result)
         return result
