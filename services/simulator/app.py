@@ -79,6 +79,11 @@ def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) ->
     return v
 
 
+def _replay_kinds() -> set[str]:
+    from services.simulator.replay import REPLAYS
+    return set(REPLAYS)
+
+
 def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides: Any) -> Settings:
     """Validate the config's ``[simulator]`` table (unknown keys are errors) and apply flag
     overrides (``None`` = keep)."""
@@ -107,15 +112,16 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         if bad:
             raise SettingsError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_VENUE_KEYS)}")
         kind = _num(v, "kind", str, vid, where)
-        if kind not in SERVERS:
-            raise SettingsError(f"{where}.kind {kind!r}: the simulator speaks {sorted(SERVERS)}")
+        replay = replays.pop(vid, None) or v.get("replay")
+        if kind not in SERVERS and not (replay and kind in _replay_kinds()):
+            raise SettingsError(f"{where}.kind {kind!r}: the simulator speaks {sorted(SERVERS)}"
+                                f" (and replays {sorted(_replay_kinds())})")
         port = _num(v, "port", int, 0, where)
         if not 0 <= port < 65536:
             raise SettingsError(f"{where}.port {port} is not a TCP port")
         syms = v.get("symbols", list(symbols))
         if not isinstance(syms, list) or not all(isinstance(s, str) and "/" in s for s in syms):
             raise SettingsError(f"{where}.symbols must be a list like [\"BTC/USDT\"]")
-        replay = replays.pop(vid, None) or v.get("replay")
         syms_up = tuple(s.upper() for s in syms)
         levels = v.get("levels", {})
         if not isinstance(levels, dict) or not all(
