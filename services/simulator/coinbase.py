@@ -400,6 +400,8 @@ class CoinbaseServer(VenueServer):
         self._ex_recompute(conn)
         for sym in before - conn.symbols:
             conn.state["pending"].pop(sym, None)
+        for sym in sorted(set(conn.state["pending"]) - conn.state["batched"]):
+            self._flush(conn, sym)        # now unbatched: what was collected must go first
         conn.push(dumps({"type": "subscriptions", "channels": [
             {"name": name, "product_ids": sorted(product_id(s) for s in prods)}
             for name, prods in subs.items() if prods]}))
