@@ -26,8 +26,11 @@ log = logging.getLogger("simulator")
 
 SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer,
                                          "coinbase": CoinbaseServer}
+#: Faults every venue takes. A server class may add its own in ``FAULTS`` (kind -> one line of
+#: help) and handle them, or change a generic one, in ``venue_fault(kind, symbol, params)``, which
+#: returns the reply's extra keys (None: the generic handling applies; ValueError: a bad request).
 FAULT_KINDS = ("gap", "drop", "silence", "rest_error", "rate_limit", "lag_snapshot", "malformed",
-               "shutdown", "unlist", "relist", "skip_seq", "crossed")
+               "shutdown", "unlist", "relist")
 
 
 class SettingsError(ValueError):
@@ -321,12 +324,22 @@ class Simulator:
         """Inject one fault; see ``control.py`` for the parameters of each kind."""
         v = self.venue(params.get("venue"))
         kind = params.get("kind") or ""
-        if kind not in FAULT_KINDS:
-            raise FaultError(f"unknown fault kind {kind!r}; kinds: {list(FAULT_KINDS)}")
+        own: Mapping[str, str] = getattr(v, "FAULTS", {})
+        if kind not in FAULT_KINDS and kind not in own:
+            raise FaultError(f"unknown fault kind {kind!r} for {v.kind}; kinds: {list(FAULT_KINDS) + list(own)}")
         symbol = self.symbol(v, params.get("symbol"), required=kind in ("unlist", "relist"))
         live = bool(v.markets)
         result: dict[str, Any] = {"venue": v.id, "kind": kind}
-        if kind == "gap":
+        handler = getattr(v, "venue_fault", None)
+        try:
+            handled = handler(kind, symbol, params) if handler is not None else None
+        except FaultError:
+            raise
+        except ValueError as e:
+            raise FaultError(str(e)) from None
+        if handled is not None:
+            result.update(handled)
+        elif kind == "gap":
             if not live:
                 raise FaultError("gap needs the live market model (not available in replay mode)")
             count = _int(params, "count", 1, lo=1)
@@ -356,8 +369,6 @@ class Simulator:
         elif kind == "lag_snapshot":
             if not live:
                 raise FaultError("lag_snapshot needs the live market model (not available in replay mode)")
-            if not getattr(v, "rest_snapshots", True):
-                raise FaultError(f"lag_snapshot: venue {v.id!r} ({v.kind}) sends its snapshots in-band, not over REST")
             count, ms = _int(params, "count", 1, lo=1), _int(params, "ms", 1000)
             v.lag = (count, ms / 1000)
             result.update(count=count, ms=ms)
@@ -374,18 +385,6 @@ class Simulator:
             assert symbol is not None
             v.unlisted.discard(symbol)
             result["symbol"] = symbol
-        elif kind == "skip_seq":
-            skip = getattr(v, "fault_skip_seq", None)
-            if skip is None:
-                raise FaultError(f"skip_seq is a Coinbase fault (sequence_num); venue {v.id!r} is {v.kind}")
-            count = _int(params, "count", 1, lo=1)
-            result.update(count=count, connections=skip(count))
-        elif kind == "crossed":
-            crossed = getattr(v, "fault_crossed", None)
-            if crossed is None or not live:
-                raise FaultError(f"crossed is a live Coinbase Exchange fault; venue {v.id!r} is {v.kind}"
-                                 f"{'' if live else ' in replay mode'}")
-            result.update(symbol=symbol, connections=crossed(symbol))
         v.faults[kind] += 1
         log.info("fault injected: %s", result)
         return result

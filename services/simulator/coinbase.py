@@ -65,8 +65,9 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.http11 import Response
 
@@ -105,7 +106,12 @@ def go_time(ns: int) -> str:
 
 class CoinbaseServer(VenueServer):
     kind = "coinbase"
-    rest_snapshots = False        # snapshots come in-band: lag_snapshot does not apply
+    FAULTS: ClassVar[dict[str, str]] = {
+        "skip_seq": "[count=1]: the next message of every Advanced Trade connection skips count sequence_num "
+                    "values (nothing is lost)",
+        "crossed": "[symbol]: an Exchange l2update with a bid one tick above the best ask, not in the truth, "
+                   "on each Exchange connection subscribed to S (default: every symbol)",
+    }
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -339,6 +345,20 @@ class CoinbaseServer(VenueServer):
                     for p, q in asks]
         self.at_push(conn, "l2_data", [{"type": "snapshot", "product_id": product_id(symbol), "updates": updates}])
         self.stats["snapshots_served"] += 1
+
+    def venue_fault(self, kind: str, symbol: str | None, params: Mapping[str, str]) -> dict[str, Any] | None:
+        """Coinbase's own faults (see ``FAULTS``); ``lag_snapshot`` is refused (the snapshots come
+        in-band); the other generic kinds keep their handling."""
+        if kind == "skip_seq":
+            raw = params.get("count") or "1"
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"count={raw!r} must be an integer >= 1")
+            return {"count": int(raw), "connections": self.fault_skip_seq(int(raw))}
+        if kind == "crossed":
+            return {"symbol": symbol, "connections": self.fault_crossed(symbol)}
+        if kind == "lag_snapshot":
+            raise ValueError(f"lag_snapshot: venue {self.id!r} (coinbase) sends its snapshots in-band, not over REST")
+        return None
 
     def fault_skip_seq(self, count: int) -> int:
         """The next message of every Advanced Trade connection skips ``count`` sequence numbers."""
