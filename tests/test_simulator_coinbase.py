@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, connect
 
 from services.simulator.app import settings_from
 from tests.test_simulator import Running, true_book
@@ -171,6 +171,11 @@ def test_at_large_snapshot_exceeds_a_default_frame_limit() -> None:
     """A symbol configured with 15000 levels per side gets a multi-MB snapshot frame."""
     r = make(rate=5.0, levels={"BTC/USD": 15000})
     try:
+        with connect(f"ws://127.0.0.1:{r.port('coinbase')}/", open_timeout=5, close_timeout=2) as small:
+            small.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "level2"}))
+            with pytest.raises(ConnectionClosed) as closed:      # the default 1 MiB frame limit fails on it
+                small.recv(timeout=30)
+            assert closed.value.sent is not None and closed.value.sent.code == 1009   # message too big
         with r.ws("coinbase", "/") as ws:
             ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "level2"}))
             text = ws.recv(timeout=30)
