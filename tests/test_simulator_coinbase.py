@@ -145,6 +145,18 @@ def test_at_skip_seq_shows_a_jump(sim: Running) -> None:
     assert sorted(steps) == [1] * (len(steps) - 1) + [4]
 
 
+def test_at_silence_loses_messages_with_their_numbers(sim: Running) -> None:
+    """After a silence the next Advanced Trade message shows one jump: the lost messages had numbers."""
+    with sim.ws("coinbase", "/") as ws:
+        at_subscribe(ws, "BTC-USD")
+        before = recv_all(ws, until=lambda fs: len(fs) >= 5)
+        sim.ctl("/fault", venue="coinbase", kind="silence", seconds=1.0)
+        after = recv_all(ws, until=lambda fs: sum(f["channel"] == "heartbeats" for f in fs) >= 2)
+    seqs = [f["sequence_num"] for f in before + after]
+    jumps = [b - a for a, b in itertools.pairwise(seqs) if b - a != 1]
+    assert len(jumps) == 1 and jumps[0] > 1
+
+
 def test_at_errors_unsubscribe_and_deadline(sim: Running) -> None:
     """Unknown product/channel are errors; unsubscribe stops updates; no subscribe in 5 s closes."""
     with sim.ws("coinbase", "/") as idle, sim.ws("coinbase", "/") as ws:
@@ -275,7 +287,12 @@ def test_ex_errors_and_one_api_per_connection(sim: Running) -> None:
         ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["nope"]}))
         assert json.loads(ws.recv(timeout=5))["reason"] == "nope is not a valid channel"
         ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["heartbeat"]}))
-        assert json.loads(ws.recv(timeout=5))["type"] == "subscriptions"
+        assert json.loads(ws.recv(timeout=5)) == {"type": "subscriptions", "channels": [
+            {"name": "heartbeat", "product_ids": ["BTC-USD"]}]}
+        ws.send(json.dumps({"type": "unsubscribe", "channels": ["heartbeat"]}))
+        got = recv_all(ws, until=lambda fs: fs[-1]["type"] == "subscriptions")
+        assert got[-1] == {"type": "subscriptions", "channels": []}
+        assert recv_all(ws, quiet=1.5) == []          # no heartbeats after the unsubscribe
         ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "level2"}))
         got = recv_all(ws, until=lambda fs: fs[-1]["type"] == "error")
         assert got[-1]["reason"] == "one connection speaks one API"
