@@ -50,6 +50,9 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
         program("simulator", f"{python} -m services.simulator {common}", 10)
     for v in cfg.enabled_venues:
         module = venues.kind(v.kind).feed
+        spec = venues.load_spec(v.kind, v.api or None)
+        if spec.check_config is not None:
+            spec.check_config(v)       # e.g. Kraken's depths: a wrong value stops `make run` here
         for sh in v.processes:
             name = f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
             program(name, f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20)
