@@ -4,6 +4,7 @@ publishes its deletions, the connection sequence, venue modes, refused symbols, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -291,7 +292,7 @@ def test_repeated_resubscriptions_back_off() -> None:
         c.tick(now, 2)
         got = [now for a in c.take_actions() if isinstance(a, Send) and "BTCUSD" in a.frames[0]]
         sends += got
-    gaps = [round(b - a, 2) for a, b in zip(sends, sends[1:], strict=False)]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(sends)]
     # each answer comes a tick (0.25 s) after its resubscription; then 0.5, 1, 2, 4 s of backoff
     assert sends[0] == 0.25 and gaps == [0.75, 1.25, 2.25, 4.25] and c.streams["BTC/USD"].resubs == 6
     c.frame(json.dumps({"items": [snap("BTCUSD", [["10", "1"]], [["11", "1"]])]}), 3, now)

@@ -40,7 +40,6 @@ from common.feed.types import ParseError, Snapshot, Verdict
 from common.logs import RateLimitedLog
 from common.schema import DOWN, LIVE, SYNCING, FeedMsg, StatusMsg, feed_payload, pack
 
-
 #: Backoff of repeated resubscriptions of one symbol (s): 0 for the first, then 0.5, 1, 2 ... 30.
 RESUBSCRIBE_BASE = 0.5
 RESUBSCRIBE_CAP = 30.0
