@@ -184,7 +184,8 @@ def test_config_gateway_grpc_table(tmp_path: Path) -> None:
     assert on.gateway_grpc.symbol == "ETH/USDT"
     text = supervisor.render(on, flags=["--config", "x.toml"], demo=True, python="py")
     assert "[program:gateway_grpc]\ncommand=py -m services.gateway_grpc --config x.toml\n" in text
-    assert "programs=simulator,feed_binance,feed_bitstamp,feed_kraken,feed_coinbase,feed_gemini,aggregator,publisher,gateway_grpc\n" in text
+    assert ("programs=simulator,feed_binance,feed_bitstamp,feed_kraken,feed_coinbase,feed_gemini,aggregator,"
+            "publisher,gateway_grpc\n") in text
     assert "gateway_grpc" not in supervisor.render(cfg, flags=[], demo=True, python="py")
 
 
