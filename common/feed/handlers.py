@@ -56,6 +56,7 @@ class Handlers:
         st = self._stream(ev.key)
         if st is None:
             return
+        core.counters["levels_in"] += len(ev.bids) + len(ev.asks)   # per event, not per level (metrics)
         before = st.seqr.position
         v = st.seqr.on_event(ev)
         if v is Verdict.APPLY:

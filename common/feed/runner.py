@@ -39,6 +39,7 @@ from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 
 from common.config import ConfigError, VenueConfig
+from common.feed import metrics as feed_metrics
 from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
@@ -48,6 +49,7 @@ from common.feed.pairs import pair_check
 from common.feed.spec import FeedSpec
 from common.feed.stream import SymbolStream
 from common.logs import RateLimitedLog
+from common.metrics import MetricsServer
 from common.schema import DOWN, STALE, SYNCING
 from common.security import Security
 
@@ -124,11 +126,14 @@ class LiveConnection(ClientConnection):
 
 @dataclass
 class Outcome:
-    """How a connection ended: the status its symbols get, why, and whether to skip the backoff."""
+    """How a connection ended: the status its symbols get, why, whether to skip the backoff, and
+    the cause it is counted under (``reconnects_<cause>``: connect_failed, lost, requested by the
+    core, stale, max_age)."""
 
     status: str
     reason: str
     immediate: bool = False
+    cause: str = "lost"
 
 
 class FeedRunner:
@@ -194,8 +199,10 @@ class FeedRunner:
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
+        endpoint: MetricsServer | None = None
         try:
             tasks = self.bus.open()
+            endpoint = feed_metrics.start(self)     # /metrics /healthz /readyz when cfg.metrics is set
             self.core.start(time.time_ns())
             self.bus.publish()
             main = asyncio.create_task(self._main(), name="connection")
@@ -217,6 +224,8 @@ class FeedRunner:
                 if st.listed:
                     self.core.out.status(st, DOWN, "feed stopping", time.time_ns())
             self.bus.close()
+            if endpoint is not None:
+                endpoint.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._session.close()
             self.log.info("%s feed stopped; counters %s", self.cfg.id, dict(self.counters))
@@ -301,6 +310,7 @@ class FeedRunner:
         while not self._stop.is_set():
             url = self.spec.ws_url(self.cfg, [st.key for st in self.core.active])
             outcome = await self._one_connection(url)
+            self.counters[f"reconnects_{outcome.cause}"] += 1
             self._cancel_fetches()
             self.core.disconnected(outcome.status, outcome.reason, time.time_ns())
             self.bus.publish()
@@ -324,7 +334,7 @@ class FeedRunner:
                 url, open_timeout=float(self.opts["open_timeout"]), ping_interval=None, close_timeout=1.0,
                 max_size=self.max_msg_size, create_connection=LiveConnection)
         except (OSError, WebSocketException, TimeoutError) as e:
-            return Outcome(DOWN, f"connect to {url[:120]} failed: {type(e).__name__}: {e}")
+            return Outcome(DOWN, f"connect to {url[:120]} failed: {type(e).__name__}: {e}", cause="connect_failed")
         assert isinstance(ws, LiveConnection)
         self.log.info("%s: connected to %s (%d symbols)", self.cfg.id, url[:200], len(self.core.active))
         self._ws = ws
@@ -362,14 +372,16 @@ class FeedRunner:
                     if a.frames:
                         self.log.info("%s: sent %d frame(s): %s", self.cfg.id, len(a.frames), a.frames[0][:160])
                 elif isinstance(a, Reconnect):
-                    return Outcome(a.status, a.reason, a.immediate)
+                    return Outcome(a.status, a.reason, a.immediate, cause="requested")
         except ConnectionClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
 
     async def _read(self, ws: LiveConnection) -> Outcome:
         core = self.core
         try:
+            counters = self.counters
             async for text in ws:
+                counters["frames"] += 1        # per frame, never per level (metrics read it)
                 core.frame(text, time.time_ns(), time.monotonic())
                 self._drain()
         except ConnectionClosed as e:
@@ -397,11 +409,11 @@ class FeedRunner:
             idle = now - ws.last_heard
             if idle > stale_after:
                 self.counters["stale"] += 1
-                return Outcome(STALE, f"no frame or ping for {idle:.1f} s (stale_after {stale_after} s)")
+                return Outcome(STALE, f"no frame or ping for {idle:.1f} s (stale_after {stale_after} s)", cause="stale")
             if max_age and now - started > max_age:
                 self.counters["max_age_reconnects"] += 1
                 return Outcome(SYNCING, f"reconnecting before the venue's connection age limit "
-                               f"({max_age:.0f} s)", immediate=True)
+                               f"({max_age:.0f} s)", immediate=True, cause="max_age")
             self.core.tick(now, time.time_ns())
             self._drain()
 

@@ -7,7 +7,9 @@ import sys
 import zmq
 
 from common import service
+from common.metrics import MetricsError
 from common.security import KeyError_
+from services.aggregator import metrics as agg_metrics
 from services.aggregator.service import Aggregator
 
 
@@ -17,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
 Subscribes to every enabled venue's feed bus, checks each (venue, symbol) stream's sequence,
 keeps one book per venue and symbol, and publishes merged top-N snapshots (topic book.<SYMBOL>)
 on aggregator.pub, each with the per-symbol seq of this run's epoch. Answers depletion queries on
-aggregator.query. Example:
+aggregator.query. Serves Prometheus metrics, /healthz and /readyz on aggregator.metrics
+("host:port", when set; see the README's metrics section). Example:
   python -m services.aggregator --config deploy/demo.toml --levels 20""")
     _args, cfg, log = service.load(ap, argv, "aggregator")
     try:
@@ -28,7 +31,17 @@ aggregator.query. Example:
     except zmq.ZMQError as e:
         log.error("cannot open sockets: %s (is another aggregator running on these endpoints?)", e)
         return 1
-    agg.run()
+    try:
+        endpoint = agg_metrics.start(agg)     # /metrics /healthz /readyz on aggregator.metrics
+    except MetricsError as e:
+        log.error("%s", e)
+        agg.close()
+        return 1
+    try:
+        agg.run()
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return 0
 
 

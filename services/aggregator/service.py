@@ -30,6 +30,7 @@ import zmq
 from common import bus, schema
 from common.book import ASK, BID, Book
 from common.config import Config, DustRule
+from common.metrics import LatencyHistogram
 from common.schema import (
     DOWN,
     LIVE,
@@ -93,6 +94,8 @@ class Stream:
     exact: tuple[Decimal | None, Decimal | None] = (None, None)
     ets: int = 0                   # exchange / receive time of the last book update applied
     rts: int = 0
+    msgs: int = 0                  # stream messages applied (metrics read these two)
+    levels: int = 0                # levels in the book messages applied
 
 
 @dataclass(slots=True)
@@ -110,6 +113,10 @@ class SymbolState:
     # streamed depletion walks): bids below floor[BID] and asks above floor[ASK] cannot. None:
     # every level can (fewer than N levels, or a walk ran out).
     floor: list[Decimal | None] = field(default_factory=lambda: [None, None])
+    #: Feed receive time to publication of the newest input of each snapshot (metrics), and the
+    #: input time last observed (a snapshot republished without new input is not observed).
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    observed_ts: int = 0
 
 
 class Aggregator:
@@ -122,6 +129,8 @@ class Aggregator:
         self.levels = cfg.levels
         self.counters: dict[str, int] = {}
         self.running = True
+        self.ticked = time.monotonic()     # the loop's last round (health)
+        self.query_latency = LatencyHistogram()
         venues = cfg.enabled_venues
         self._fees = {v.id: v.taker_fee for v in venues}
         mms = cfg.max_msg_size
@@ -335,6 +344,7 @@ class Aggregator:
     def _apply(self, s: Stream, msg: BookMsg | StatusMsg) -> None:
         s.sess = msg.sess
         s.seq = msg.seq
+        s.msgs += 1
         st = self.states[s.symbol]
         if isinstance(msg, StatusMsg):
             if msg.status != s.status:
@@ -346,6 +356,7 @@ class Aggregator:
                 s.exact = (None, None)
         elif msg.kind == SNAP:
             s.ets, s.rts = msg.ets, msg.rts
+            s.levels += len(msg.bids) + len(msg.asks)
             s.book.load(msg.bids, msg.asks)
             s.exact = msg.exact or (None, None)
             if s.status != LIVE:
@@ -354,6 +365,7 @@ class Aggregator:
             s.reason = ""
         else:
             s.ets, s.rts = msg.ets, msg.rts
+            s.levels += len(msg.bids) + len(msg.asks)
             s.book.apply_levels(msg.bids, msg.asks)
             if msg.exact is not None and msg.exact != s.exact:
                 s.exact = msg.exact
@@ -495,6 +507,9 @@ class Aggregator:
                 venues, None, self._venue_ts(st), venue_modes=modes or None), depletion=depl)
             st.last_payload = frames[1]
             self.pub.send_multipart(frames)
+            if st.ts != st.observed_ts:      # new input reached the snapshot: its age at publication
+                st.observed_ts = st.ts
+                st.latency.observe((time.time_ns() - st.ts) / 1e9)
             n += 1
         return n
 
@@ -517,14 +532,18 @@ class Aggregator:
 
     def step(self, timeout_ms: int = 100) -> None:
         events = dict(self.poller.poll(timeout_ms))
-        now = time.monotonic()
+        self.ticked = now = time.monotonic()
         if self.sub in events:
-            for _ in range(DRAIN_MAX):
+            got = 0
+            for got in range(DRAIN_MAX):  # noqa: B007 - counted per batch
                 try:
                     frames = self.sub.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self.on_feed(frames, now)
+            else:
+                got = DRAIN_MAX
+            self._count("bus_messages", got)
         for link in self.links:
             if link.ctl in events:
                 link.heard_ns = time.time_ns()
@@ -568,7 +587,10 @@ class Aggregator:
                     frames = self.query_sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.query_sock.send_multipart(self.query.handle(frames))
+                t0 = time.perf_counter()
+                reply = self.query.handle(frames)
+                self.query_latency.observe(time.perf_counter() - t0)
+                self.query_sock.send_multipart(reply)
         if now - self._last_counter_log > 30:
             self._last_counter_log = now
             if self.counters:

@@ -8,6 +8,7 @@ Serves, on one port (default 50051; the ZeroMQ publisher is 50052):
                                               venue statuses, epoch/seq, depletion summary
 The protos are services/gateway_grpc/protos/*.proto. Needs the `grpc` extra (in `dev`):
 pip install -e '.[grpc]'. Under `make run`/`make demo` it runs when [gateway_grpc] enabled = true.
+Serves Prometheus metrics, /healthz and /readyz on gateway_grpc.metrics ("host:port", when set).
 """
 
 from __future__ import annotations
@@ -89,8 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     except (StubError, ImportError) as e:
         log.error("%s (the gateway needs the grpc extra: pip install -e '.[grpc]')", e)
         return 2
+    from common.metrics import MetricsError
+    from services.gateway_grpc import metrics as gw_metrics
+
+    async def amain() -> int:
+        try:
+            endpoint = gw_metrics.start(gateway)   # /metrics /healthz /readyz on gateway_grpc.metrics
+        except MetricsError as e:
+            log.error("%s", e)
+            return 1
+        try:
+            return await gateway.run()
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+
     try:
-        return asyncio.run(gateway.run())
+        return asyncio.run(amain())
     except KeyError_ as e:
         log.error("%s", e)
         return 2

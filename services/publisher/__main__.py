@@ -8,7 +8,9 @@ import sys
 import zmq
 
 from common import service
+from common.metrics import MetricsError
 from common.security import KeyError_
+from services.publisher import metrics as pub_metrics
 from services.publisher.service import Publisher
 
 
@@ -17,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
 
 Subscribers connect a SUB socket to tcp://<bind>:<port>, subscribe to "book.BTC/USDT" (compare
 the topic frame exactly: ZeroMQ matches prefixes) and receive [topic, msgpack map] messages, each
-a full top-N state (see the README's subscriber contract). Example:
+a full top-N state (see the README's subscriber contract). Serves Prometheus metrics, /healthz
+and /readyz on publisher.metrics ("host:port", when set). Example:
   python -m services.publisher --port 50052 --levels 10""")
     ap.add_argument("--bind", default=None, help="address to bind (config publisher.bind, default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="port to bind (config publisher.port, default 50052)")
@@ -39,7 +42,16 @@ a full top-N state (see the README's subscriber contract). Example:
     except zmq.ZMQError as e:
         log.error("cannot bind %s: %s", cfg.publisher.endpoint, e)
         return 1
-    p.run()
+    try:
+        endpoint = pub_metrics.start(p)     # /metrics /healthz /readyz on publisher.metrics
+    except MetricsError as e:
+        log.error("%s", e)
+        return 1
+    try:
+        p.run()
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return 0
 
 

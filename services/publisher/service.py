@@ -22,6 +22,7 @@ import zmq
 
 from common import bus, schema
 from common.config import Config
+from common.metrics import LatencyHistogram
 from common.schema import BusError
 from common.security import Security
 
@@ -37,6 +38,9 @@ class Publisher:
         self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx,
                            sec=self.sec)
         self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx, sec=self.sec)
+        # Every unsubscription too (also those of a subscriber that disconnects), so the count of
+        # open subscriptions per topic is exact (metrics); subscriptions were reported already.
+        self.out.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec)
         self.sub_watch = bus.Reconnector(self.sub)
         self.ctl.setsockopt(zmq.SNDHWM, 100)
@@ -45,6 +49,13 @@ class Publisher:
         self.last: dict[str, tuple[int, int]] = {}
         self.counters: dict[str, int] = {}
         self.running = True
+        # Health and metrics (services/publisher/metrics.py reads these).
+        self.ticked = time.monotonic()                  # the loop's last round
+        self.heard_at: float | None = None              # last batch from the aggregator (monotonic)
+        self.lost_at: float | None = None               # last loss of the connection to it
+        self.subscriptions: dict[bytes, int] = {}       # open subscriptions per topic
+        self.latency: dict[str, LatencyHistogram] = {}  # rts of a snapshot's newest input -> sent
+        self._ts_seen: dict[str, int] = {}
         self._last_log = time.monotonic()
         log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s)",
                  cfg.aggregator.pub, cfg.publisher.endpoint, levels, cfg.publisher.sndhwm,
@@ -68,9 +79,16 @@ class Publisher:
 
     def on_subscription(self, frame: bytes) -> None:
         """XPUB reports ``\x01<topic>`` on subscribe, ``\x00<topic>`` on unsubscribe."""
-        if not frame or frame[0] != 1:
+        if not frame or frame[0] > 1:
             return
         topic = bytes(frame[1:])
+        n = self.subscriptions.get(topic, 0) + (1 if frame[0] == 1 else -1)
+        if n > 0:
+            self.subscriptions[topic] = n
+        else:
+            self.subscriptions.pop(topic, None)
+        if frame[0] != 1:
+            return
         self._count("subscriptions")
         if topic.startswith(b"book.") and len(topic) > 5:
             try:
@@ -106,6 +124,13 @@ class Publisher:
         cut = schema.cut_merged(m, self.levels)
         self.out.send_multipart([frames[0], frames[1] if cut is None else cut])
         self._count("published")
+        ts = m.get("ts")
+        if type(ts) is int and ts > self._ts_seen.get(symbol, 0):   # new input: its age once sent
+            self._ts_seen[symbol] = ts
+            h = self.latency.get(symbol)
+            if h is None:
+                h = self.latency[symbol] = LatencyHistogram()
+            h.observe((time.time_ns() - ts) / 1e9)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -116,10 +141,11 @@ class Publisher:
         poller.register(self.sub_watch.monitor, zmq.POLLIN)
         while self.running:
             events = dict(poller.poll(500))
-            now = time.monotonic()
+            self.ticked = now = time.monotonic()
             if self.sub_watch.monitor in events:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
+                    self.lost_at = now
                     log.warning("connection to the aggregator (%s) lost; reconnecting", endpoint)
             self.sub_watch.tick(now)
             if self.out in events:
@@ -136,6 +162,7 @@ class Publisher:
                         break
                     self.on_snapshot(frames)
                 self.sub_watch.healthy(self.cfg.aggregator.pub)
+                self.heard_at = now
             if now - self._last_log > 30 and self.counters:
                 self._last_log = now
                 log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
