@@ -112,7 +112,7 @@ class ControlServer:
             sim.resume()
             return {"ok": True, "paused": False}
         if path == "/book":
-            return sim.book(params.get("venue"), params.get("symbol"))
+            return sim.book(params.get("venue"), params.get("symbol"), params.get("depth"))
         if path == "/fault":
             return {"ok": True, "fault": sim.fault(params)}
         if path == "/stats":

@@ -1,0 +1,668 @@
+"""Simulated Kraken spot: WebSocket v2 (``/v2``), WebSocket v1 (``/``) and the REST pair list on
+one loopback port. Written from Kraken's documentation and real recordings (exchanges.md §3), not
+from the feed's parser.
+
+REST (plain HTTP GET):
+
+* ``/0/public/AssetPairs[?pair=XBTUSD,ETHUSD]`` -> ``{"error":[],"result":{"XXBTZUSD":{"altname":
+  "XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","pair_decimals":2,"lot_decimals":8,..}}}``;
+  a pair may be named by key, altname, wsname or v2 name; an unknown one -> HTTP 200
+  ``{"error":["EQuery:Unknown asset pair"]}``.
+* ``/0/public/SystemStatus`` -> ``{"error":[],"result":{"status":"online","timestamp":".."}}``;
+  ``/0/public/Time``.
+
+WebSocket v2 at ``/v2``:
+
+* on connect ``{"channel":"status","type":"update","data":[{"version":"2.0.10","system":"online",
+  "api_version":"v2","connection_id":N}]}``; the ``status`` fault broadcasts a new ``system``
+  (``maintenance``, ``cancel_only``, ``post_only``, ``online``) to every v2 connection.
+* ``{"method":"subscribe","params":{"channel":"book","symbol":["BTC/USD"],"depth":10},"req_id":1}``:
+  depth one of 10/25/100/500/1000 (default 10, anything else -> one error reply); one ack per
+  symbol (``"success":true``, ``result`` with channel/depth/snapshot/symbol), an unknown symbol ->
+  ``{"error":"Currency pair not supported XYZ/USD","method":"subscribe","success":false,
+  "symbol":"XYZ/USD",..}``; a symbol already subscribed -> ``"error":"Already subscribed"``.
+  Then ``{"channel":"book","type":"snapshot","data":[{"symbol":..,"bids":[{"price":43000.12,
+  "qty":0.50000000},..],"asks":[..],"checksum":N,"timestamp":".."}]}`` and ``"type":"update"``
+  messages of the same shape. Numbers are *unquoted* and printed at the instrument precision
+  (price: the symbol's tick decimals; qty: 8), trailing zeros kept; qty ``0.00000000`` deletes.
+* ``unsubscribe`` with the same params: one ack per symbol (``"Subscription Not Found"`` if none).
+* ``{"method":"subscribe","params":{"channel":"instrument"}}`` -> ack, then ``{"channel":
+  "instrument","type":"snapshot","data":{"assets":[..],"pairs":[{"symbol":"BTC/USD",
+  "price_precision":2,"qty_precision":8,"status":"online",..}]}}``.
+* ``{"method":"ping","req_id":N}`` -> ``{"method":"pong","req_id":N,"time_in":..,"time_out":..}``;
+  ``{"channel":"heartbeat"}`` about once a second while a subscribed connection gets nothing else.
+
+WebSocket v1 at ``/``:
+
+* on connect ``{"connectionID":N,"event":"systemStatus","status":"online","version":"1.9.1"}``;
+* ``{"event":"subscribe","pair":["XBT/USD"],"subscription":{"name":"book","depth":10},"reqid":1}``
+  -> per pair ``{"channelID":N,"channelName":"book-10","event":"subscriptionStatus","pair":"XBT/USD",
+  "status":"subscribed","subscription":{"depth":10,"name":"book"}}`` (errors: ``"status":"error"``
+  with ``errorMessage``); ``unsubscribe`` -> ``"status":"unsubscribed"``;
+* snapshot ``[N,{"as":[["43000.12000","0.50000000","1700000000.123456"],..],"bs":[..]},"book-10",
+  "XBT/USD"]``; updates ``[N,{"a":[..]},{"b":[..],"c":"<crc>"},"book-10","XBT/USD"]`` (one dict
+  when one side changed; the checksum ``c`` in the last one); a republished level carries a 4th
+  element ``"r"``. Quoted strings: prices with the tick's decimals + 3 (Kraken's v1 text is wider
+  than ``pair_decimals``), volumes with 8.
+* ``{"event":"ping","reqid":N}`` -> ``{"event":"pong","reqid":N}``; ``{"event":"heartbeat"}`` about
+  once a second while a subscribed connection gets nothing else.
+
+The book: after every message each side is cut to the subscribed depth; levels pushed out of scope
+get no delete, levels entering it are sent (:class:`~services.simulator.market.DepthView`). The
+CRC32 ``checksum`` (v2) / ``c`` (v1) is over the top 10 asks then top 10 bids of the wire text
+(``.`` removed, leading zeros stripped, price then qty), so v1 and v2 checksums of one book differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from websockets.http11 import Response
+
+from services.simulator.market import Book, Changes, DepthView, Sent, SymbolSpec, fixed
+from services.simulator.venue import Conn, HttpError, RestFault, VenueServer, dumps, http_response
+
+DEPTHS = (10, 25, 100, 500, 1000)
+SYSTEM_STATES = ("online", "maintenance", "cancel_only", "post_only")
+V2_VERSION = "2.0.10"
+V1_VERSION = "1.9.1"
+HEARTBEAT_EVERY = 1.0
+V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}
+_LEGACY_CRYPTO = {"XBT", "ETH", "LTC", "XDG", "XRP", "XMR", "ZEC", "ETC", "XLM", "REP", "MLN"}
+_LEGACY_FIAT = {"USD", "EUR", "GBP", "JPY", "CAD"}
+_conn_ids = itertools.count(13688620010177543517)
+_channel_ids = itertools.count(336, 16)
+
+
+# --- names -------------------------------------------------------------------------------------
+
+def v1_name(symbol: str) -> str:
+    """Canonical / v2 name -> v1 and REST ``wsname``: BTC/USD -> XBT/USD, DOGE/USD -> XDG/USD."""
+    base, quote = symbol.split("/")
+    return f"{V1_ALIASES.get(base, base)}/{V1_ALIASES.get(quote, quote)}"
+
+
+def symbol_of_v1(pair: str) -> str:
+    """v1 / ``wsname`` -> canonical: XBT/USD -> BTC/USD (unknown aliases pass through)."""
+    back = {v: k for k, v in V1_ALIASES.items()}
+    base, _, quote = pair.partition("/")
+    return f"{back.get(base, base)}/{back.get(quote, quote)}"
+
+
+def rest_asset(code: str) -> str:
+    """Kraken's REST asset name: XBT -> XXBT, USD -> ZUSD, USDT -> USDT."""
+    if code in _LEGACY_CRYPTO:
+        return "X" + code
+    if code in _LEGACY_FIAT:
+        return "Z" + code
+    return code
+
+
+def rest_key(symbol: str) -> str:
+    """The AssetPairs key: BTC/USD -> XXBTZUSD (legacy pairs), BTC/USDT -> XBTUSDT."""
+    base, quote = v1_name(symbol).split("/")
+    if base in _LEGACY_CRYPTO and (quote in _LEGACY_FIAT or quote in _LEGACY_CRYPTO):
+        return rest_asset(base) + rest_asset(quote)
+    return base + quote
+
+
+# --- wire numbers and the checksum ---------------------------------------------------------------
+
+def v2_price_decimals(spec: SymbolSpec) -> int:
+    """v2 ``price_precision`` (= REST ``pair_decimals`` here): the tick's decimals."""
+    return spec.price_decimals
+
+
+def v1_price_decimals(spec: SymbolSpec) -> int:
+    """v1 wire decimals of prices: wider than ``pair_decimals``, as on the real venue (XBT/USD:
+    ``pair_decimals`` 1, ``"56218.30000"`` on the wire)."""
+    return spec.price_decimals + 3
+
+
+def checksum_digits(text: str) -> str:
+    """One number's checksum text: '.' removed, leading zeros stripped ('0.00100000' -> '100000')."""
+    return text.replace(".", "").lstrip("0")
+
+
+def crc32_of(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
+    """Kraken's book checksum from wire text: the first 10 ``asks`` (best = lowest first) then the
+    first 10 ``bids`` (best = highest first), price then qty each, as unsigned CRC32."""
+    parts = []
+    for side in (asks, bids):
+        for p, q in itertools.islice(side, 10):
+            parts.append(checksum_digits(p) + checksum_digits(q))
+    return zlib.crc32("".join(parts).encode()) & 0xFFFFFFFF
+
+
+def wrong(crc: int) -> int:
+    """A checksum that is certainly not ``crc`` (for the ``bad_checksum`` fault)."""
+    return (crc + 0x9E3779B9) & 0xFFFFFFFF
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+@dataclass
+class BookSub:
+    """One book subscription of one connection: the client's view and what is owed to it."""
+
+    symbol: str          # canonical
+    depth: int
+    view: DepthView
+    channel_id: int = 0  # v1 only
+    bad: int = 0         # updates still to send with a wrong checksum
+
+
+def _api(conn: Conn) -> str:
+    return str(conn.state.get("api", "v2"))
+
+
+def _books(conn: Conn) -> dict[str, BookSub]:
+    books: dict[str, BookSub] = conn.state.setdefault("books", {})
+    return books
+
+
+class KrakenServer(VenueServer):
+    """Kraken's v2 and v1 book channels, instrument channel and AssetPairs on one port."""
+
+    kind = "kraken"
+    FAULTS: ClassVar[dict[str, str]] = {
+        "bad_checksum": "[symbol] [count=1]: the next count updates of S on every connection carry a wrong "
+                        "checksum; the book itself is right",
+        "status": "system=maintenance|cancel_only|post_only|online: broadcast the system status (v2 status "
+                  "channel, v1 systemStatus); book events go on",
+    }
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.system = "online"
+        self.started = time.time()
+        self._stamps: dict[str, dict[tuple[str, Decimal], str]] = {}
+
+    # --- names of served pairs -----------------------------------------------------------------
+
+    def listed(self) -> list[str]:
+        return [s for s in self.specs if s not in self.unlisted]
+
+    def lookup_v2(self, name: str) -> str | None:
+        return name if name in self.specs and name not in self.unlisted else None
+
+    def lookup_v1(self, pair: str) -> str | None:
+        return self.lookup_v2(symbol_of_v1(pair))
+
+    # --- REST ----------------------------------------------------------------------------------
+
+    def rate_limit_response(self, f: RestFault) -> Response:
+        return http_response(f.status, {"error": ["EAPI:Rate limit exceeded"]},
+                             [("Retry-After", f.retry_after or "1")])
+
+    def error_response(self, status: int) -> Response:
+        return http_response(status, {"error": ["EService:Unavailable"]})
+
+    def is_ws_path(self, path: str) -> bool:
+        return path.rstrip("/") in ("", "/v2")
+
+    async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
+        fault = self.take_rest_fault(snapshot=True)
+        if fault is not None:
+            return fault
+        path = path.rstrip("/")
+        if path == "/0/public/AssetPairs":
+            return http_response(200, self.asset_pairs(query))
+        if path == "/0/public/SystemStatus":
+            status = {"status": self.system, "timestamp": iso_now()[:19] + "Z"}
+            return http_response(200, {"error": [], "result": status})
+        if path == "/0/public/Time":
+            t = time.time()
+            return http_response(200, {"error": [], "result": {"unixtime": int(t), "rfc1123": time.strftime(
+                "%a, %d %b %y %H:%M:%S +0000", time.gmtime(t))}})
+        raise HttpError(404, {"error": ["EGeneral:Unknown method"]})
+
+    def asset_pair(self, spec: SymbolSpec) -> dict[str, Any]:
+        base, quote = v1_name(spec.symbol).split("/")
+        tick = fixed(spec.tick, spec.price_decimals)
+        return {"altname": base + quote, "wsname": f"{base}/{quote}", "aclass_base": "currency",
+                "base": rest_asset(base), "aclass_quote": "currency", "quote": rest_asset(quote), "lot": "unit",
+                "cost_decimals": 5, "pair_decimals": v2_price_decimals(spec), "lot_decimals": spec.amount_decimals,
+                "lot_multiplier": 1, "leverage_buy": [], "leverage_sell": [],
+                "fees": [[0, 0.26], [50000, 0.24]], "fees_maker": [[0, 0.16], [50000, 0.14]],
+                "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40, "ordermin": "0.0001",
+                "costmin": "0.5", "tick_size": tick, "status": "online"}
+
+    def asset_pairs(self, query: dict[str, list[str]]) -> Any:
+        """The AssetPairs reply (``pair=`` a comma list of keys, altnames, wsnames or v2 names)."""
+        names: dict[str, str] = {}
+        for s in self.listed():
+            v1 = v1_name(s)
+            for n in (rest_key(s), v1.replace("/", ""), v1, s, s.replace("/", "")):
+                names[n] = s
+        wanted = [w for w in ",".join(query.get("pair", [])).split(",") if w]
+        if any(w not in names for w in wanted):
+            return {"error": ["EQuery:Unknown asset pair"]}
+        syms = [names[w] for w in wanted] if wanted else self.listed()
+        return {"error": [], "result": {rest_key(s): self.asset_pair(self.specs[s]) for s in syms}}
+
+    # --- connection lifecycle --------------------------------------------------------------------
+
+    async def on_open(self, conn: Conn) -> None:
+        conn.state["api"] = "v2" if conn.path.rstrip("/") == "/v2" else "v1"
+        conn.state["conn_id"] = next(_conn_ids)
+        conn.state["last_tx"] = time.monotonic()
+        self.send(conn, self.status_frame(conn))
+        conn.state["heartbeat"] = self.spawn(self._heartbeats(conn))
+
+    async def on_close(self, conn: Conn) -> None:
+        task = conn.state.get("heartbeat")
+        if task is not None:
+            task.cancel()
+
+    def send(self, conn: Conn, frame: str) -> None:
+        conn.state["last_tx"] = time.monotonic()
+        conn.push(frame)
+
+    async def _heartbeats(self, conn: Conn) -> None:
+        frame = dumps({"channel": "heartbeat"}) if _api(conn) == "v2" else dumps({"event": "heartbeat"})
+        while not conn.closed:
+            await asyncio.sleep(HEARTBEAT_EVERY)
+            if (conn.subs or conn.state.get("instrument")) and \
+                    time.monotonic() - conn.state["last_tx"] >= HEARTBEAT_EVERY * 0.95:
+                self.send(conn, frame)
+
+    def status_frame(self, conn: Conn) -> str:
+        if _api(conn) == "v2":
+            return dumps({"channel": "status", "type": "update", "data": [
+                {"version": V2_VERSION, "system": self.system, "api_version": "v2",
+                 "connection_id": conn.state["conn_id"]}]})
+        return dumps({"connectionID": conn.state["conn_id"], "event": "systemStatus", "status": self.system,
+                      "version": V1_VERSION})
+
+    def set_system(self, system: str) -> int:
+        """Switch the system status and tell every connection; returns how many were told."""
+        self.system = system
+        for c in list(self.conns):
+            self.send(c, self.status_frame(c))
+        return len(self.conns)
+
+    def shutdown(self, delay: float = 0.5) -> int:
+        """Kraken announces nothing: the connections close (1001) ``delay`` s later."""
+        conns = list(self.conns)
+
+        async def _close() -> None:
+            await asyncio.sleep(delay)
+            for c in conns:
+                with contextlib.suppress(Exception):
+                    await c.ws.close(1001, "server shutdown")
+        self.spawn(_close())
+        return len(conns)
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def on_message(self, conn: Conn, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        if _api(conn) == "v2":
+            await self.on_v2(conn, msg)
+        else:
+            await self.on_v1(conn, msg)
+
+    def v2_reply(self, method: str, req_id: Any, *, result: dict[str, Any] | None = None,
+                 error: str | None = None, **extra: Any) -> str:
+        t = iso_now()
+        out: dict[str, Any] = {"method": method}
+        if error is None:
+            if result is not None:
+                out["result"] = result
+            out["success"] = True
+        else:
+            out["error"] = error
+            out["success"] = False
+        out.update(extra)
+        out.update(time_in=t, time_out=t)
+        if req_id is not None:
+            out["req_id"] = req_id
+        return dumps(out)
+
+    async def on_v2(self, conn: Conn, msg: Any) -> None:
+        if not isinstance(msg, dict) or not isinstance(msg.get("method"), str):
+            self.send(conn, dumps({"error": "Malformed request", "success": False,
+                                   "time_in": iso_now(), "time_out": iso_now()}))
+            return
+        method, req_id = msg["method"], msg.get("req_id")
+        params = msg.get("params", {})
+        if method == "ping":
+            t = iso_now()
+            self.send(conn, dumps({"method": "pong", "req_id": req_id, "time_in": t, "time_out": t}))
+            return
+        if method not in ("subscribe", "unsubscribe"):
+            self.send(conn, self.v2_reply(method, req_id, error=f"Method not found: {method}"))
+            return
+        if not isinstance(params, dict) or not isinstance(params.get("channel"), str):
+            self.send(conn, self.v2_reply(method, req_id, error="Missing or invalid params.channel"))
+            return
+        channel = params["channel"]
+        if channel == "instrument":
+            if method == "subscribe":
+                conn.state["instrument"] = True
+                self.send(conn, self.v2_reply(method, req_id, result={"channel": "instrument", "snapshot": True}))
+                self.send(conn, self.instrument_frame())
+            else:
+                conn.state["instrument"] = False
+                self.send(conn, self.v2_reply(method, req_id, result={"channel": "instrument"}))
+            return
+        if channel != "book":
+            self.send(conn, self.v2_reply(method, req_id, error=f"Channel {channel} not supported"))
+            return
+        symbols, depth = params.get("symbol"), params.get("depth", 10)
+        if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+            self.send(conn, self.v2_reply(method, req_id, error="Missing or invalid params.symbol"))
+            return
+        if depth not in DEPTHS or isinstance(depth, bool):
+            self.send(conn, self.v2_reply(method, req_id, error=f"Invalid depth {depth}: one of "
+                                                                   f"{', '.join(map(str, DEPTHS))}"))
+            return
+        snapshot = params.get("snapshot", True) is not False
+        books = _books(conn)
+        for name in symbols:
+            sym = self.lookup_v2(name)
+            if method == "unsubscribe":
+                sub = books.get(sym) if sym else None
+                if sub is None:
+                    self.send(conn, self.v2_reply(method, req_id, error="Subscription Not Found", symbol=name))
+                    continue
+                self.drop_sub(conn, sub, f"book:{sym}")
+                self.send(conn, self.v2_reply(method, req_id, result={"channel": "book", "depth": sub.depth,
+                                                                      "symbol": name}))
+            elif sym is None:
+                self.send(conn, self.v2_reply(method, req_id, error=f"Currency pair not supported {name}",
+                                              symbol=name))
+            elif sym in books:
+                self.send(conn, self.v2_reply(method, req_id, error="Already subscribed", symbol=name))
+            else:
+                sub = self.add_sub(conn, sym, depth, f"book:{sym}")
+                self.send(conn, self.v2_reply(method, req_id, result={
+                    "channel": "book", "depth": depth, "snapshot": snapshot, "symbol": name}))
+                if snapshot:
+                    self.start_book(conn, sub)
+                await self.on_subscribed(conn, f"book:{sym}")
+
+    def v1_status(self, pair: Any, depth: Any, reqid: Any, status: str, *, channel_id: int | None = None,
+                  error: str | None = None) -> str:
+        out: dict[str, Any] = {}
+        if channel_id is not None:
+            out.update(channelID=channel_id, channelName=f"book-{depth}")
+        if error is not None:
+            out["errorMessage"] = error
+        out.update(event="subscriptionStatus", pair=pair, status=status,
+                   subscription={"depth": depth, "name": "book"})
+        if reqid is not None:
+            out["reqid"] = reqid
+        return dumps(out)
+
+    async def on_v1(self, conn: Conn, msg: Any) -> None:
+        if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
+            self.send(conn, dumps({"errorMessage": "Malformed request", "event": "error", "status": "error"}))
+            return
+        event, reqid = msg["event"], msg.get("reqid")
+        if event == "ping":
+            self.send(conn, dumps({"event": "pong", "reqid": reqid} if reqid is not None else {"event": "pong"}))
+            return
+        if event not in ("subscribe", "unsubscribe"):
+            self.send(conn, dumps({"errorMessage": "Unsupported event", "event": "error", "status": "error"}))
+            return
+        sub_req, pairs = msg.get("subscription"), msg.get("pair")
+        if not isinstance(sub_req, dict) or sub_req.get("name") != "book":
+            name = sub_req.get("name") if isinstance(sub_req, dict) else None
+            self.send(conn, dumps({"errorMessage": f"Subscription name invalid {name}", "event": "subscriptionStatus",
+                                   "status": "error", "subscription": sub_req}))
+            return
+        depth = sub_req.get("depth", 10)
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, str) for p in pairs):
+            self.send(conn, dumps({"errorMessage": "Pair field must be an array", "event": "subscriptionStatus",
+                                   "status": "error", "subscription": sub_req}))
+            return
+        books = _books(conn)
+        for pair in pairs:
+            sym = self.lookup_v1(pair)
+            if depth not in DEPTHS or isinstance(depth, bool):
+                self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Subscription depth not supported"))
+            elif event == "unsubscribe":
+                sub = books.get(sym) if sym else None
+                if sub is None:
+                    self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Subscription Not Found"))
+                    continue
+                self.drop_sub(conn, sub, f"book-{sub.depth}:{pair}")
+                self.send(conn, self.v1_status(pair, sub.depth, reqid, "unsubscribed", channel_id=sub.channel_id))
+            elif sym is None:
+                self.send(conn, self.v1_status(pair, depth, reqid, "error",
+                                               error=f"Currency pair not supported {pair}"))
+            elif sym in books:
+                self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Already subscribed"))
+            else:
+                key = f"book-{depth}:{pair}"
+                sub = self.add_sub(conn, sym, depth, key)
+                sub.channel_id = self.channel_id(pair, depth)
+                self.send(conn, self.v1_status(pair, depth, reqid, "subscribed", channel_id=sub.channel_id))
+                self.start_book(conn, sub)
+                await self.on_subscribed(conn, key)
+
+    # --- subscriptions (hooks for replay) ------------------------------------------------------
+
+    def channel_id(self, pair: str, depth: int) -> int:
+        """The v1 ``channelID`` of a new subscription (a replay uses the recorded one)."""
+        return next(_channel_ids)
+
+    def add_sub(self, conn: Conn, symbol: str, depth: int, key: str) -> BookSub:
+        m = self.markets.get(symbol)
+        view = DepthView(depth, m.book if m is not None else Book())
+        sub = BookSub(symbol, depth, view)
+        _books(conn)[symbol] = sub
+        conn.subs.add(key)
+        conn.symbols.add(symbol)
+        return sub
+
+    def drop_sub(self, conn: Conn, sub: BookSub, key: str) -> None:
+        _books(conn).pop(sub.symbol, None)
+        conn.subs.discard(key)
+        conn.symbols.discard(sub.symbol)
+
+    def start_book(self, conn: Conn, sub: BookSub) -> None:
+        """Send the snapshot of a new subscription (live mode; a replay sends the recorded one)."""
+        if sub.symbol in self.markets:
+            self.send(conn, self.snapshot_frame(conn, sub))
+            self.stats["snapshots_served"] += 1
+
+    async def on_subscribed(self, conn: Conn, key: str) -> None:
+        """Called after a book subscription was acknowledged (``key``: v2 ``book:BTC/USD``, v1
+        ``book-10:XBT/USD``); replay starts its stream here."""
+
+    # --- frames --------------------------------------------------------------------------------
+
+    def stamp(self, symbol: str, side: str, price: Decimal) -> str:
+        """v1 level timestamp: when the level last changed (seconds, 6 decimals)."""
+        got = self._stamps.get(symbol, {}).get((side, price))
+        return got if got is not None else f"{self.started:.6f}"
+
+    def _record_stamps(self, symbol: str, ch: Changes, now: float) -> None:
+        st = self._stamps.setdefault(symbol, {})
+        text = f"{now:.6f}"
+        for side, levels in (("b", ch.bids), ("a", ch.asks)):
+            for p, q in levels:
+                if q:
+                    st[(side, p)] = text
+                else:
+                    st.pop((side, p), None)
+
+    def _v2_levels(self, spec: SymbolSpec, levels: Iterable[tuple[Decimal, Decimal]]) -> str:
+        pd, qd = v2_price_decimals(spec), spec.amount_decimals
+        return "[" + ",".join(f'{{"price":{fixed(p, pd)},"qty":{fixed(q, qd)}}}' for p, q in levels) + "]"
+
+    def _v1_levels(self, spec: SymbolSpec, symbol: str, side: str, levels: Iterable[Sent], now: str) -> list[list[str]]:
+        pd, qd = v1_price_decimals(spec), spec.amount_decimals
+        out = []
+        for p, q, republished in levels:
+            lv = [fixed(p, pd), fixed(q, qd), self.stamp(symbol, side, p) if republished else now]
+            if republished:
+                lv.append("r")
+            out.append(lv)
+        return out
+
+    def checksum(self, symbol: str, api: str) -> int:
+        """The checksum of the true book of ``symbol`` as ``api`` ("v1"/"v2") prints it."""
+        spec, book = self.specs[symbol], self.markets[symbol].book
+        pd = v1_price_decimals(spec) if api == "v1" else v2_price_decimals(spec)
+        qd = spec.amount_decimals
+        asks = [(fixed(p, pd), fixed(q, qd)) for p, q in heapq.nsmallest(10, book.asks.items())]
+        bids = [(fixed(p, pd), fixed(q, qd)) for p, q in heapq.nlargest(10, book.bids.items())]
+        return crc32_of(asks, bids)
+
+    def snapshot_frame(self, conn: Conn, sub: BookSub) -> str:
+        spec = self.specs[sub.symbol]
+        bids, asks = sub.view.sorted_bids(), sub.view.sorted_asks()
+        crc = self.checksum(sub.symbol, _api(conn))
+        if _api(conn) == "v2":
+            return (f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{sub.symbol}",'
+                    f'"bids":{self._v2_levels(spec, bids)},"asks":{self._v2_levels(spec, asks)},'
+                    f'"checksum":{crc},"timestamp":"{iso_now()}"}}]}}')
+        pair = v1_name(sub.symbol)
+        pd, qd = v1_price_decimals(spec), spec.amount_decimals
+        body = {"as": [[fixed(p, pd), fixed(q, qd), self.stamp(sub.symbol, "a", p)] for p, q in asks],
+                "bs": [[fixed(p, pd), fixed(q, qd), self.stamp(sub.symbol, "b", p)] for p, q in bids]}
+        return dumps([sub.channel_id, body, f"book-{sub.depth}", pair])
+
+    def update_frame(self, conn: Conn, sub: BookSub, bids: list[Sent], asks: list[Sent], crc: int,
+                     now: float, extra: bool = False) -> str:
+        spec = self.specs[sub.symbol]
+        if _api(conn) == "v2":
+            more = ',"x_unknown":{"a":1}' if extra else ""
+            return (f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
+                    f'"bids":{self._v2_levels(spec, ((p, q) for p, q, _ in bids))},'
+                    f'"asks":{self._v2_levels(spec, ((p, q) for p, q, _ in asks))},'
+                    f'"checksum":{crc},"timestamp":"{iso_now()}"{more}}}]{more}}}')
+        stamp = f"{now:.6f}"
+        parts: list[dict[str, Any]] = []
+        if asks:
+            parts.append({"a": self._v1_levels(spec, sub.symbol, "a", asks, stamp)})
+        if bids:
+            parts.append({"b": self._v1_levels(spec, sub.symbol, "b", bids, stamp)})
+        parts[-1]["c"] = str(crc)
+        if extra:
+            parts[0]["x_unknown"] = 1
+        return dumps([sub.channel_id, *parts, f"book-{sub.depth}", v1_name(sub.symbol)])
+
+    def instrument_frame(self) -> str:
+        pairs = []
+        assets: dict[str, dict[str, Any]] = {}
+        for s in self.listed():
+            spec = self.specs[s]
+            pd = v2_price_decimals(spec)
+            qd = spec.amount_decimals
+            step = fixed(Decimal(1).scaleb(-qd), qd)
+            pairs.append(f'{{"symbol":"{s}","base":"{spec.base}","quote":"{spec.quote}","status":"online",'
+                         f'"qty_precision":{qd},"qty_increment":{step},"price_precision":{pd},"cost_precision":5,"marginable":false,"has_index":true,'
+                         f'"cost_min":0.5,"tick_size":{fixed(spec.tick, pd)},"price_increment":{fixed(spec.tick, pd)},'
+                         f'"qty_min":0.00010000}}')
+            for a in (spec.base, spec.quote):
+                assets[a] = {"id": a, "status": "enabled", "precision": 10, "precision_display": 5,
+                             "borrowable": False, "collateral_value": 0.0, "margin_rate": 0.0}
+        return (f'{{"channel":"instrument","type":"snapshot","data":{{"assets":{dumps(list(assets.values()))},'
+                f'"pairs":[{",".join(pairs)}]}}}}')
+
+    # --- book events ---------------------------------------------------------------------------
+
+    def emit(self, symbol: str, now: float, *, burst: bool = False, hidden: bool = False,
+             extra: bool = False) -> None:
+        m = self.markets[symbol]
+        ch = m.step(m.marker + 1, now, burst=burst)
+        wall = time.time()
+        self._record_stamps(symbol, ch, wall)
+        self.stats["events_generated"] += 1
+        if hidden:
+            self.stats["events_hidden"] += 1
+        crcs: dict[str, int] = {}
+        for c in list(self.conns):
+            sub = _books(c).get(symbol)
+            if sub is None:
+                continue
+            bids, asks = sub.view.advance(m.book, ch)  # a hidden event is lost, the view moves on
+            if hidden or not (bids or asks):
+                continue
+            api = _api(c)
+            if api not in crcs:
+                crcs[api] = self.checksum(symbol, api)
+            crc = crcs[api]
+            if sub.bad > 0:
+                sub.bad -= 1
+                crc = wrong(crc)
+                self.stats["bad_checksums_sent"] += 1
+            self.send(c, self.update_frame(c, sub, bids, asks, crc, wall, extra))
+            self.stats["events_sent"] += 1
+
+    def malformed_for(self, conn: Conn, kind: int, i: int) -> str | None:
+        books = _books(conn)
+        if not books:
+            return None
+        sub = books[sorted(books)[i % len(books)]]
+        t = iso_now()
+        if _api(conn) == "v2":
+            head = f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
+            end = f',"timestamp":"{t}"}}]}}'
+            if kind == 0:
+                return head + '"bids":[{"price":1.0'
+            if kind == 1:
+                return head + '"bids":"not a list","asks":[{"price":"x","qty":null}],"checksum":"abc"' + end
+            if kind == 2:
+                return head + '"bids":[{"price":1.00,"qty":-1.00000000}],"asks":[],"checksum":1' + end
+            return head + '"bids":[],"asks":[{"price":99999.00,"qty":NaN}],"checksum":1' + end
+        tail = f',"book-{sub.depth}","{v1_name(sub.symbol)}"]'
+        if kind == 0:
+            return f'[{sub.channel_id},{{"b":[["1.0'
+        if kind == 1:
+            return f'[{sub.channel_id},{{"b":"not a list","c":123}}' + tail
+        if kind == 2:
+            return f'[{sub.channel_id},{{"b":[["1.00000","-1.00000000","{time.time():.6f}"]],"c":"1"}}' + tail
+        return f'[{sub.channel_id},{{"a":[["99999.00000","NaN","{time.time():.6f}"]],"c":"1"}}' + tail
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def venue_fault(self, kind: str, symbol: str | None, params: Mapping[str, str]) -> dict[str, Any] | None:
+        """Kraken's own faults (see ``FAULTS``); the generic kinds keep their handling."""
+        if kind == "bad_checksum":
+            if not self.markets:
+                raise ValueError("bad_checksum needs the live market model (not available in replay mode)")
+            raw = params.get("count") or "1"
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"count={raw!r} must be an integer >= 1")
+            count, n = int(raw), 0
+            for c in self.conns:
+                for sym, sub in _books(c).items():
+                    if symbol is None or sym == symbol:
+                        sub.bad += count
+                        n += 1
+            return {"symbol": symbol, "count": count, "subscriptions": n}
+        if kind == "status":
+            system = params.get("system") or params.get("status") or ""
+            if system not in SYSTEM_STATES:
+                raise ValueError(f"system={system!r}: one of {list(SYSTEM_STATES)}")
+            return {"system": system, "connections": self.set_system(system)}
+        if kind == "lag_snapshot":
+            raise ValueError("lag_snapshot: Kraken has no REST snapshot (its snapshot comes in-band)")
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {**super().health(), "system": self.system}
