@@ -25,6 +25,11 @@ Every message is two frames::
     st    str         status        "live" | "syncing" | "stale" | "down"
     why   str         status        human-readable reason
     seqs  {s: int}    hb            last seq published per symbol (lets a receiver see a lost tail)
+    x     [p|"", p|""] snap/delta   optional: per side (bids, asks) the deepest price down to which
+                                    the venue book is known exactly ("" = the whole side); on a snap
+                                    when the venue caps its depth, on a delta when it changed
+    mode  str         hb            optional: the venue's trading mode when it reports one
+                                    ("online", "cancel_only", "post_only", "maintenance", ...)
 
 A ``snap`` replaces the venue book of that symbol and means the stream is synced (``live``); a
 ``status`` other than ``live`` means the receiver must drop that venue's levels for the symbol
@@ -92,6 +97,8 @@ class BookMsg:
     rts: int
     bids: Levels = field(default_factory=list)
     asks: Levels = field(default_factory=list)
+    #: (bids, asks) exact-to prices, None inside = the whole side; None = not sent (unchanged).
+    exact: tuple[Decimal | None, Decimal | None] | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +122,7 @@ class HeartbeatMsg:
     sess: int
     rts: int
     seqs: dict[str, int]
+    mode: str = ""
 
 
 FeedMsg = BookMsg | StatusMsg | HeartbeatMsg
@@ -162,18 +170,24 @@ def _levels_out(levels: Levels) -> list[list[str]]:
 def feed_payload(msg: FeedMsg) -> dict[str, Any]:
     """The msgpack map of a feed message (before packing)."""
     if isinstance(msg, BookMsg):
-        return {
+        m = {
             "ver": SCHEMA_VERSION, "t": msg.kind, "v": msg.venue, "sess": msg.sess, "s": msg.symbol,
             "seq": msg.seq, "ets": msg.ets, "rts": msg.rts,
             "b": _levels_out(msg.bids), "a": _levels_out(msg.asks),
         }
+        if msg.exact is not None:
+            m["x"] = ["" if p is None else str(p) for p in msg.exact]
+        return m
     if isinstance(msg, StatusMsg):
         return {
             "ver": SCHEMA_VERSION, "t": STATUS, "v": msg.venue, "sess": msg.sess, "s": msg.symbol,
             "seq": msg.seq, "st": msg.status, "why": msg.reason, "rts": msg.rts,
         }
-    return {"ver": SCHEMA_VERSION, "t": HEARTBEAT, "v": msg.venue, "sess": msg.sess, "rts": msg.rts,
-            "seqs": dict(msg.seqs)}
+    hb: dict[str, Any] = {"ver": SCHEMA_VERSION, "t": HEARTBEAT, "v": msg.venue, "sess": msg.sess,
+                          "rts": msg.rts, "seqs": dict(msg.seqs)}
+    if msg.mode:
+        hb["mode"] = msg.mode
+    return hb
 
 
 def encode_feed(msg: FeedMsg) -> list[bytes]:
@@ -213,6 +227,18 @@ def _levels_in(v: Any, key: str) -> Levels:
     return out
 
 
+def _exact_in(v: Any) -> tuple[Decimal | None, Decimal | None] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(p, str) for p in v):
+        raise BusError("'x' is not [price or \"\", price or \"\"]")
+    try:
+        b, a = (parse_decimal(p) if p else None for p in v)
+    except BadNumber as e:
+        raise BusError(f"'x': {e}") from None
+    return b, a
+
+
 def decode_feed_payload(m: Any) -> FeedMsg:
     """A decoded feed map -> typed message, validating every field (:class:`BusError`)."""
     if not isinstance(m, dict):
@@ -230,12 +256,15 @@ def decode_feed_payload(m: Any) -> FeedMsg:
             isinstance(k, str) and isinstance(x, int) for k, x in seqs.items()
         ):
             raise BusError("'seqs' is not a map of symbol -> int")
-        return HeartbeatMsg(venue, sess, rts, seqs)
+        mode = m.get("mode", "")
+        if not isinstance(mode, str) or len(mode) > 40:
+            raise BusError("'mode' is not a short string")
+        return HeartbeatMsg(venue, sess, rts, seqs, mode)
     symbol = _str(m, "s")
     seq = _int(m, "seq")
     if t in (SNAP, DELTA):
         return BookMsg(t, venue, symbol, sess, seq, _int(m, "ets"), rts,
-                       _levels_in(m.get("b"), "b"), _levels_in(m.get("a"), "a"))
+                       _levels_in(m.get("b"), "b"), _levels_in(m.get("a"), "a"), _exact_in(m.get("x")))
     if t == STATUS:
         st = _str(m, "st")
         if st not in STATUSES:

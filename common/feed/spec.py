@@ -114,3 +114,6 @@ class FeedSpec:
     resync_on_crossed: bool = True
     #: ``VenueConfig.options`` keys this venue understands, with their defaults.
     options: Mapping[str, object] = field(default_factory=dict)
+    #: Checks the venue's config beyond the generic rules (e.g. Kraken's allowed depths); raises
+    #: ``ConfigError`` naming the key.
+    check_config: Callable[[VenueConfig], None] | None = None
