@@ -91,6 +91,7 @@ class GeminiServer(VenueServer):
     """Gemini's current WebSocket API, market data v2 and the symbol REST endpoints on one port."""
 
     kind = "gemini"
+    rest_snapshots = False   # the initial book comes in-band (lag_snapshot does not apply)
     FAULTS: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *args: Any, **kw: Any) -> None:

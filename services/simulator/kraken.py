@@ -17,7 +17,8 @@ WebSocket v2 at ``/v2``:
   "api_version":"v2","connection_id":N}]}``; the ``status`` fault broadcasts a new ``system``
   (``maintenance``, ``cancel_only``, ``post_only``, ``online``) to every v2 connection.
 * ``{"method":"subscribe","params":{"channel":"book","symbol":["BTC/USD"],"depth":10},"req_id":1}``:
-  depth one of 10/25/100/500/1000 (default 10, anything else -> one error reply); one ack per
+  depth one of 10/25/100/500/1000 (default 10, anything else -> one error reply "Subscription
+  depth not supported"); one ack per
   symbol (``"success":true``, ``result`` with channel/depth/snapshot/symbol), an unknown symbol ->
   ``{"error":"Currency pair not supported XYZ/USD","method":"subscribe","success":false,
   "symbol":"XYZ/USD",..}``; a symbol already subscribed -> ``"error":"Already subscribed"``.
@@ -180,6 +181,7 @@ class KrakenServer(VenueServer):
     """Kraken's v2 and v1 book channels, instrument channel and AssetPairs on one port."""
 
     kind = "kraken"
+    rest_snapshots = False   # the snapshot comes in-band (lag_snapshot does not apply)
     FAULTS: ClassVar[dict[str, str]] = {
         "bad_checksum": "[symbol] [count=1]: the next count updates of S on every connection carry a wrong "
                         "checksum; the book itself is right",
@@ -373,8 +375,8 @@ class KrakenServer(VenueServer):
             self.send(conn, self.v2_reply(method, req_id, error="Missing or invalid params.symbol"))
             return
         if depth not in DEPTHS or isinstance(depth, bool):
-            self.send(conn, self.v2_reply(method, req_id, error=f"Invalid depth {depth}: one of "
-                                                                   f"{', '.join(map(str, DEPTHS))}"))
+            # the live venue's text (20 and 50 are refused with it); allowed: DEPTHS
+            self.send(conn, self.v2_reply(method, req_id, error="Subscription depth not supported"))
             return
         snapshot = params.get("snapshot", True) is not False
         books = _books(conn)
