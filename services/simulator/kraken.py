@@ -71,7 +71,7 @@ from typing import Any, ClassVar
 
 from websockets.http11 import Response
 
-from services.simulator.market import Book, Changes, DepthView, Sent, SymbolSpec, fixed
+from services.simulator.market import Book, Changes, DepthView, Level, Sent, SymbolSpec, fixed
 from services.simulator.venue import Conn, HttpError, RestFault, VenueServer, dumps, http_response
 
 DEPTHS = (10, 25, 100, 500, 1000)
@@ -194,6 +194,8 @@ class KrakenServer(VenueServer):
         self.system = "online"
         self.started = time.time()
         self._stamps: dict[str, dict[tuple[str, Decimal], str]] = {}
+        # symbol -> (market marker it is valid for, top 10 bids, top 10 asks, api -> checksum)
+        self._crcs: dict[str, tuple[int, list[Level], list[Level], dict[str, int]]] = {}
 
     # --- names of served pairs -----------------------------------------------------------------
 
@@ -525,13 +527,34 @@ class KrakenServer(VenueServer):
         return out
 
     def checksum(self, symbol: str, api: str) -> int:
-        """The checksum of the true book of ``symbol`` as ``api`` ("v1"/"v2") prints it."""
-        spec, book = self.specs[symbol], self.markets[symbol].book
-        pd = v1_price_decimals(spec) if api == "v1" else v2_price_decimals(spec)
-        qd = spec.amount_decimals
-        asks = [(fixed(p, pd), fixed(q, qd)) for p, q in heapq.nsmallest(10, book.asks.items())]
-        bids = [(fixed(p, pd), fixed(q, qd)) for p, q in heapq.nlargest(10, book.bids.items())]
-        return crc32_of(asks, bids)
+        """The checksum of the true book of ``symbol`` as ``api`` ("v1"/"v2") prints it. Cached
+        while the top 10 levels stay the same (:meth:`_carry_checksums`). O(levels) on a miss."""
+        m = self.markets[symbol]
+        cached = self._crcs.get(symbol)
+        if cached is None or cached[0] != m.marker:
+            cached = (m.marker, heapq.nlargest(10, m.book.bids.items()), heapq.nsmallest(10, m.book.asks.items()), {})
+            self._crcs[symbol] = cached
+        crcs = cached[3]
+        if api not in crcs:
+            spec = self.specs[symbol]
+            pd = v1_price_decimals(spec) if api == "v1" else v2_price_decimals(spec)
+            qd = spec.amount_decimals
+            crcs[api] = crc32_of([(fixed(p, pd), fixed(q, qd)) for p, q in cached[2]],
+                                 [(fixed(p, pd), fixed(q, qd)) for p, q in cached[1]])
+        return crcs[api]
+
+    def _carry_checksums(self, symbol: str, before: int, ch: Changes) -> None:
+        """Keep the cached top 10 and checksums of ``symbol`` across an event that changed nothing
+        at or above the 10th level of either side."""
+        cached = self._crcs.get(symbol)
+        if cached is None or cached[0] != before:
+            return
+        _, bids, asks, crcs = cached
+        if len(bids) < 10 or len(asks) < 10 or any(p >= bids[-1][0] for p, _ in ch.bids) or \
+                any(p <= asks[-1][0] for p, _ in ch.asks):
+            del self._crcs[symbol]
+            return
+        self._crcs[symbol] = (self.markets[symbol].marker, bids, asks, crcs)
 
     def snapshot_frame(self, conn: Conn, sub: BookSub) -> str:
         spec = self.specs[sub.symbol]
@@ -590,7 +613,9 @@ class KrakenServer(VenueServer):
     def emit(self, symbol: str, now: float, *, burst: bool = False, hidden: bool = False,
              extra: bool = False) -> None:
         m = self.markets[symbol]
-        ch = m.step(m.marker + 1, now, burst=burst)
+        before = m.marker
+        ch = m.step(before + 1, now, burst=burst)
+        self._carry_checksums(symbol, before, ch)
         wall = time.time()
         self._record_stamps(symbol, ch, wall)
         self.stats["events_generated"] += 1
