@@ -272,6 +272,9 @@ def test_v2_status_instrument_asset_pairs(sim: Running) -> None:
         assert ack["method"] == "subscribe" and ack["success"] is True and ack["req_id"] == 7
         assert ack["result"]["channel"] == "instrument"
         snap = until(c, lambda m: isinstance(m, dict) and m.get("channel") == "instrument")
+        c.send(json.dumps({"method": "subscribe", "params": {"channel": "status"}, "req_id": 8}))
+        assert until(c, lambda m: isinstance(m, dict) and m.get("req_id") == 8)["success"] is True
+        assert recv(c)["data"][0]["system"] == "online"
         pairs = {p["symbol"]: p for p in snap["data"]["pairs"]}
         assert sorted(pairs) == sorted(SYMBOLS)
         assert (pairs["BTC/USD"]["price_precision"], pairs["BTC/USD"]["qty_precision"]) == (2, 8)

@@ -369,6 +369,11 @@ class KrakenServer(VenueServer):
                 conn.state["instrument"] = False
                 self.send(conn, self.v2_reply(method, req_id, result={"channel": "instrument"}))
             return
+        if channel in ("status", "heartbeat"):  # sent without a subscription; acknowledged anyway
+            self.send(conn, self.v2_reply(method, req_id, result={"channel": channel}))
+            if channel == "status" and method == "subscribe":
+                self.send(conn, self.status_frame(conn))
+            return
         if channel != "book":
             self.send(conn, self.v2_reply(method, req_id, error=f"Channel {channel} not supported"))
             return
