@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from services.simulator.app import settings_from
+from services.simulator.kraken import crc32_of
 from services.simulator.market import Book, DepthView, Market, spec_for
 from tests.test_simulator import Running
 
@@ -235,6 +236,30 @@ def test_own_checksum_reproduces_krakens_vectors() -> None:
     got = [crc_of([(a[0], a[1]) for a in v["asks_low_to_high"]], [(b[0], b[1]) for b in v["bids_high_to_low"]])
            for v in vectors]
     assert got == [int(v["expected_checksum"]) for v in vectors] == [974947235, 3310070434, 1931231958]
+
+
+def test_own_client_verifies_every_real_v1_checksum() -> None:
+    """The test's client (apply in order, truncate, CRC) verifies all 4269 checksums of the real
+    v1 recording, and the simulator's crc32_of agrees with it on every one of them."""
+    path = SHARED / "fixtures" / "recorded" / "kraken" / "KRAKEN.ws.50.0"
+    assert path.is_file(), f"recording missing: {path}"
+    clients: dict[str, Client] = {}
+    agreed = 0
+    for line in path.read_text().split("\n"):
+        if not line or not line[0].isdigit():
+            continue
+        msg = json.loads(line.partition(": ")[2])
+        if not isinstance(msg, list):
+            continue
+        cl = clients.setdefault(msg[-1], Client(int(msg[-2].split("-")[1])))
+        v1_feed(cl, msg)
+        if "as" not in msg[1] and "bs" not in msg[1]:
+            asks = [cl.asks[p] for p in sorted(cl.asks)[:10]]
+            bids = [cl.bids[p] for p in sorted(cl.bids, reverse=True)[:10]]
+            agreed += crc32_of(asks, bids) == cl.crc()
+    checked = sum(cl.checked for cl in clients.values())
+    print(f"real v1 checksums verified: {checked} over {len(clients)} pairs")
+    assert (checked, agreed, len(clients)) == (4269, 4269, 10)
 
 
 def test_depth_view_matches_a_truncating_client() -> None:
