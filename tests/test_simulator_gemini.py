@@ -192,7 +192,7 @@ def test_ws_unknown_symbol_and_top_n_and_no_snapshot() -> None:
             venue = r.sim.venues["gemini"]
             r.loop.call_soon_threadsafe(lambda: venue.emit("BTC/USD", 0.0))
             ev = recv(c)
-            assert ev["U"] == first["u"] + 1 and len(ev["b"]) + len(ev["a"]) < 60
+            assert ev["U"] == first["u"] + 1 and len(ev["b"]) + len(ev["a"]) < 200
     finally:
         r.close()
 
@@ -304,3 +304,26 @@ def test_malformed_frames_and_unlist(sim: Running) -> None:
         ws_subscribe(c, ["ethusd@depth@100ms"], rid=4)
         assert recv(c)["status"] == 400
     assert sim.ctl("/fault", venue="gemini", kind="lag_snapshot").status_code == 400
+
+
+def test_no_initial_book_fault(sim: Running) -> None:
+    """no_initial_book count=2: the next two subscriptions get updates but no initial book (the
+    current API's first event is a plain diff, v2's first l2_updates has no trades key); the
+    third subscription gets its book again."""
+    assert sim.ctl("/fault", venue="gemini", kind="no_initial_book", count=2).json()["fault"]["count"] == 2
+    with ws(sim, "/?snapshot=-1") as c1, ws(sim, "/v2/marketdata") as c2:
+        ws_subscribe(c1, ["btcusd@depth@100ms"])
+        recv(c1)
+        first = recv(c1)
+        assert len(first["b"]) + len(first["a"]) < 200
+        v2_subscribe(c2, ["BTCUSD"])
+        msg = recv(c2)
+        while msg["type"] != "l2_updates":
+            msg = recv(c2)
+        assert "trades" not in msg and len(msg["changes"]) < 200
+    with ws(sim, "/v2/marketdata") as c2:
+        v2_subscribe(c2, ["BTCUSD"])
+        cl = V2Client()
+        cl.feed(recv(c2))
+        assert cl.initials == {"BTCUSD": 1}
+    assert sim.ctl("/stats").json()["venues"]["gemini"]["initial_books_withheld"] == 2

@@ -50,7 +50,8 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
     connection carry a wrong checksum, the book is right) and ``status``
     system=maintenance|cancel_only|post_only|online (broadcast on v2 ``status`` and v1
     ``systemStatus``). Gemini's ``drop`` [remove=3] also deletes the best ``remove`` levels per
-    side from the truth while nobody is connected (listed in the reply's ``removed``).
+    side from the truth while nobody is connected (listed in the reply's ``removed``), and
+    ``no_initial_book`` [count=1] serves the next ``count`` subscriptions without their initial book.
 
 ``GET /stats``
     ``{"paused": false, "venues": {"binance": {"connections": 1, "connections_total": 3,

@@ -92,13 +92,17 @@ class GeminiServer(VenueServer):
 
     kind = "gemini"
     rest_snapshots = False   # the initial book comes in-band (lag_snapshot does not apply)
-    FAULTS: ClassVar[dict[str, str]] = {}
+    FAULTS: ClassVar[dict[str, str]] = {
+        "no_initial_book": "[count=1]: the next count subscriptions (either API) get no initial book, only "
+                           "the updates after it (a feed must time out and reconnect)",
+    }
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._rng = random.Random(f"gemini:{self.id}:trades")
         self._trade_ids = 45465785975
         self.trades: dict[str, deque[dict[str, Any]]] = {}
+        self.withhold = 0   # subscriptions still to serve without their initial book (fault)
 
     def market_added(self, symbol: str) -> None:
         """Update ids start high, as on the real venue (called by the simulator per market)."""
@@ -294,6 +298,10 @@ class GeminiServer(VenueServer):
         m = self.markets.get(symbol)
         if m is None:
             return
+        if self.withhold > 0:
+            self.withhold -= 1
+            self.stats["initial_books_withheld"] += 1
+            return
         if _api(conn) == "v2":
             conn.push(self.v2_frame(symbol, m.book.sorted_bids(), m.book.sorted_asks(), initial=True))
         else:
@@ -413,14 +421,21 @@ class GeminiServer(VenueServer):
     # --- faults --------------------------------------------------------------------------------
 
     def venue_fault(self, kind: str, symbol: str | None, params: Mapping[str, str]) -> dict[str, Any] | None:
-        """``drop`` also removes levels from the truth while nobody is connected; no REST snapshot
-        to lag. The other generic kinds keep their handling."""
+        """``drop`` also removes levels from the truth while nobody is connected;
+        ``no_initial_book`` withholds initial books; no REST snapshot to lag. The other generic
+        kinds keep their handling."""
         if kind == "drop":
             raw = params.get("remove") or "3"
             if not raw.isdigit():
                 raise ValueError(f"remove={raw!r} must be an integer >= 0")
             n = self.drop()
             return {"connections": n, "removed": self.remove_top(int(raw), symbol)}
+        if kind == "no_initial_book":
+            raw = params.get("count") or "1"
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"count={raw!r} must be an integer >= 1")
+            self.withhold += int(raw)
+            return {"count": int(raw)}
         if kind == "lag_snapshot":
             raise ValueError("lag_snapshot: Gemini has no REST snapshot (its initial book comes in-band)")
         return None
