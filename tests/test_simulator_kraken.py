@@ -354,7 +354,7 @@ def test_v2_every_checksum_verifies_and_book_equals_truth(sim: Running) -> None:
 def test_v1_every_checksum_verifies_with_republish(sim: Running) -> None:
     """v1 book-10: systemStatus, subscriptionStatus with channelID/channelName, array snapshot and
     updates (quoted strings, 5-decimal prices), every ``c`` verifies, republished ``"r"`` levels
-    appear, and after /pause the client holds /book?depth=10."""
+    and heartbeats appear between the updates, and after /pause the client holds /book?depth=10."""
     with ws(sim, "/") as c:
         st = recv(c)
         assert st["event"] == "systemStatus" and st["status"] == "online"
@@ -369,9 +369,10 @@ def test_v1_every_checksum_verifies_with_republish(sim: Running) -> None:
                    for p, q, _ in snap[1]["as"] + snap[1]["bs"])
         cl = Client(10)
         v1_feed(cl, snap)
-        both_sides = 0
-        while cl.checked < 400 or cl.republished == 0:
+        both_sides = heartbeats = 0
+        while cl.checked < 400 or cl.republished == 0 or heartbeats == 0:
             msg = recv(c)
+            heartbeats += msg == {"event": "heartbeat"}
             if isinstance(msg, list):
                 assert msg[0] == ack["channelID"]
                 both_sides += len(msg) == 5

@@ -45,8 +45,8 @@ WebSocket v1 at ``/``:
   when one side changed; the checksum ``c`` in the last one); a republished level carries a 4th
   element ``"r"``. Quoted strings: prices with the tick's decimals + 3 (Kraken's v1 text is wider
   than ``pair_decimals``), volumes with 8.
-* ``{"event":"ping","reqid":N}`` -> ``{"event":"pong","reqid":N}``; ``{"event":"heartbeat"}`` about
-  once a second while a subscribed connection gets nothing else.
+* ``{"event":"ping","reqid":N}`` -> ``{"event":"pong","reqid":N}``; ``{"event":"heartbeat"}`` once a
+  second on a subscribed connection, between the updates (as in the real recording).
 
 The book: after every message each side is cut to the subscribed depth; levels pushed out of scope
 get no delete, levels entering it are sent (:class:`~services.simulator.market.DepthView`). The
@@ -279,11 +279,14 @@ class KrakenServer(VenueServer):
         conn.push(frame)
 
     async def _heartbeats(self, conn: Conn) -> None:
-        frame = dumps({"channel": "heartbeat"}) if _api(conn) == "v2" else dumps({"event": "heartbeat"})
+        """v2: a heartbeat when a subscribed connection got nothing for a second (the docs); v1:
+        one every second while subscribed, between the updates (as in the real recording)."""
+        v2 = _api(conn) == "v2"
+        frame = dumps({"channel": "heartbeat"}) if v2 else dumps({"event": "heartbeat"})
         while not conn.closed:
             await asyncio.sleep(HEARTBEAT_EVERY)
-            if (conn.subs or conn.state.get("instrument")) and \
-                    time.monotonic() - conn.state["last_tx"] >= HEARTBEAT_EVERY * 0.95:
+            idle = time.monotonic() - conn.state["last_tx"] >= HEARTBEAT_EVERY * 0.95
+            if (conn.subs or conn.state.get("instrument")) and (idle or not v2):
                 self.send(conn, frame)
 
     def status_frame(self, conn: Conn) -> str:
