@@ -58,12 +58,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import json
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -155,6 +156,73 @@ def iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# --- replies and pair lists (pure) ---------------------------------------------------------------
+
+def v2_reply(method: str, req_id: Any, *, result: dict[str, Any] | None = None,
+             error: str | None = None, **extra: Any) -> str:
+    """A v2 method reply: ``success`` with ``result``, or ``error``; ``req_id`` echoed."""
+    t = iso_now()
+    out: dict[str, Any] = {"method": method}
+    if error is None:
+        if result is not None:
+            out["result"] = result
+        out["success"] = True
+    else:
+        out["error"] = error
+        out["success"] = False
+    out.update(extra)
+    out.update(time_in=t, time_out=t)
+    if req_id is not None:
+        out["req_id"] = req_id
+    return dumps(out)
+
+
+def v1_status(pair: Any, depth: Any, reqid: Any, status: str, *, channel_id: int | None = None,
+              error: str | None = None) -> str:
+    """A v1 ``subscriptionStatus`` of a book subscription (``errorMessage`` when ``error``)."""
+    out: dict[str, Any] = {}
+    if channel_id is not None:
+        out.update(channelID=channel_id, channelName=f"book-{depth}")
+    if error is not None:
+        out["errorMessage"] = error
+    out.update(event="subscriptionStatus", pair=pair, status=status,
+               subscription={"depth": depth, "name": "book"})
+    if reqid is not None:
+        out["reqid"] = reqid
+    return dumps(out)
+
+
+def asset_pair(spec: SymbolSpec) -> dict[str, Any]:
+    """One AssetPairs entry (REST names; ``pair_decimals`` = the v2 price precision)."""
+    base, quote = v1_name(spec.symbol).split("/")
+    tick = fixed(spec.tick, spec.price_decimals)
+    return {"altname": base + quote, "wsname": f"{base}/{quote}", "aclass_base": "currency",
+            "base": rest_asset(base), "aclass_quote": "currency", "quote": rest_asset(quote), "lot": "unit",
+            "cost_decimals": 5, "pair_decimals": v2_price_decimals(spec), "lot_decimals": spec.amount_decimals,
+            "lot_multiplier": 1, "leverage_buy": [], "leverage_sell": [],
+            "fees": [[0, 0.26], [50000, 0.24]], "fees_maker": [[0, 0.16], [50000, 0.14]],
+            "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40, "ordermin": "0.0001",
+            "costmin": "0.5", "tick_size": tick, "status": "online"}
+
+
+def instrument_snapshot(specs: Iterable[SymbolSpec]) -> str:
+    """The v2 ``instrument`` channel snapshot of ``specs`` (numbers unquoted, as the venue prints them)."""
+    pairs = []
+    assets: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        pd, qd = v2_price_decimals(spec), spec.amount_decimals
+        tick = fixed(spec.tick, pd)
+        pairs.append(f'{{"symbol":"{spec.symbol}","base":"{spec.base}","quote":"{spec.quote}","status":"online",'
+                     f'"qty_precision":{qd},"qty_increment":{fixed(Decimal(1).scaleb(-qd), qd)},'
+                     f'"price_precision":{pd},"cost_precision":5,"marginable":false,"has_index":true,'
+                     f'"cost_min":0.5,"tick_size":{tick},"price_increment":{tick},"qty_min":0.00010000}}')
+        for a in (spec.base, spec.quote):
+            assets[a] = {"id": a, "status": "enabled", "precision": 10, "precision_display": 5,
+                         "borrowable": False, "collateral_value": 0.0, "margin_rate": 0.0}
+    return (f'{{"channel":"instrument","type":"snapshot","data":{{"assets":{dumps(list(assets.values()))},'
+            f'"pairs":[{",".join(pairs)}]}}}}')
+
+
 # --- connections ---------------------------------------------------------------------------------
 
 @dataclass
@@ -168,13 +236,118 @@ class BookSub:
     bad: int = 0         # updates still to send with a wrong checksum
 
 
-def _api(conn: Conn) -> str:
-    return str(conn.state.get("api", "v2"))
+def _wire(conn: Conn) -> Wire:
+    return WIRES[str(conn.state.get("api", "v2"))]
 
 
 def _books(conn: Conn) -> dict[str, BookSub]:
     books: dict[str, BookSub] = conn.state.setdefault("books", {})
     return books
+
+
+# --- the two wire formats (pure: levels and numbers in, text out) --------------------------------
+
+Stamp = Callable[[str, Decimal], str]   # (side "a"/"b", price) -> the level's v1 timestamp
+
+
+class V2Wire:
+    """Kraken WebSocket v2 book text: unquoted numbers at the instrument precision."""
+
+    api = "v2"
+    heartbeat = '{"channel":"heartbeat"}'
+
+    @staticmethod
+    def price_decimals(spec: SymbolSpec) -> int:
+        return v2_price_decimals(spec)
+
+    def status(self, system: str, conn_id: int) -> str:
+        return dumps({"channel": "status", "type": "update", "data": [
+            {"version": V2_VERSION, "system": system, "api_version": "v2", "connection_id": conn_id}]})
+
+    def _levels(self, spec: SymbolSpec, levels: Iterable[tuple[Decimal, Decimal]]) -> str:
+        pd, qd = v2_price_decimals(spec), spec.amount_decimals
+        return "[" + ",".join(f'{{"price":{fixed(p, pd)},"qty":{fixed(q, qd)}}}' for p, q in levels) + "]"
+
+    def snapshot(self, spec: SymbolSpec, sub: BookSub, bids: list[Level], asks: list[Level], crc: int,
+                 stamp: Stamp) -> str:
+        return (f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{sub.symbol}",'
+                f'"bids":{self._levels(spec, bids)},"asks":{self._levels(spec, asks)},'
+                f'"checksum":{crc},"timestamp":"{iso_now()}"}}]}}')
+
+    def update(self, spec: SymbolSpec, sub: BookSub, bids: list[Sent], asks: list[Sent], crc: int, now: float,
+               stamp: Stamp, extra: bool = False) -> str:
+        more = ',"x_unknown":{"a":1}' if extra else ""
+        return (f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
+                f'"bids":{self._levels(spec, ((p, q) for p, q, _ in bids))},'
+                f'"asks":{self._levels(spec, ((p, q) for p, q, _ in asks))},'
+                f'"checksum":{crc},"timestamp":"{iso_now()}"{more}}}]{more}}}')
+
+    def malformed(self, sub: BookSub, kind: int) -> str:
+        """Kinds 0..3: invalid JSON, wrong types, negative qty, NaN qty."""
+        head = f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
+        end = f',"timestamp":"{iso_now()}"}}]}}'
+        if kind == 0:
+            return head + '"bids":[{"price":1.0'
+        if kind == 1:
+            return head + '"bids":"not a list","asks":[{"price":"x","qty":null}],"checksum":"abc"' + end
+        if kind == 2:
+            return head + '"bids":[{"price":1.00,"qty":-1.00000000}],"asks":[],"checksum":1' + end
+        return head + '"bids":[],"asks":[{"price":99999.00,"qty":NaN}],"checksum":1' + end
+
+
+class V1Wire:
+    """Kraken WebSocket v1 book text: arrays, quoted decimals, level timestamps, ``"r"``."""
+
+    api = "v1"
+    heartbeat = '{"event":"heartbeat"}'
+
+    @staticmethod
+    def price_decimals(spec: SymbolSpec) -> int:
+        return v1_price_decimals(spec)
+
+    def status(self, system: str, conn_id: int) -> str:
+        return dumps({"connectionID": conn_id, "event": "systemStatus", "status": system, "version": V1_VERSION})
+
+    def snapshot(self, spec: SymbolSpec, sub: BookSub, bids: list[Level], asks: list[Level], crc: int,
+                 stamp: Stamp) -> str:
+        pd, qd = v1_price_decimals(spec), spec.amount_decimals
+        body = {"as": [[fixed(p, pd), fixed(q, qd), stamp("a", p)] for p, q in asks],
+                "bs": [[fixed(p, pd), fixed(q, qd), stamp("b", p)] for p, q in bids]}
+        return dumps([sub.channel_id, body, f"book-{sub.depth}", v1_name(sub.symbol)])
+
+    def update(self, spec: SymbolSpec, sub: BookSub, bids: list[Sent], asks: list[Sent], crc: int, now: float,
+               stamp: Stamp, extra: bool = False) -> str:
+        """One dict per changed side (asks first); ``c`` in the last; a republished level keeps
+        its own timestamp and gets ``"r"``."""
+        pd, qd, ts = v1_price_decimals(spec), spec.amount_decimals, f"{now:.6f}"
+
+        def levels(side: str, sent: list[Sent]) -> list[list[str]]:
+            return [[fixed(p, pd), fixed(q, qd), stamp(side, p), "r"] if again else [fixed(p, pd), fixed(q, qd), ts]
+                    for p, q, again in sent]
+        parts: list[dict[str, Any]] = []
+        if asks:
+            parts.append({"a": levels("a", asks)})
+        if bids:
+            parts.append({"b": levels("b", bids)})
+        parts[-1]["c"] = str(crc)
+        if extra:
+            parts[0]["x_unknown"] = 1
+        return dumps([sub.channel_id, *parts, f"book-{sub.depth}", v1_name(sub.symbol)])
+
+    def malformed(self, sub: BookSub, kind: int) -> str:
+        """Kinds 0..3: invalid JSON, wrong types, negative volume, NaN volume."""
+        tail = f',"book-{sub.depth}","{v1_name(sub.symbol)}"]'
+        if kind == 0:
+            return f'[{sub.channel_id},{{"b":[["1.0'
+        if kind == 1:
+            return f'[{sub.channel_id},{{"b":"not a list","c":123}}' + tail
+        if kind == 2:
+            return f'[{sub.channel_id},{{"b":[["1.00000","-1.00000000","{time.time():.6f}"]],"c":"1"}}' + tail
+        return f'[{sub.channel_id},{{"a":[["99999.00000","NaN","{time.time():.6f}"]],"c":"1"}}' + tail
+
+
+Wire = V2Wire | V1Wire
+WIRES: dict[str, Wire] = {"v2": V2Wire(), "v1": V1Wire()}
 
 
 class KrakenServer(VenueServer):
@@ -236,17 +409,6 @@ class KrakenServer(VenueServer):
                 "%a, %d %b %y %H:%M:%S +0000", time.gmtime(t))}})
         raise HttpError(404, {"error": ["EGeneral:Unknown method"]})
 
-    def asset_pair(self, spec: SymbolSpec) -> dict[str, Any]:
-        base, quote = v1_name(spec.symbol).split("/")
-        tick = fixed(spec.tick, spec.price_decimals)
-        return {"altname": base + quote, "wsname": f"{base}/{quote}", "aclass_base": "currency",
-                "base": rest_asset(base), "aclass_quote": "currency", "quote": rest_asset(quote), "lot": "unit",
-                "cost_decimals": 5, "pair_decimals": v2_price_decimals(spec), "lot_decimals": spec.amount_decimals,
-                "lot_multiplier": 1, "leverage_buy": [], "leverage_sell": [],
-                "fees": [[0, 0.26], [50000, 0.24]], "fees_maker": [[0, 0.16], [50000, 0.14]],
-                "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40, "ordermin": "0.0001",
-                "costmin": "0.5", "tick_size": tick, "status": "online"}
-
     def asset_pairs(self, query: dict[str, list[str]]) -> Any:
         """The AssetPairs reply (``pair=`` a comma list of keys, altnames, wsnames or v2 names)."""
         names: dict[str, str] = {}
@@ -258,7 +420,7 @@ class KrakenServer(VenueServer):
         if any(w not in names for w in wanted):
             return {"error": ["EQuery:Unknown asset pair"]}
         syms = [names[w] for w in wanted] if wanted else self.listed()
-        return {"error": [], "result": {rest_key(s): self.asset_pair(self.specs[s]) for s in syms}}
+        return {"error": [], "result": {rest_key(s): asset_pair(self.specs[s]) for s in syms}}
 
     # --- connection lifecycle --------------------------------------------------------------------
 
@@ -281,8 +443,8 @@ class KrakenServer(VenueServer):
     async def _heartbeats(self, conn: Conn) -> None:
         """v2: a heartbeat when a subscribed connection got nothing for a second (the docs); v1:
         one every second while subscribed, between the updates (as in the real recording)."""
-        v2 = _api(conn) == "v2"
-        frame = dumps({"channel": "heartbeat"}) if v2 else dumps({"event": "heartbeat"})
+        wire = _wire(conn)
+        v2, frame = wire.api == "v2", wire.heartbeat
         while not conn.closed:
             await asyncio.sleep(HEARTBEAT_EVERY)
             idle = time.monotonic() - conn.state["last_tx"] >= HEARTBEAT_EVERY * 0.95
@@ -290,12 +452,7 @@ class KrakenServer(VenueServer):
                 self.send(conn, frame)
 
     def status_frame(self, conn: Conn) -> str:
-        if _api(conn) == "v2":
-            return dumps({"channel": "status", "type": "update", "data": [
-                {"version": V2_VERSION, "system": self.system, "api_version": "v2",
-                 "connection_id": conn.state["conn_id"]}]})
-        return dumps({"connectionID": conn.state["conn_id"], "event": "systemStatus", "status": self.system,
-                      "version": V1_VERSION})
+        return _wire(conn).status(self.system, conn.state["conn_id"])
 
     def set_system(self, system: str) -> int:
         """Switch the system status and tell every connection; returns how many were told."""
@@ -323,27 +480,10 @@ class KrakenServer(VenueServer):
             msg = json.loads(text)
         except ValueError:
             msg = None
-        if _api(conn) == "v2":
+        if _wire(conn).api == "v2":
             await self.on_v2(conn, msg)
         else:
             await self.on_v1(conn, msg)
-
-    def v2_reply(self, method: str, req_id: Any, *, result: dict[str, Any] | None = None,
-                 error: str | None = None, **extra: Any) -> str:
-        t = iso_now()
-        out: dict[str, Any] = {"method": method}
-        if error is None:
-            if result is not None:
-                out["result"] = result
-            out["success"] = True
-        else:
-            out["error"] = error
-            out["success"] = False
-        out.update(extra)
-        out.update(time_in=t, time_out=t)
-        if req_id is not None:
-            out["req_id"] = req_id
-        return dumps(out)
 
     async def on_v2(self, conn: Conn, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("method"), str):
@@ -357,36 +497,36 @@ class KrakenServer(VenueServer):
             self.send(conn, dumps({"method": "pong", "req_id": req_id, "time_in": t, "time_out": t}))
             return
         if method not in ("subscribe", "unsubscribe"):
-            self.send(conn, self.v2_reply(method, req_id, error=f"Method not found: {method}"))
+            self.send(conn, v2_reply(method, req_id, error=f"Method not found: {method}"))
             return
         if not isinstance(params, dict) or not isinstance(params.get("channel"), str):
-            self.send(conn, self.v2_reply(method, req_id, error="Missing or invalid params.channel"))
+            self.send(conn, v2_reply(method, req_id, error="Missing or invalid params.channel"))
             return
         channel = params["channel"]
         if channel == "instrument":
             if method == "subscribe":
                 conn.state["instrument"] = True
-                self.send(conn, self.v2_reply(method, req_id, result={"channel": "instrument", "snapshot": True}))
-                self.send(conn, self.instrument_frame())
+                self.send(conn, v2_reply(method, req_id, result={"channel": "instrument", "snapshot": True}))
+                self.send(conn, instrument_snapshot(self.specs[s] for s in self.listed()))
             else:
                 conn.state["instrument"] = False
-                self.send(conn, self.v2_reply(method, req_id, result={"channel": "instrument"}))
+                self.send(conn, v2_reply(method, req_id, result={"channel": "instrument"}))
             return
         if channel in ("status", "heartbeat"):  # sent without a subscription; acknowledged anyway
-            self.send(conn, self.v2_reply(method, req_id, result={"channel": channel}))
+            self.send(conn, v2_reply(method, req_id, result={"channel": channel}))
             if channel == "status" and method == "subscribe":
                 self.send(conn, self.status_frame(conn))
             return
         if channel != "book":
-            self.send(conn, self.v2_reply(method, req_id, error=f"Channel {channel} not supported"))
+            self.send(conn, v2_reply(method, req_id, error=f"Channel {channel} not supported"))
             return
         symbols, depth = params.get("symbol"), params.get("depth", 10)
         if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
-            self.send(conn, self.v2_reply(method, req_id, error="Missing or invalid params.symbol"))
+            self.send(conn, v2_reply(method, req_id, error="Missing or invalid params.symbol"))
             return
         if depth not in DEPTHS or isinstance(depth, bool):
             # the live venue's text (20 and 50 are refused with it); allowed: DEPTHS
-            self.send(conn, self.v2_reply(method, req_id, error="Subscription depth not supported"))
+            self.send(conn, v2_reply(method, req_id, error="Subscription depth not supported"))
             return
         snapshot = params.get("snapshot", True) is not False
         books = _books(conn)
@@ -395,36 +535,23 @@ class KrakenServer(VenueServer):
             if method == "unsubscribe":
                 sub = books.get(sym) if sym else None
                 if sub is None:
-                    self.send(conn, self.v2_reply(method, req_id, error="Subscription Not Found", symbol=name))
+                    self.send(conn, v2_reply(method, req_id, error="Subscription Not Found", symbol=name))
                     continue
                 self.drop_sub(conn, sub, f"book:{sym}")
-                self.send(conn, self.v2_reply(method, req_id, result={"channel": "book", "depth": sub.depth,
+                self.send(conn, v2_reply(method, req_id, result={"channel": "book", "depth": sub.depth,
                                                                       "symbol": name}))
             elif sym is None:
-                self.send(conn, self.v2_reply(method, req_id, error=f"Currency pair not supported {name}",
+                self.send(conn, v2_reply(method, req_id, error=f"Currency pair not supported {name}",
                                               symbol=name))
             elif sym in books:
-                self.send(conn, self.v2_reply(method, req_id, error="Already subscribed", symbol=name))
+                self.send(conn, v2_reply(method, req_id, error="Already subscribed", symbol=name))
             else:
                 sub = self.add_sub(conn, sym, depth, f"book:{sym}")
-                self.send(conn, self.v2_reply(method, req_id, result={
+                self.send(conn, v2_reply(method, req_id, result={
                     "channel": "book", "depth": depth, "snapshot": snapshot, "symbol": name}))
                 if snapshot:
                     self.start_book(conn, sub)
                 await self.on_subscribed(conn, f"book:{sym}")
-
-    def v1_status(self, pair: Any, depth: Any, reqid: Any, status: str, *, channel_id: int | None = None,
-                  error: str | None = None) -> str:
-        out: dict[str, Any] = {}
-        if channel_id is not None:
-            out.update(channelID=channel_id, channelName=f"book-{depth}")
-        if error is not None:
-            out["errorMessage"] = error
-        out.update(event="subscriptionStatus", pair=pair, status=status,
-                   subscription={"depth": depth, "name": "book"})
-        if reqid is not None:
-            out["reqid"] = reqid
-        return dumps(out)
 
     async def on_v1(self, conn: Conn, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
@@ -452,24 +579,24 @@ class KrakenServer(VenueServer):
         for pair in pairs:
             sym = self.lookup_v1(pair)
             if depth not in DEPTHS or isinstance(depth, bool):
-                self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Subscription depth not supported"))
+                self.send(conn, v1_status(pair, depth, reqid, "error", error="Subscription depth not supported"))
             elif event == "unsubscribe":
                 sub = books.get(sym) if sym else None
                 if sub is None:
-                    self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Subscription Not Found"))
+                    self.send(conn, v1_status(pair, depth, reqid, "error", error="Subscription Not Found"))
                     continue
                 self.drop_sub(conn, sub, f"book-{sub.depth}:{pair}")
-                self.send(conn, self.v1_status(pair, sub.depth, reqid, "unsubscribed", channel_id=sub.channel_id))
+                self.send(conn, v1_status(pair, sub.depth, reqid, "unsubscribed", channel_id=sub.channel_id))
             elif sym is None:
-                self.send(conn, self.v1_status(pair, depth, reqid, "error",
+                self.send(conn, v1_status(pair, depth, reqid, "error",
                                                error=f"Currency pair not supported {pair}"))
             elif sym in books:
-                self.send(conn, self.v1_status(pair, depth, reqid, "error", error="Already subscribed"))
+                self.send(conn, v1_status(pair, depth, reqid, "error", error="Already subscribed"))
             else:
                 key = f"book-{depth}:{pair}"
                 sub = self.add_sub(conn, sym, depth, key)
                 sub.channel_id = self.channel_id(pair, depth)
-                self.send(conn, self.v1_status(pair, depth, reqid, "subscribed", channel_id=sub.channel_id))
+                self.send(conn, v1_status(pair, depth, reqid, "subscribed", channel_id=sub.channel_id))
                 self.start_book(conn, sub)
                 await self.on_subscribed(conn, key)
 
@@ -520,20 +647,6 @@ class KrakenServer(VenueServer):
                 else:
                     st.pop((side, p), None)
 
-    def _v2_levels(self, spec: SymbolSpec, levels: Iterable[tuple[Decimal, Decimal]]) -> str:
-        pd, qd = v2_price_decimals(spec), spec.amount_decimals
-        return "[" + ",".join(f'{{"price":{fixed(p, pd)},"qty":{fixed(q, qd)}}}' for p, q in levels) + "]"
-
-    def _v1_levels(self, spec: SymbolSpec, symbol: str, side: str, levels: Iterable[Sent], now: str) -> list[list[str]]:
-        pd, qd = v1_price_decimals(spec), spec.amount_decimals
-        out = []
-        for p, q, republished in levels:
-            lv = [fixed(p, pd), fixed(q, qd), self.stamp(symbol, side, p) if republished else now]
-            if republished:
-                lv.append("r")
-            out.append(lv)
-        return out
-
     def checksum(self, symbol: str, api: str) -> int:
         """The checksum of the true book of ``symbol`` as ``api`` ("v1"/"v2") prints it. Cached
         while the top 10 levels stay the same (:meth:`_carry_checksums`). O(levels) on a miss."""
@@ -545,7 +658,7 @@ class KrakenServer(VenueServer):
         crcs = cached[3]
         if api not in crcs:
             spec = self.specs[symbol]
-            pd = v1_price_decimals(spec) if api == "v1" else v2_price_decimals(spec)
+            pd = WIRES[api].price_decimals(spec)
             qd = spec.amount_decimals
             crcs[api] = crc32_of([(fixed(p, pd), fixed(q, qd)) for p, q in cached[2]],
                                  [(fixed(p, pd), fixed(q, qd)) for p, q in cached[1]])
@@ -565,56 +678,9 @@ class KrakenServer(VenueServer):
         self._crcs[symbol] = (self.markets[symbol].marker, bids, asks, crcs)
 
     def snapshot_frame(self, conn: Conn, sub: BookSub) -> str:
-        spec = self.specs[sub.symbol]
-        bids, asks = sub.view.sorted_bids(), sub.view.sorted_asks()
-        crc = self.checksum(sub.symbol, _api(conn))
-        if _api(conn) == "v2":
-            return (f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{sub.symbol}",'
-                    f'"bids":{self._v2_levels(spec, bids)},"asks":{self._v2_levels(spec, asks)},'
-                    f'"checksum":{crc},"timestamp":"{iso_now()}"}}]}}')
-        pair = v1_name(sub.symbol)
-        pd, qd = v1_price_decimals(spec), spec.amount_decimals
-        body = {"as": [[fixed(p, pd), fixed(q, qd), self.stamp(sub.symbol, "a", p)] for p, q in asks],
-                "bs": [[fixed(p, pd), fixed(q, qd), self.stamp(sub.symbol, "b", p)] for p, q in bids]}
-        return dumps([sub.channel_id, body, f"book-{sub.depth}", pair])
-
-    def update_frame(self, conn: Conn, sub: BookSub, bids: list[Sent], asks: list[Sent], crc: int,
-                     now: float, extra: bool = False) -> str:
-        spec = self.specs[sub.symbol]
-        if _api(conn) == "v2":
-            more = ',"x_unknown":{"a":1}' if extra else ""
-            return (f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
-                    f'"bids":{self._v2_levels(spec, ((p, q) for p, q, _ in bids))},'
-                    f'"asks":{self._v2_levels(spec, ((p, q) for p, q, _ in asks))},'
-                    f'"checksum":{crc},"timestamp":"{iso_now()}"{more}}}]{more}}}')
-        stamp = f"{now:.6f}"
-        parts: list[dict[str, Any]] = []
-        if asks:
-            parts.append({"a": self._v1_levels(spec, sub.symbol, "a", asks, stamp)})
-        if bids:
-            parts.append({"b": self._v1_levels(spec, sub.symbol, "b", bids, stamp)})
-        parts[-1]["c"] = str(crc)
-        if extra:
-            parts[0]["x_unknown"] = 1
-        return dumps([sub.channel_id, *parts, f"book-{sub.depth}", v1_name(sub.symbol)])
-
-    def instrument_frame(self) -> str:
-        pairs = []
-        assets: dict[str, dict[str, Any]] = {}
-        for s in self.listed():
-            spec = self.specs[s]
-            pd = v2_price_decimals(spec)
-            qd = spec.amount_decimals
-            step = fixed(Decimal(1).scaleb(-qd), qd)
-            pairs.append(f'{{"symbol":"{s}","base":"{spec.base}","quote":"{spec.quote}","status":"online",'
-                         f'"qty_precision":{qd},"qty_increment":{step},"price_precision":{pd},"cost_precision":5,"marginable":false,"has_index":true,'
-                         f'"cost_min":0.5,"tick_size":{fixed(spec.tick, pd)},"price_increment":{fixed(spec.tick, pd)},'
-                         f'"qty_min":0.00010000}}')
-            for a in (spec.base, spec.quote):
-                assets[a] = {"id": a, "status": "enabled", "precision": 10, "precision_display": 5,
-                             "borrowable": False, "collateral_value": 0.0, "margin_rate": 0.0}
-        return (f'{{"channel":"instrument","type":"snapshot","data":{{"assets":{dumps(list(assets.values()))},'
-                f'"pairs":[{",".join(pairs)}]}}}}')
+        wire = _wire(conn)
+        return wire.snapshot(self.specs[sub.symbol], sub, sub.view.sorted_bids(), sub.view.sorted_asks(),
+                             self.checksum(sub.symbol, wire.api), functools.partial(self.stamp, sub.symbol))
 
     # --- book events ---------------------------------------------------------------------------
 
@@ -637,41 +703,23 @@ class KrakenServer(VenueServer):
             bids, asks = sub.view.advance(m.book, ch)  # a hidden event is lost, the view moves on
             if hidden or not (bids or asks):
                 continue
-            api = _api(c)
-            if api not in crcs:
-                crcs[api] = self.checksum(symbol, api)
-            crc = crcs[api]
+            wire = _wire(c)
+            if wire.api not in crcs:
+                crcs[wire.api] = self.checksum(symbol, wire.api)
+            crc = crcs[wire.api]
             if sub.bad > 0:
                 sub.bad -= 1
                 crc = wrong(crc)
                 self.stats["bad_checksums_sent"] += 1
-            self.send(c, self.update_frame(c, sub, bids, asks, crc, wall, extra))
+            self.send(c, wire.update(self.specs[symbol], sub, bids, asks, crc, wall,
+                                     functools.partial(self.stamp, symbol), extra))
             self.stats["events_sent"] += 1
 
     def malformed_for(self, conn: Conn, kind: int, i: int) -> str | None:
         books = _books(conn)
         if not books:
             return None
-        sub = books[sorted(books)[i % len(books)]]
-        t = iso_now()
-        if _api(conn) == "v2":
-            head = f'{{"channel":"book","type":"update","data":[{{"symbol":"{sub.symbol}",'
-            end = f',"timestamp":"{t}"}}]}}'
-            if kind == 0:
-                return head + '"bids":[{"price":1.0'
-            if kind == 1:
-                return head + '"bids":"not a list","asks":[{"price":"x","qty":null}],"checksum":"abc"' + end
-            if kind == 2:
-                return head + '"bids":[{"price":1.00,"qty":-1.00000000}],"asks":[],"checksum":1' + end
-            return head + '"bids":[],"asks":[{"price":99999.00,"qty":NaN}],"checksum":1' + end
-        tail = f',"book-{sub.depth}","{v1_name(sub.symbol)}"]'
-        if kind == 0:
-            return f'[{sub.channel_id},{{"b":[["1.0'
-        if kind == 1:
-            return f'[{sub.channel_id},{{"b":"not a list","c":123}}' + tail
-        if kind == 2:
-            return f'[{sub.channel_id},{{"b":[["1.00000","-1.00000000","{time.time():.6f}"]],"c":"1"}}' + tail
-        return f'[{sub.channel_id},{{"a":[["99999.00000","NaN","{time.time():.6f}"]],"c":"1"}}' + tail
+        return _wire(conn).malformed(books[sorted(books)[i % len(books)]], kind)
 
     # --- faults --------------------------------------------------------------------------------
 
