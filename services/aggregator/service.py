@@ -23,14 +23,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from common import bus, schema
 from common.book import ASK, BID, Book
 from common.config import Config, DustRule
-from common.schema import DOWN, LIVE, SNAP, SYNCING, BookMsg, BusError, HeartbeatMsg, StatusMsg
+from common.schema import (
+    DOWN,
+    LIVE,
+    SNAP,
+    SYNCING,
+    BookMsg,
+    BusError,
+    HeartbeatMsg,
+    Level,
+    MergedBook,
+    StatusMsg,
+    VenueTimes,
+)
 from common.security import Security
 from services.aggregator import merge
 
@@ -51,9 +63,11 @@ class Link:
     ctl: zmq.Socket
     pub: str                       # the feed's bus endpoint
     sess: int | None = None
-    last_heard: float = 0.0
+    last_heard: float = 0.0        # monotonic, for down_after
+    heard_ns: int = 0              # wall clock, for subscribers (venue_ts.heard); 0: never
     down: bool = False
     symbols: list[str] = field(default_factory=list)
+    mode: str = ""                 # the venue's trading mode, when its feed reports one
 
     @property
     def name(self) -> str:
@@ -75,6 +89,10 @@ class Stream:
     awaiting: bool = True          # a snapshot was requested; stream messages are buffered
     requested_at: float = 0.0
     buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
+    #: Per side (bids, asks): the deepest price the venue book is known exactly to (None: all).
+    exact: tuple[Decimal | None, Decimal | None] = (None, None)
+    ets: int = 0                   # exchange / receive time of the last book update applied
+    rts: int = 0
 
 
 @dataclass(slots=True)
@@ -188,6 +206,19 @@ class Aggregator:
     def fees(self) -> dict[str, Decimal]:
         return dict(self._fees)
 
+    def exact_to(self, symbol: str, side: int, venue: str | None = None) -> Decimal | None:
+        """How deep ``side`` is known exactly: one venue's (``venue``), or the merged book's (the
+        shallowest of the live venues that cap their depth). None: the whole side is known."""
+        st = self.states[symbol]
+        if venue is not None:
+            s = st.streams.get(venue)
+            return None if s is None else s.exact[side]
+        return merge.shallowest([s.exact[side] for v, s in st.streams.items() if self._status(s) == LIVE], side)
+
+    def modes(self, symbol: str) -> dict[str, str]:
+        """The trading mode of each venue of ``symbol`` that reports one (Kraken's system status)."""
+        return {v: s.link.mode for v, s in sorted(self.states[symbol].streams.items()) if s.link.mode}
+
     # --- status -------------------------------------------------------------------------------
 
     def _status(self, s: Stream) -> str:
@@ -240,6 +271,10 @@ class Aggregator:
                 self._count("bus_unknown_feed")
                 return
             self._heard(link, msg.sess, now)
+            if msg.mode != link.mode:
+                log.warning("%s: venue mode %s -> %s", link.name, link.mode or "(none)", msg.mode or "(none)")
+                link.mode = msg.mode
+                self._link_dirty(link)
             self._on_heartbeat(msg, now)
             return
         st = self.states.get(msg.symbol)
@@ -257,6 +292,7 @@ class Aggregator:
 
     def _heard(self, link: Link, sess: int, now: float) -> None:
         link.last_heard = now
+        link.heard_ns = time.time_ns()
         self.sub_watch.healthy(link.pub)
         if link.sess != sess:
             if link.sess is not None:
@@ -307,14 +343,21 @@ class Aggregator:
             s.reason = msg.reason
             if msg.status != LIVE:
                 s.book.clear()
+                s.exact = (None, None)
         elif msg.kind == SNAP:
+            s.ets, s.rts = msg.ets, msg.rts
             s.book.load(msg.bids, msg.asks)
+            s.exact = msg.exact or (None, None)
             if s.status != LIVE:
                 log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
             s.status = LIVE
             s.reason = ""
         else:
+            s.ets, s.rts = msg.ets, msg.rts
             s.book.apply_levels(msg.bids, msg.asks)
+            if msg.exact is not None and msg.exact != s.exact:
+                s.exact = msg.exact
+                st.dirty = True
             if not st.dirty and not self._visible(st, msg):
                 self._count("deltas_below_view")
                 return
@@ -419,10 +462,18 @@ class Aggregator:
         depl = None
         sizes = self.cfg.aggregator.depletion.get(st.symbol)
         if sizes and self._depletion_fn is not None:
-            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
+            exact = (self.exact_to(st.symbol, BID), self.exact_to(st.symbol, ASK))
+            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes, exact)
         self._set_floor(st, bids, asks, depl)
-        return (merge.wire_levels(bids), merge.wire_levels(asks),
-                None if sp is None else merge.fmt(sp), venues, depl)
+        # Exact values compare as their canonical text would (fmt is a function of the value):
+        # text is made only for what is published.
+        return bids, asks, sp, venues, depl, self.modes(st.symbol)
+
+    @staticmethod
+    def _venue_ts(st: SymbolState) -> dict[str, VenueTimes]:
+        """Freshness per venue of the symbol, as of now (refreshed with every published snapshot,
+        never a reason to publish)."""
+        return {v: VenueTimes(s.ets, s.rts, s.link.heard_ns) for v, s in sorted(st.streams.items())}
 
     def publish_dirty(self) -> int:
         n = 0
@@ -436,14 +487,14 @@ class Aggregator:
             st.force = False
             st.last_content = content
             st.seq += 1
-            bids, asks, sp, venues, depl = content
-            m: dict[str, Any] = {"symbol": st.symbol, "epoch": self.epoch, "seq": st.seq, "ts": st.ts,
-                                 "spread": sp, "bids": bids, "asks": asks, "venues": venues}
-            if depl is not None:
-                m["depletion"] = depl
-            payload = schema.pack(m)
-            st.last_payload = payload
-            self.pub.send_multipart([schema.book_topic(st.symbol), payload])
+            bids, asks, sp, venues, depl, modes = content
+            # The merged levels are (price, amount, venue) tuples, all the encoder reads: making
+            # Level values of them only to encode cost ~6 us per snapshot (cast: no runtime cost).
+            frames = schema.encode_merged(MergedBook(
+                st.symbol, self.epoch, st.seq, st.ts, sp, cast(list[Level], bids), cast(list[Level], asks),
+                venues, None, self._venue_ts(st), venue_modes=modes or None), depletion=depl)
+            st.last_payload = frames[1]
+            self.pub.send_multipart(frames)
             n += 1
         return n
 
@@ -476,6 +527,7 @@ class Aggregator:
                 self.on_feed(frames, now)
         for link in self.links:
             if link.ctl in events:
+                link.heard_ns = time.time_ns()
                 while True:
                     try:
                         frames = link.ctl.recv_multipart(zmq.NOBLOCK)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.client import watch
+from services.client import deplete_cmd, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,12 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     watch.add_parser(sub)
-    try:
-        from services.client import deplete
-    except ImportError:
-        deplete = None  # type: ignore[assignment]
-    if deplete is not None:
-        deplete.add_parser(sub)
+    deplete_cmd.add_parser(sub)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

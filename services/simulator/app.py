@@ -45,6 +45,7 @@ class VenueSettings:
     port: int
     symbols: tuple[str, ...]
     replay: str | None = None
+    levels: tuple[tuple[str, int], ...] = ()   # (symbol, levels per side) for deep books
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Settings:
 
 _SIM_KEYS = {"host", "control_port", "seed", "rate", "burst_probability", "ping_interval", "pong_timeout",
              "history_seconds", "min_levels", "max_levels", "replay_speed", "replay_gate_timeout", "venues"}
-_VENUE_KEYS = {"kind", "port", "symbols", "replay"}
+_VENUE_KEYS = {"kind", "port", "symbols", "replay", "levels"}
 
 
 def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) -> Any:
@@ -106,6 +107,7 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         if bad:
             raise SettingsError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_VENUE_KEYS)}")
         kind = _num(v, "kind", str, vid, where)
+        replay = replays.pop(vid, None) or v.get("replay")
         server_class(kind, where)
         port = _num(v, "port", int, 0, where)
         if not 0 <= port < 65536:
@@ -113,8 +115,15 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         syms = v.get("symbols", list(symbols))
         if not isinstance(syms, list) or not all(isinstance(s, str) and "/" in s for s in syms):
             raise SettingsError(f"{where}.symbols must be a list like [\"BTC/USDT\"]")
-        replay = replays.pop(vid, None) or v.get("replay")
-        venues.append(VenueSettings(vid, kind, port, tuple(s.upper() for s in syms), replay))
+        syms_up = tuple(s.upper() for s in syms)
+        levels = v.get("levels", {})
+        if not isinstance(levels, dict) or not all(
+                isinstance(k, str) and k.upper() in syms_up and isinstance(n, int) and not isinstance(n, bool)
+                and n >= 1 for k, n in levels.items()):
+            raise SettingsError(f"{where}.levels must map symbols of the venue to levels per side, like "
+                                f"{{\"BTC/USD\" = 15000}}; symbols: {list(syms_up)}")
+        venues.append(VenueSettings(vid, kind, port, syms_up, replay,
+                                    tuple((k.upper(), n) for k, n in levels.items())))
     if replays:
         raise SettingsError(f"--replay: unknown venue(s) {sorted(replays)}; configured: {sorted(venues_raw)}")
     kw["venues"] = tuple(venues)
@@ -195,10 +204,12 @@ class Simulator:
                                       gate_timeout=s.replay_gate_timeout, **common)
         specs = {sym: spec_for(sym) for sym in vs.symbols}
         server = server_class(vs.kind)(vs.id, specs=specs, **common)
+        deep = dict(vs.levels)
         for sym, spec in specs.items():
             rng = random.Random(f"{s.seed}:{vs.id}:{sym}")
             marker = rng.randint(10**8, 10**9) if vs.kind == "binance" else 0
-            server.markets[sym] = Market(spec, rng, min_levels=s.min_levels, max_levels=s.max_levels,
+            lo, hi = (deep[sym], deep[sym] + deep[sym] // 10) if sym in deep else (s.min_levels, s.max_levels)
+            server.markets[sym] = Market(spec, rng, min_levels=lo, max_levels=hi,
                                          history_seconds=s.history_seconds, marker=marker)
             if vs.kind == "bitstamp":
                 assert isinstance(server, BitstampServer)

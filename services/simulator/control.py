@@ -41,10 +41,16 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
                     live mode and not paused) a *valid* event with unknown extra fields that is
                     applied to the truth — feeds must accept unknown fields. The invalid ones carry
                     the next update id (Binance) without consuming it.
-    ``shutdown``    Binance: ``serverShutdown`` event; Bitstamp: ``bts:request_reconnect``; then the
-                    connections are closed ~0.5 s later.
+    ``shutdown``    Binance: ``serverShutdown`` event; Bitstamp: ``bts:request_reconnect``; Coinbase
+                    and in-band replays: no notice; the connections are closed (1001) ~0.5 s later.
     ``unlist``      symbol: S disappears from the pair list (exchangeInfo / trading-pairs-info;
-                    ``exchangeInfo?symbol=S`` answers 400 -1121). ``relist`` undoes it.
+                    ``exchangeInfo?symbol=S`` answers 400 -1121; Coinbase: /products lists, the
+                    detail says delisted / offline). ``relist`` undoes it.
+    ``skip_seq``    [count=1]: Coinbase: the next message of every Advanced Trade connection
+                    skips ``count`` ``sequence_num`` values. Reply adds ``connections``.
+    ``crossed``     [symbol]: Coinbase Exchange: an ``l2update`` with a bid one tick above the best
+                    ask (not in the truth) on each Exchange connection subscribed to S (default:
+                    every symbol). Live mode only. Reply adds ``connections``.
 
     Kraken adds ``bad_checksum`` [symbol] [count=1] (the next ``count`` updates of S on every
     connection carry a wrong checksum, the book is right) and ``status``
