@@ -116,11 +116,14 @@ def check(cfg: config.Config, seconds: float) -> int:
 
 
 def supervisor_pid(conf: Path, program: str) -> int:
+    """The pid of ``program`` (in deploy/supervisor.py's group ``bookmux``) under supervisord."""
     sup = Path(sys.executable).with_name("supervisorctl")
-    r = subprocess.run([str(sup), "-c", str(conf), "pid", program], capture_output=True, text=True, timeout=20)
+    r = subprocess.run([str(sup), "-c", str(conf), "pid", f"bookmux:{program}"], capture_output=True, text=True,
+                       timeout=20)
     text = r.stdout.strip()
     if not text.isdigit() or text == "0":
-        raise SystemExit(f"supervisorctl -c {conf} pid {program}: {text or r.stderr.strip()} (is `make demo` running?)")
+        raise SystemExit(f"supervisorctl -c {conf} pid bookmux:{program}: {text or r.stderr.strip()} "
+                         "(is `make demo` running?)")
     return int(text)
 
 
