@@ -7,6 +7,7 @@ restarted. Times are printed (``-s``), never asserted."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import urllib.error
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import config, metrics
 from common.metrics import Health, LatencyHistogram, MetricsError, MetricsServer
-from tests.harness import Procs, SimControl, Subscriber, free_port, wait_until, write_config
+from tests.harness import REPO, Procs, SimControl, Subscriber, free_port, wait_until, write_config
 
 SYMS = ["BTC/USDT", "ETH/USDT"]
 REPORT: list[str] = []
@@ -169,6 +170,43 @@ def test_publisher_counts_open_subscriptions(tmp_path: Path) -> None:
         for s in (p.sub, p.out, p.ctl):
             s.close(0)
         ctx.term()
+
+
+def test_feed_readiness_counts_listed_symbols_only(tmp_path: Path) -> None:
+    """A feed is ready when every symbol the venue lists is live; unlisted ones do not count, none
+    listed is not ready; the status gauge has one series per status, 1 for the current one."""
+    from common.feed import metrics as feed_metrics
+    from common.feed.runner import FeedRunner
+    from services.feed_binance.spec import SPEC
+
+    cfg_path = tmp_path / "bookmux.toml"
+    write_config(cfg_path, symbols=SYMS, venues={"alpha": {"kind": "binance"}})
+    r = FeedRunner(SPEC, config.load(cfg_path).venue("alpha"))
+    try:
+        assert feed_metrics.readiness(r) == ("2 of 2 symbol(s) not live: BTC/USDT, ETH/USDT", {
+            "venue": "alpha", "unlisted": [],
+            "symbols": {"BTC/USDT": "syncing: starting", "ETH/USDT": "syncing: starting"}})
+        btc, eth = r.core.streams["BTC/USDT"], r.core.streams["ETH/USDT"]
+        btc.status = "live"
+        eth.listed, eth.status = False, "down"
+        assert feed_metrics.readiness(r) == (None, {"venue": "alpha", "unlisted": ["ETH/USDT"],
+                                                    "symbols": {"BTC/USDT": "live"}})
+        fams = {f.name: f for f in feed_metrics.collect(r)}
+        status = {(s.labels["symbol"], s.labels["status"]): s.value for s in fams["bookmux_feed_symbol_status"].samples}
+        assert status == {("BTC/USDT", "down"): 0.0, ("BTC/USDT", "live"): 1.0, ("BTC/USDT", "stale"): 0.0,
+                          ("BTC/USDT", "syncing"): 0.0, ("ETH/USDT", "down"): 1.0, ("ETH/USDT", "live"): 0.0,
+                          ("ETH/USDT", "stale"): 0.0, ("ETH/USDT", "syncing"): 0.0}
+        r.core.counters.update({"gaps": 2, "checksum_failures": 1, "reconnects_stale": 3, "reconnects_lost": 1})
+        fams = {f.name: f for f in feed_metrics.collect(r)}
+        resyncs = {s.labels["cause"]: s.value for s in fams["bookmux_feed_resyncs"].samples
+                   if s.name.endswith("_total")}
+        assert resyncs == {"gap": 2.0, "checksum": 1.0, "crossed": 0.0, "malformed": 0.0, "timeout": 0.0,
+                           "reconnect": 4.0}
+        btc.listed = False
+        assert feed_metrics.readiness(r)[0] == "the venue lists none of the configured symbols"
+    finally:
+        r._executor.shutdown()
+        r._session.close()
 
 
 def test_feed_core_stays_free_of_metrics() -> None:
@@ -361,3 +399,17 @@ def test_readiness_follows_a_killed_feed(pipe: Pipeline) -> None:
     REPORT.append(f"feed_binance restarted: its /readyz 200 after {took_feed:.2f} s, the aggregator's after "
                   f"{time.monotonic() - t1:.2f} s")
     assert total(samples, "bookmux_aggregator_feed_disconnects_total") == 1.0
+
+
+@pytest.mark.slow
+def test_alert_rules_read_exported_metrics(pipe: Pipeline) -> None:
+    """Every bookmux metric an alert rule of deploy/alerts.yml reads is exported by a service, and
+    the README shows the same rules."""
+    text = (REPO / "deploy" / "alerts.yml").read_text()
+    exprs = [ln.split("expr:", 1)[1].strip() for ln in text.splitlines() if ln.strip().startswith("expr:")]
+    assert len(exprs) == 7
+    exported = {name for port in pipe.ports.values() for name, _ in scrape(port)}
+    used = {m for e in exprs for m in re.findall(r"bookmux_[a-z_]+", e)}
+    assert used - exported == set()
+    readme = (REPO / "README.md").read_text()
+    assert [e for e in exprs if e not in readme] == []
