@@ -83,8 +83,9 @@ def endpoints(cfg: config.Config) -> dict[str, tuple[str, str]]:
         addr = getattr(getattr(cfg, name), "metrics", None)
         if addr:
             out[name] = (name, addr)
-    if cfg.gateway_grpc.enabled and getattr(cfg.gateway_grpc, "metrics", None):
-        out["gateway_grpc"] = ("gateway_grpc", cfg.gateway_grpc.metrics)  # type: ignore[attr-defined]
+    addr = getattr(cfg.gateway_grpc, "metrics", None)
+    if cfg.gateway_grpc.enabled and addr:
+        out["gateway_grpc"] = ("gateway_grpc", addr)
     return out
 
 

@@ -14,6 +14,7 @@ from common import logs, venues
 from common.config import ConfigError, add_config_args, from_args
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
+from common.metrics import MetricsError
 from common.security import KeyError_, Security
 
 
@@ -74,5 +75,9 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
         run = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but optional here
         run = asyncio.run
-    run(amain())
+    try:
+        run(amain())
+    except MetricsError as e:      # the metrics address cannot be bound (in use?)
+        log.error("%s", e)
+        return 1
     return 0
