@@ -24,6 +24,7 @@ class Handlers:
 
     def __init__(self, core: FeedCore) -> None:
         self.core = core
+        self.levels_in = 0          # levels of the depth events received for listed symbols
 
     def item(self, it: object, rts: int, now: float) -> bool:
         """Handle one parsed item; True when the connection is to end (the core queued a
@@ -56,7 +57,7 @@ class Handlers:
         st = self._stream(ev.key)
         if st is None:
             return
-        core.counters["levels_in"] += len(ev.bids) + len(ev.asks)   # per event, not per level (metrics)
+        self.levels_in += len(ev.bids) + len(ev.asks)   # per event, never per level (metrics read it)
         before = st.seqr.position
         v = st.seqr.on_event(ev)
         if v is Verdict.APPLY:

@@ -1,8 +1,9 @@
 """Metrics and health of a feed process (one venue, or one shard of it): see common/metrics.py.
 
 Nothing is counted here: at scrape time :func:`collect` reads the core's ``Counter`` (frames,
-levels, resyncs, drops ... counted per frame or per event by the core and the transport), its
-symbol streams (status, book depth, last update) and the transport's connection count.
+resyncs, drops ... counted per frame or per event by the core and the transport), the levels its
+handlers count per event, its symbol streams (status, book depth, last update) and the
+transport's connection count.
 
 Readiness (``/readyz``): every symbol the venue lists (``SymbolStream.listed``) is ``live`` on the
 feed's bus; a symbol the venue does not list (found by the pair check) does not count, a feed
@@ -47,7 +48,7 @@ def collect(runner: FeedRunner) -> Iterator[Metric]:
     v = [venue]
     yield metrics.counter("bookmux_feed_frames", "WebSocket frames received", ["venue"], [(v, c.get("frames", 0))])
     yield metrics.counter("bookmux_feed_levels", "Book levels received in depth updates (in-band and REST "
-                          "snapshots not counted)", ["venue"], [(v, c.get("levels_in", 0))])
+                          "snapshots not counted)", ["venue"], [(v, core.handlers.levels_in)])
     yield metrics.counter("bookmux_feed_deltas", "Deltas published on the feed bus (updates coalesced per symbol)",
                           ["venue"], [(v, core.out.deltas)])
     yield metrics.counter("bookmux_feed_snapshots", "Books (re)built and published whole (a symbol went live)",
