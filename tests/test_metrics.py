@@ -367,6 +367,31 @@ def test_counters_move_while_data_flows(pipe: Pipeline) -> None:
 
 
 @pytest.mark.slow
+def test_queries_and_streams_are_counted(pipe: Pipeline) -> None:
+    """Each depletion query is one observation of the query latency; an open gRPC stream shows in
+    the gateway's stream gauge while it is open and leaves it when it ends."""
+    import grpc
+
+    from common.subscriber import deplete
+    from services.gateway_grpc import stubs
+
+    agg, gw = pipe.ports["aggregator"], pipe.ports["gateway_grpc"]
+    before = value(scrape(agg), "bookmux_aggregator_query_seconds_count")
+    for _ in range(3):
+        deplete(pipe.ep["query"], "BTC/USDT", "buy", "1", timeout=10)
+    assert value(scrape(agg), "bookmux_aggregator_query_seconds_count") == before + 3
+    bm = stubs.load("bookmux")
+    with grpc.insecure_channel(f"127.0.0.1:{pipe.grpc_port}") as ch:
+        call = bm.services.BooksStub(ch).Subscribe(bm.messages.SubscribeRequest(symbol="ETH/USDT"), timeout=60)
+        assert next(iter(call)).symbol == "ETH/USDT"
+        assert value(scrape(gw), "bookmux_gateway_streams", method="Subscribe", symbol="ETH/USDT") == 1.0
+        call.cancel()
+    wait_until(lambda: ("bookmux_gateway_streams", (("method", "Subscribe"), ("symbol", "ETH/USDT")))
+               not in scrape(gw), timeout=30, what="the cancelled stream leaving the gauge")
+    assert value(scrape(gw), "bookmux_gateway_streams_opened_total") == 1.0
+
+
+@pytest.mark.slow
 def test_readiness_follows_a_killed_feed(pipe: Pipeline) -> None:
     """kill -9 of the Binance feed: the aggregator's /readyz turns 503 naming its books and its venue
     status metric says down; the feed restarted, both come back (times reported, not asserted)."""
