@@ -34,8 +34,8 @@ aggregator.query. Serves Prometheus metrics, /healthz and /readyz on aggregator.
     try:
         endpoint = agg_metrics.start(agg)     # /metrics /healthz /readyz on aggregator.metrics
     except MetricsError as e:
-        log.error("%s", e)
         agg.close()
+        log.error("%s", e)
         return 1
     try:
         agg.run()
