@@ -1,0 +1,418 @@
+"""The live terminal book's pure core: what it shows, when it redraws, how keys change it.
+
+No sockets, no terminal, no wall clock: every function takes the times it needs, so tests drive it
+with an injected clock. :mod:`services.client.tui.app` is the thin I/O around it.
+
+* :class:`RedrawLimiter` decides when to draw: at most ``max_hz`` (<= 20) times a second while the
+  book changes, and once a second when nothing changes (so ages and "no snapshot for 5 s" tick).
+* :class:`RateMeter` counts updates per second over a sliding window.
+* :class:`WatchState` keeps the current symbol, the last book, epochs, missed ``seq`` and when each
+  venue was last heard; :meth:`WatchState.on_key` maps keys to actions.
+* :func:`render` turns a state into a rich renderable (tables, colours), never raw escape codes.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Protocol
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from common.numbers import fmt
+
+# Limits
+MAX_HZ = 20.0            # never redraw more often than this
+IDLE_REDRAW = 1.0        # seconds between redraws when nothing changes (ages keep ticking)
+MIN_LEVELS, MAX_LEVELS = 1, 50
+NEW_EPOCH_SHOWN = 15.0   # seconds the "new epoch" notice stays highlighted
+
+#: Fixed colours for the venues we know; others get one from :data:`PALETTE` by a stable hash.
+VENUE_COLOURS = {"binance": "yellow", "binance_us": "bright_yellow", "bitstamp": "green",
+                 "kraken": "magenta", "coinbase": "blue", "gemini": "cyan"}
+PALETTE = ("bright_magenta", "bright_cyan", "bright_green", "bright_blue", "red", "bright_red")
+STATUS_STYLES = {"live": "bold green", "syncing": "bold yellow", "stale": "bold magenta", "down": "bold red"}
+
+
+def venue_colour(venue: str) -> str:
+    """The venue's colour: fixed for known venues, else stable across runs (crc32 of the id)."""
+    return VENUE_COLOURS.get(venue) or PALETTE[zlib.crc32(venue.encode()) % len(PALETTE)]
+
+
+# --- what the view reads from a book ------------------------------------------------------------
+
+
+class LevelLike(Protocol):
+    price: Decimal
+    amount: Decimal
+    venue: str
+
+
+class BookLike(Protocol):
+    """What the view needs of a merged book (``common.subscriber``'s book has these)."""
+
+    symbol: str
+    epoch: int
+    seq: int
+    ts: int
+    spread: Decimal | None
+    statuses: Mapping[str, str]
+    depletion: Mapping[str, Any] | None
+    venue_ts: Mapping[str, Mapping[str, int]]
+
+    @property
+    def bids(self) -> Sequence[LevelLike]: ...
+
+    @property
+    def asks(self) -> Sequence[LevelLike]: ...
+
+
+# --- redraw rate ---------------------------------------------------------------------------------
+
+
+class RedrawLimiter:
+    """When to redraw: at most ``max_hz`` times a second while changes arrive, and every
+    ``idle`` seconds when none do. ``clock`` is injectable (monotonic seconds).
+
+    Use: :meth:`changed` on every update, :meth:`due` to ask, :meth:`drawn` after drawing, and
+    :meth:`wait` for how long the I/O loop may block before asking again. O(1) each.
+    """
+
+    def __init__(self, max_hz: float = 10.0, *, idle: float = IDLE_REDRAW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 1.0 <= max_hz <= MAX_HZ:
+            raise ValueError(f"max_hz must be between 1 and {MAX_HZ:g}, got {max_hz!r}")
+        if idle < 1.0 / max_hz:
+            raise ValueError(f"idle ({idle!r} s) must be at least 1/max_hz")
+        self.min_interval = 1.0 / max_hz
+        self.idle = idle
+        self.clock = clock
+        self.dirty = True          # the first call to due() draws
+        self.last: float | None = None
+        self.draws = 0
+
+    def changed(self) -> None:
+        """Something visible changed (a book, a key, a status)."""
+        self.dirty = True
+
+    def _gap(self) -> float:
+        return self.min_interval if self.dirty else self.idle
+
+    def due(self) -> bool:
+        """True when a redraw is allowed and useful now."""
+        return self.last is None or self.clock() - self.last >= self._gap()
+
+    def drawn(self) -> None:
+        """Record a redraw at the clock's current time."""
+        self.last = self.clock()
+        self.dirty = False
+        self.draws += 1
+
+    def wait(self) -> float:
+        """Seconds until :meth:`due` can next be true (0 when it is now)."""
+        if self.last is None:
+            return 0.0
+        return max(0.0, self.last + self._gap() - self.clock())
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds. O(1) amortised per event; memory is
+    the number of events in one window."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def add(self, now: float) -> None:
+        self.times.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self.times and self.times[0] <= now - self.window:
+            self.times.popleft()
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        return len(self.times) / self.window
+
+    def reset(self) -> None:
+        self.times.clear()
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+QUIT, NEXT, PREV, MORE, FEWER = "quit", "next", "prev", "more", "fewer"
+
+#: Key sequences as the terminal sends them -> actions. Digits 1-9 pick a symbol by position.
+KEYMAP = {"q": QUIT, "Q": QUIT, "\x03": QUIT,
+          "\t": NEXT, "n": NEXT, "s": NEXT, "\x1b[C": NEXT, "\x1b[B": NEXT,
+          "\x1b[Z": PREV, "p": PREV, "\x1b[D": PREV, "\x1b[A": PREV,
+          "+": MORE, "=": MORE, "-": FEWER, "_": FEWER}
+
+
+def parse_keys(data: str) -> list[str]:
+    """Terminal input -> key names: CSI escape sequences (arrows, Shift-Tab) stay whole, any
+    other character is one key. ``"q\\x1b[Cn"`` -> ``["q", "\\x1b[C", "n"]``."""
+    keys, i = [], 0
+    while i < len(data):
+        if data.startswith("\x1b[", i) and i + 2 < len(data):
+            j = i + 2
+            while j < len(data) and not ("@" <= data[j] <= "~"):
+                j += 1
+            keys.append(data[i:j + 1])
+            i = j + 1
+        else:
+            keys.append(data[i])
+            i += 1
+    return keys
+
+
+# --- state ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SymbolStats:
+    """Per subscription (one symbol): arrivals, rate, epoch and seq bookkeeping."""
+
+    rate: RateMeter = field(default_factory=RateMeter)
+    received: int = 0
+    missed: int = 0                 # seq numbers skipped within an epoch
+    dropped: int = 0                # malformed snapshots (counted, not shown)
+    epochs: int = 0                 # epochs seen (a new one = an aggregator restart)
+    epoch_at: float | None = None   # monotonic time the current epoch was first seen (after the first)
+    last_seq: int | None = None
+    last_epoch: int | None = None
+    last_at: float | None = None    # monotonic time of the last book
+
+
+@dataclass(slots=True)
+class WatchState:
+    """Everything the view shows, updated by books and keys; times are passed in.
+
+    ``symbols`` is the list the symbol keys walk through; ``index`` the shown one.
+    """
+
+    symbols: list[str]
+    endpoint: str
+    levels: int = 10
+    index: int = 0
+    timeout: float = 5.0
+    started: float = 0.0
+    book: BookLike | None = None
+    stats: SymbolStats = field(default_factory=SymbolStats)
+    heard: dict[str, int] = field(default_factory=dict)   # venue -> ns, when venue_ts is absent
+
+    @property
+    def symbol(self) -> str:
+        return self.symbols[self.index]
+
+    def on_book(self, book: BookLike, now: float, now_ns: int, missed: int | None = None) -> None:
+        """A book of the shown symbol arrived at ``now`` (monotonic) / ``now_ns`` (wall).
+
+        ``missed``: the subscriber's count of skipped ``seq`` for this book, when it counts them;
+        otherwise the gap to the previous ``seq`` of the same epoch is counted here.
+        """
+        st = self.stats
+        if st.last_epoch != book.epoch:
+            st.epochs += 1
+            if st.last_epoch is not None:
+                st.epoch_at = now
+            st.last_seq = None
+        if missed is not None:
+            st.missed += missed
+        elif st.last_seq is not None and book.seq > st.last_seq + 1:
+            st.missed += book.seq - st.last_seq - 1
+        st.last_epoch, st.last_seq, st.last_at = book.epoch, book.seq, now
+        st.received += 1
+        st.rate.add(now)
+        for venue, status in book.statuses.items():
+            if status == "live":
+                self.heard[venue] = now_ns
+        self.book = book
+
+    def select(self, index: int, now: float) -> None:
+        """Show ``symbols[index]`` (wraps around): forget the old book and counters."""
+        self.index = index % len(self.symbols)
+        self.book = None
+        self.stats = SymbolStats()
+        self.heard.clear()
+        self.started = now
+
+    def on_key(self, key: str, now: float) -> str | None:
+        """Apply one key; returns the action taken (``quit``, ``next``, ...) or None."""
+        action = KEYMAP.get(key)
+        if action is None and len(key) == 1 and key.isdigit() and key != "0":
+            if int(key) <= len(self.symbols) and int(key) - 1 != self.index:
+                self.select(int(key) - 1, now)
+                return NEXT
+            return None
+        if action in (NEXT, PREV) and len(self.symbols) > 1:
+            self.select(self.index + (1 if action == NEXT else -1), now)
+        elif action == MORE:
+            self.levels = min(MAX_LEVELS, self.levels + 1)
+        elif action == FEWER:
+            self.levels = max(MIN_LEVELS, self.levels - 1)
+        return action
+
+    def heard_ns(self, venue: str) -> int | None:
+        """When the venue was last heard (ns): ``venue_ts[venue]["heard"]`` if the snapshot has
+        it, else the arrival of the last snapshot that showed the venue live."""
+        vts = getattr(self.book, "venue_ts", None) or {}
+        heard = (vts.get(venue) or {}).get("heard")
+        if isinstance(heard, int) and heard > 0:
+            return heard
+        return self.heard.get(venue)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def ago(seconds: float | None) -> str:
+    """A short human age: ``0.3 s``, ``12 s``, ``4 min``, ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def _cost(d: Mapping[str, Any]) -> str:
+    """filled x vwap, rounded to cents and marked approximate (the streamed vwap is rounded)."""
+    try:
+        c = Decimal(d["filled"]) * Decimal(d["vwap"])
+    except (KeyError, TypeError, ArithmeticError, ValueError):
+        return "-"
+    return "≈" + fmt(c.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def _side_table(title: str, levels: Iterable[LevelLike], n: int, bids: bool) -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAD, expand=True, pad_edge=False,
+              title_style="bold green" if bids else "bold red")
+    cols = ("venue", "amount", "price") if bids else ("price", "amount", "venue")
+    for c in cols:
+        t.add_column(c, justify="left" if c == "venue" else "right", no_wrap=True,
+                     style="bold" if c == "price" else None)
+    for i, lv in enumerate(levels):
+        if i >= n:
+            break
+        venue = Text(lv.venue, style=venue_colour(lv.venue))
+        price = Text(fmt(lv.price), style="green" if bids else "red")
+        row = (venue, fmt(lv.amount), price) if bids else (price, fmt(lv.amount), venue)
+        t.add_row(*row)
+    return t
+
+
+def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
+    """The whole screen for ``state`` at monotonic ``now`` / wall ``now_ns``. Pure."""
+    st, book = state.stats, state.book
+    head = Text()
+    head.append(" bookmux ", style="bold reverse")
+    head.append("  ")
+    for i, sym in enumerate(state.symbols):
+        head.append(f" {i + 1}:{sym} ", style="bold reverse cyan" if i == state.index else "dim")
+    parts: list[RenderableType] = [head]
+
+    silent = now - (st.last_at if st.last_at is not None else state.started)
+    if book is None:
+        msg = Text(f"waiting for the first snapshot of {state.symbol} on {state.endpoint} ({ago(silent)})",
+                   style="bold yellow")
+        if silent >= state.timeout:
+            msg = Text(f"no snapshot for {silent:.0f} s: is the publisher running on {state.endpoint}?",
+                       style="bold white on red")
+        parts += [Text(""), msg, Text(""), _footer(state)]
+        return Group(*parts)
+
+    line = Text()
+    line.append(f"{book.symbol}", style="bold")
+    if book.spread is not None:
+        line.append("   spread ")
+        line.append(fmt(book.spread), style="bold red" if book.spread < 0 else "bold")
+        if book.spread < 0:
+            line.append(" (crossed)", style="bold red")
+    else:
+        line.append("   spread -")
+    if book.bids and book.asks:
+        line.append("   mid ")
+        line.append(fmt((book.bids[0].price + book.asks[0].price) / 2), style="bold")
+    line.append(f"   {st.rate.rate(now):.1f} upd/s", style="cyan")
+    line.append("   missed seq ")
+    line.append(str(st.missed), style="bold red" if st.missed else "green")
+    if st.dropped:
+        line.append(f"   malformed {st.dropped}", style="bold red")
+    line.append(f"   epoch {book.epoch} seq {book.seq}")
+    if st.epoch_at is not None and now - st.epoch_at < NEW_EPOCH_SHOWN:
+        line.append(f"  NEW EPOCH {ago(now - st.epoch_at)} ago (aggregator restarted)", style="bold black on yellow")
+    line.append(f"   age {(now_ns - book.ts) / 1e6:.0f} ms" if book.ts else "   age -", style="dim")
+    line.append(f"   last snapshot {ago(silent)} ago", style="yellow" if silent >= 2 else "dim")
+    parts.append(line)
+    if silent >= state.timeout:
+        parts.append(Text(f"no snapshot for {silent:.0f} s (showing the last one): quiet market or a stopped "
+                          f"publisher on {state.endpoint}? see each venue's last heard below",
+                          style="bold white on red"))
+
+    venues = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    venues.add_column("venue", no_wrap=True)
+    venues.add_column("status", no_wrap=True)
+    venues.add_column("last heard", justify="right", no_wrap=True)
+    for v in sorted(book.statuses):
+        status = book.statuses[v]
+        heard = state.heard_ns(v)
+        venues.add_row(Text(v, style=venue_colour(v)), Text(status, style=STATUS_STYLES.get(status, "bold")),
+                       ago((now_ns - heard) / 1e9) + " ago" if heard else "-")
+
+    sides = Table.grid(expand=True, padding=(0, 2))
+    sides.add_column(ratio=1)
+    sides.add_column(ratio=1)
+    sides.add_row(_side_table("BIDS", book.bids, state.levels, True),
+                  _side_table("ASKS", book.asks, state.levels, False))
+    parts += [venues, sides]
+    if book.depletion:
+        parts.append(_depletion_table(book.depletion))
+    parts.append(_footer(state))
+    return Group(*parts)
+
+
+def _depletion_table(depl: Mapping[str, Any]) -> Table:
+    t = Table(title="cost to trade (merged book, streamed)", box=box.SIMPLE_HEAD, pad_edge=False,
+              title_justify="left", title_style="bold")
+    for c in ("side", "size", "avg price", "worst", "slippage bps", "levels", "cost"):
+        t.add_column(c, justify="left" if c == "side" else "right", no_wrap=True)
+    for side in ("buy", "sell"):
+        for size, d in (depl.get(side) or {}).items():
+            if not isinstance(d, Mapping):
+                continue
+            if d.get("vwap") is None:
+                t.add_row(side, str(size), Text("no liquidity", style="red"), "-", "-", "-", "-")
+                continue
+            size_text = Text(str(size))
+            if d.get("partial"):
+                size_text.append(f" PARTIAL {d.get('filled')}", style="bold red")
+            t.add_row(Text(side, style="green" if side == "buy" else "red"), size_text, str(d["vwap"]),
+                      str(d.get("worst", "-")), str(d.get("slippage_bps", "-")), str(d.get("levels", "-")),
+                      _cost(d))
+    return t
+
+
+def _footer(state: WatchState) -> Text:
+    t = Text(style="dim")
+    t.append("q", style="bold")
+    t.append(" quit   ")
+    t.append("Tab/→/n", style="bold")
+    t.append(" next symbol   ")
+    t.append("Shift-Tab/←/p", style="bold")
+    t.append(" previous   ")
+    t.append("1-9", style="bold")
+    t.append(" pick symbol   ")
+    t.append("+/-", style="bold")
+    t.append(f" levels ({state.levels})")
+    return t
