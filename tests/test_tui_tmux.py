@@ -33,7 +33,7 @@ class Tmux:
     def __init__(self, tmp: Path, command: str) -> None:
         self.name = f"bookmux-tui-{os.getpid()}-{time.monotonic_ns()}"
         conf = tmp / "tmux.conf"
-        # remain-on-exit: the pane stays after the program ends, so its exit status can be read.
+        # remain-on-exit: the pane (and the server) stays after the program ends, to read the screen.
         conf.write_text("set -g remain-on-exit on\nset -g history-limit 0\n")
         self.base = ["tmux", "-L", self.name, "-f", str(conf)]
         self.run("new-session", "-d", "-s", "main", "-x", "160", "-y", "50", command)
@@ -47,11 +47,9 @@ class Tmux:
     def keys(self, *keys: str) -> None:
         self.run("send-keys", "-t", "main", *keys)
 
-    def dead(self) -> tuple[bool, str]:
-        """(pane dead?, its exit status, or "sig<N>" when a signal ended it, "" while not known)."""
-        fmt = "#{pane_dead} #{pane_dead_status}#{?pane_dead_signal,sig#{pane_dead_signal},}"
-        out = self.run("display-message", "-p", "-t", "main", fmt).split()
-        return out[0] == "1", (out[1] if len(out) > 1 else "")
+    def dead(self) -> bool:
+        """The pane's program has ended (its terminal closed)."""
+        return self.run("display-message", "-p", "-t", "main", "#{pane_dead}").strip() == "1"
 
     def close(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=30)
@@ -122,13 +120,17 @@ def test_watch_in_tmux_book_colours_keys_restart_and_quit(pipeline, tmp_path: Pa
         "env", "-u", "NO_COLOR", "-u", "COLUMNS", "-u", "LINES",   # the terminal's own size and colours
         sys.executable, "-m", "services.client", "watch", "BTC/USDT", "--endpoint", endpoint,
         "--config", str(cfg), "--timeout", "2"))
-    tmux = Tmux(tmp_path, f"cd {shlex.quote(str(REPO))} && exec {cmd} 2>{shlex.quote(str(tmp_path / 'watch.err'))}")
+    # The exit status goes to a file: tmux 3.3 sometimes reaps a pane's process late (seconds).
+    tmux = Tmux(tmp_path, f"cd {shlex.quote(str(REPO))} && {cmd} 2>{shlex.quote(str(tmp_path / 'watch.err'))}; "
+                          f"echo $? >{shlex.quote(str(tmp_path / 'watch.status'))}")
     screen = ""
     try:
         def shows(pred, what: str, timeout: float = 60) -> None:
             def check() -> bool:
                 nonlocal screen
                 screen = tmux.screen(escapes=True)
+                if tmux.dead():
+                    raise AssertionError("the view ended")
                 return bool(pred(re.sub(SGR, "", screen)))
             try:
                 wait_until(check, timeout=timeout, what=what)
@@ -166,8 +168,12 @@ def test_watch_in_tmux_book_colours_keys_restart_and_quit(pipeline, tmp_path: Pa
         shows(lambda s: book_line(s).startswith("BTC/USDT"), "back to BTC/USDT with p")
 
         tmux.keys("q")
-        # The pane is dead when its terminal closes; the exit status follows when tmux reaps the process.
-        wait_until(lambda: tmux.dead()[1] != "", timeout=30, what="the view to quit on q")
-        assert tmux.dead() == (True, "0")
+        status = tmp_path / "watch.status"
+        try:
+            wait_until(lambda: status.exists() and status.read_text().strip() != "", timeout=60,
+                       what="the view to quit on q")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{tmux.screen()}") from None
+        assert status.read_text().strip() == "0"
     finally:
         tmux.close()
