@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from common import venues
 from common.numbers import BadNumber, parse_decimal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ DEFAULT_CONFIG = REPO_ROOT / "deploy" / "bookmux.toml"
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
 VENUE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-KNOWN_KINDS = ("binance", "bitstamp", "kraken", "coinbase", "gemini")
+KNOWN_KINDS = tuple(venues.KINDS)
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,8 @@ class VenueConfig:
     dust: Mapping[str, DustRule] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     shards: tuple[Shard, ...] = ()
+    #: The venue's wire protocol (``common.venues``: e.g. Kraken "v2" or "v1"); "" = the kind's default.
+    api: str = ""
 
     def dust_rule(self, symbol: str) -> DustRule:
         return self.dust.get(symbol, self.dust.get("*", NO_DUST))
@@ -166,7 +169,7 @@ class Config:
 
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
              "publisher", "simulator", "security"}
-_VENUE_KEYS = {"kind", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
+_VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
                "taker_fee", "cpu", "dust", "options", "shards"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
 _PUB_KEYS = {"bind", "port", "sndhwm"}
@@ -225,6 +228,10 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     kind = _get(d, "kind", str, where, vid)
     if kind not in KNOWN_KINDS:
         raise ConfigError(f"{where}.kind {kind!r} is not one of {list(KNOWN_KINDS)}")
+    apis = venues.KINDS[kind].apis
+    api = _get(d, "api", str, where, venues.KINDS[kind].default_api)
+    if api not in apis:
+        raise ConfigError(f"{where}.api {api!r}: a {kind} venue speaks {sorted(apis)}")
     dust: dict[str, DustRule] = {}
     for sym, rule in _get(d, "dust", dict, where, {}).items():
         w = f"{where}.dust.{sym}"
@@ -246,7 +253,7 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     if shards:
         venue_symbols = tuple(s for sh in shards for s in sh.symbols)
     return VenueConfig(
-        id=vid, kind=kind, enabled=_get(d, "enabled", bool, where, True),
+        id=vid, kind=kind, api=api, enabled=_get(d, "enabled", bool, where, True),
         symbols=venue_symbols, shards=shards,
         ws_url=_get(d, "ws_url", str, where), rest_url=_get(d, "rest_url", str, where),
         pub=shards[0].pub if shards else _get(d, "pub", str, where),

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 
 def setup(service: str, level: str = "INFO") -> logging.Logger:
@@ -40,3 +41,25 @@ class Counters(Counter[str]):
         if dict(self) != self._last:
             self._last = dict(self)
             self._log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.items())))
+
+
+class RateLimitedLog:
+    """Log a warning per key at most once every ``every`` seconds, counting what it held back."""
+
+    def __init__(self, log: logging.Logger, every: float = 5.0) -> None:
+        self._log = log
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) < self._every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            msg += " (%d more like this in the last %.0f s)"
+            args = (*args, held, self._every)
+        self._log.warning(msg, *args)

@@ -25,6 +25,11 @@ Every message is two frames::
     st    str         status        "live" | "syncing" | "stale" | "down"
     why   str         status        human-readable reason
     seqs  {s: int}    hb            last seq published per symbol (lets a receiver see a lost tail)
+    x     [p|"", p|""] snap/delta   optional: per side (bids, asks) the deepest price down to which
+                                    the venue book is known exactly ("" = the whole side); on a snap
+                                    when the venue caps its depth, on a delta when it changed
+    mode  str         hb            optional: the venue's trading mode when it reports one
+                                    ("online", "cancel_only", "post_only", "maintenance", ...)
 
 A ``snap`` replaces the venue book of that symbol and means the stream is synced (``live``); a
 ``status`` other than ``live`` means the receiver must drop that venue's levels for the symbol
@@ -40,22 +45,40 @@ messages with ``seq`` at or below the reply's (the ZeroMQ Guide's clone pattern)
 
 Merged book (aggregator PUB -> publisher SUB, and publisher -> subscribers)
 ---------------------------------------------------------------------------
-Two frames: topic ``book.<BASE>/<QUOTE>`` and a msgpack map, the subscriber contract of the README:
-``symbol, epoch, seq, ts, spread, bids, asks, venues`` (+ ``depletion`` where configured), levels
-as ``[price, amount, venue]`` in canonical text (:func:`common.numbers.fmt`). The publisher
-forwards the aggregator's payload bytes unchanged.
+Two frames: topic ``book.<BASE>/<QUOTE>`` and a msgpack map, the subscriber contract of the README,
+in this key order (one codec: :class:`MergedBook`, :func:`encode_merged`, :func:`decode_merged`)::
+
+    key        type              meaning
+    symbol     str               "BTC/USDT" (the topic names the same symbol)
+    epoch      int               the aggregator run; changes when it restarts
+    seq        int               per symbol, +1 per snapshot within an epoch
+    ts         int               ns: receive time of the newest input this snapshot reflects
+    spread     str | nil         best ask - best bid (negative when venues cross); nil: a side is empty
+    bids/asks  [[p, q, venue]]   best first, canonical text (:func:`common.numbers.fmt`)
+    venues     {venue: str}      "live" | "syncing" | "stale" | "down"
+    depletion  {side: {size: {filled, vwap, worst, slippage_bps, levels, partial}}}  where configured
+    venue_ts   {venue: {ets, rts, heard}}   freshness, ns (0: not yet): exchange and receive time
+               of the last update of this symbol's book from the venue, and when the aggregator
+               last heard anything from the venue's feed (refreshed with every snapshot)
+
+Keys are only ever added (never changed or removed); a decoder keeps the keys it does not know in
+:attr:`MergedBook.extra` and the encoder writes them back after the known ones. The publisher
+forwards the aggregator's payload bytes unchanged (:func:`peek_merged` checks the header only),
+or :func:`cut_merged` re-encodes it with fewer levels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import decimal
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
 
 import msgpack
 
-from common.numbers import BadNumber, parse_decimal
+from common.numbers import MAX_ABS, BadNumber, fmt, parse_decimal
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +115,8 @@ class BookMsg:
     rts: int
     bids: Levels = field(default_factory=list)
     asks: Levels = field(default_factory=list)
+    #: (bids, asks) exact-to prices, None inside = the whole side; None = not sent (unchanged).
+    exact: tuple[Decimal | None, Decimal | None] | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +140,7 @@ class HeartbeatMsg:
     sess: int
     rts: int
     seqs: dict[str, int]
+    mode: str = ""
 
 
 FeedMsg = BookMsg | StatusMsg | HeartbeatMsg
@@ -162,18 +188,24 @@ def _levels_out(levels: Levels) -> list[list[str]]:
 def feed_payload(msg: FeedMsg) -> dict[str, Any]:
     """The msgpack map of a feed message (before packing)."""
     if isinstance(msg, BookMsg):
-        return {
+        m = {
             "ver": SCHEMA_VERSION, "t": msg.kind, "v": msg.venue, "sess": msg.sess, "s": msg.symbol,
             "seq": msg.seq, "ets": msg.ets, "rts": msg.rts,
             "b": _levels_out(msg.bids), "a": _levels_out(msg.asks),
         }
+        if msg.exact is not None:
+            m["x"] = ["" if p is None else str(p) for p in msg.exact]
+        return m
     if isinstance(msg, StatusMsg):
         return {
             "ver": SCHEMA_VERSION, "t": STATUS, "v": msg.venue, "sess": msg.sess, "s": msg.symbol,
             "seq": msg.seq, "st": msg.status, "why": msg.reason, "rts": msg.rts,
         }
-    return {"ver": SCHEMA_VERSION, "t": HEARTBEAT, "v": msg.venue, "sess": msg.sess, "rts": msg.rts,
-            "seqs": dict(msg.seqs)}
+    hb: dict[str, Any] = {"ver": SCHEMA_VERSION, "t": HEARTBEAT, "v": msg.venue, "sess": msg.sess,
+                          "rts": msg.rts, "seqs": dict(msg.seqs)}
+    if msg.mode:
+        hb["mode"] = msg.mode
+    return hb
 
 
 def encode_feed(msg: FeedMsg) -> list[bytes]:
@@ -213,6 +245,18 @@ def _levels_in(v: Any, key: str) -> Levels:
     return out
 
 
+def _exact_in(v: Any) -> tuple[Decimal | None, Decimal | None] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(p, str) for p in v):
+        raise BusError("'x' is not [price or \"\", price or \"\"]")
+    try:
+        b, a = (parse_decimal(p) if p else None for p in v)
+    except BadNumber as e:
+        raise BusError(f"'x': {e}") from None
+    return b, a
+
+
 def decode_feed_payload(m: Any) -> FeedMsg:
     """A decoded feed map -> typed message, validating every field (:class:`BusError`)."""
     if not isinstance(m, dict):
@@ -230,12 +274,15 @@ def decode_feed_payload(m: Any) -> FeedMsg:
             isinstance(k, str) and isinstance(x, int) for k, x in seqs.items()
         ):
             raise BusError("'seqs' is not a map of symbol -> int")
-        return HeartbeatMsg(venue, sess, rts, seqs)
+        mode = m.get("mode", "")
+        if not isinstance(mode, str) or len(mode) > 40:
+            raise BusError("'mode' is not a short string")
+        return HeartbeatMsg(venue, sess, rts, seqs, mode)
     symbol = _str(m, "s")
     seq = _int(m, "seq")
     if t in (SNAP, DELTA):
         return BookMsg(t, venue, symbol, sess, seq, _int(m, "ets"), rts,
-                       _levels_in(m.get("b"), "b"), _levels_in(m.get("a"), "a"))
+                       _levels_in(m.get("b"), "b"), _levels_in(m.get("a"), "a"), _exact_in(m.get("x")))
     if t == STATUS:
         st = _str(m, "st")
         if st not in STATUSES:
@@ -276,3 +323,287 @@ def decode_snapshot_request(raw: bytes) -> list[str]:
     if not isinstance(syms, list) or not all(isinstance(s, str) for s in syms):
         raise BusError("'s' is not a list of symbols")
     return syms
+
+
+# --- merged book (the subscriber message) -----------------------------------------------------
+
+
+class Level(NamedTuple):
+    """One merged level: exact price and amount, and the venue that quotes it."""
+
+    price: Decimal
+    amount: Decimal
+    venue: str
+
+
+class VenueTimes(NamedTuple):
+    """Freshness of one venue for one symbol, ns since the Unix epoch (0: not yet).
+
+    ``ets``/``rts``: exchange and receive time of the last update of this symbol's book from the
+    venue; ``heard``: when the aggregator last heard anything (message or heartbeat) from the
+    venue's feed. A quiet market has an old ``rts`` and a recent ``heard``; a frozen feed has both
+    old."""
+
+    ets: int
+    rts: int
+    heard: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepletionSummary:
+    """The streamed cost of trading one configured size on the merged book (see
+    docs/depletion.md): ``vwap``/``worst``/``slippage_bps`` are None when nothing was filled."""
+
+    filled: Decimal
+    vwap: Decimal | None
+    worst: Decimal | None
+    slippage_bps: Decimal | None
+    levels: int
+    partial: bool
+
+
+#: ``{"buy" | "sell": {size: summary}}``, sizes in the configured order.
+Depletion = dict[str, dict[Decimal, DepletionSummary]]
+
+_MID = Decimal("0.5")
+#: Enough digits for any sum of two wire values (at most 1e18 with 18 decimals): exact.
+_EXACT = decimal.Context(prec=80)
+
+
+@dataclass(slots=True)
+class MergedBook:
+    """One merged-book snapshot as subscribers receive it, typed (Decimal prices and amounts).
+
+    The wire fields are documented in the module docstring. ``depletion`` and ``venue_ts`` are
+    None when the sender did not include them; ``extra`` holds any key this codec does not know
+    (a newer sender), written back by :func:`encode_merged`.
+
+    ``missed``, ``new_epoch`` and ``received_ns`` are the receiver's view, never on the wire:
+    :mod:`common.subscriber` sets them (snapshots of this symbol missed right before this one;
+    True when an earlier snapshot of this symbol had another epoch; local receive time, ns).
+    """
+
+    symbol: str
+    epoch: int
+    seq: int
+    ts: int
+    spread: Decimal | None
+    bids: list[Level]
+    asks: list[Level]
+    venues: dict[str, str]
+    depletion: Depletion | None = None
+    venue_ts: dict[str, VenueTimes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    missed: int = 0
+    new_epoch: bool = False
+    received_ns: int = 0
+
+    @property
+    def best_bid(self) -> Level | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> Level | None:
+        return self.asks[0] if self.asks else None
+
+    @property
+    def mid(self) -> Decimal | None:
+        """(best bid + best ask) / 2, exact; None when a side is empty."""
+        if not self.bids or not self.asks:
+            return None
+        return _EXACT.multiply(_EXACT.add(self.bids[0].price, self.asks[0].price), _MID)
+
+
+#: Canonical text of a price, memoised: the prices near the top of a book are published again and
+#: again (amounts rarely repeat: not cached). 8192 entries is ~2.7 MB.
+_price_text = functools.lru_cache(maxsize=8192)(fmt)
+
+
+def _opt_text(d: Decimal | None) -> str | None:
+    return None if d is None else fmt(d)
+
+
+def _levels_wire(levels: Sequence[tuple[Decimal, Decimal, str]]) -> list[list[str]]:
+    return [[_price_text(p), fmt(a), v] for p, a, v in levels]
+
+
+def depletion_wire(depl: Depletion) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ``depletion`` map of a snapshot (canonical text, keys in the contract's order)."""
+    return {side: {fmt(size): {"filled": fmt(d.filled), "vwap": _opt_text(d.vwap), "worst": _opt_text(d.worst),
+                               "slippage_bps": _opt_text(d.slippage_bps), "levels": d.levels, "partial": d.partial}
+                   for size, d in sizes.items()}
+            for side, sizes in depl.items()}
+
+
+def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The msgpack map of a merged book (before packing), keys in the contract's order; the
+    ``extra`` keys follow (a known key always wins over an extra one of the same name).
+
+    ``depletion``: the map already in wire form, used instead of ``book.depletion`` (the
+    aggregator's depletion engine produces canonical text; parsing it into Decimals only to
+    print it again cost ~25 us per snapshot)."""
+    m: dict[str, Any] = {
+        "symbol": book.symbol, "epoch": book.epoch, "seq": book.seq, "ts": book.ts,
+        "spread": None if book.spread is None else fmt(book.spread),
+        "bids": _levels_wire(book.bids), "asks": _levels_wire(book.asks), "venues": dict(book.venues),
+    }
+    if depletion is not None:
+        m["depletion"] = depletion
+    elif book.depletion is not None:
+        m["depletion"] = depletion_wire(book.depletion)
+    if book.venue_ts is not None:
+        m["venue_ts"] = {v: {"ets": t.ets, "rts": t.rts, "heard": t.heard} for v, t in book.venue_ts.items()}
+    for k, v in book.extra.items():
+        m.setdefault(k, v)
+    return m
+
+
+def encode_merged(book: MergedBook, *, depletion: Mapping[str, Any] | None = None) -> list[bytes]:
+    """A merged book -> its two frames ``[topic, payload]`` (the aggregator's one encoder;
+    ``depletion`` as in :func:`merged_payload`)."""
+    return [book_topic(book.symbol), _pack(merged_payload(book, depletion=depletion))]
+
+
+def _signed(v: Any, key: str) -> Decimal:
+    """A decimal text that may be negative (a crossed spread)."""
+    if type(v) is not str or len(v) > 64:
+        raise BusError(f"{key!r} is not a decimal string: {v!r}"[:120])
+    try:
+        d = Decimal(v)
+        ok = d.is_finite() and abs(d) <= MAX_ABS
+    except InvalidOperation:
+        ok = False
+    if not ok:
+        raise BusError(f"{key!r} is not a finite decimal: {v!r}"[:120])
+    return d
+
+
+def _number(v: Any, key: str) -> Decimal:
+    try:
+        return parse_decimal(v)
+    except BadNumber as e:
+        raise BusError(f"{key!r}: {e}") from None
+
+
+def _merged_levels(v: Any, key: str) -> list[Level]:
+    if not isinstance(v, list):
+        raise BusError(f"{key!r} is not a list")
+    out: list[Level] = []
+    for lvl in v:
+        if not isinstance(lvl, list) or len(lvl) != 3 or not isinstance(lvl[2], str):
+            raise BusError(f"{key!r} level is not [price, amount, venue]: {lvl!r}"[:120])
+        out.append(Level(_number(lvl[0], key), _number(lvl[1], key), lvl[2]))
+    return out
+
+
+def _opt_number(v: Any, key: str, *, signed: bool = False) -> Decimal | None:
+    if v is None:
+        return None
+    return _signed(v, key) if signed else _number(v, key)
+
+
+def decode_depletion(v: Any) -> Depletion:
+    """A ``depletion`` map -> typed summaries (:class:`BusError` naming the key when malformed)."""
+    if not isinstance(v, dict):
+        raise BusError("'depletion' is not a map")
+    out: Depletion = {}
+    for side, sizes in v.items():
+        if not isinstance(side, str) or not isinstance(sizes, dict):
+            raise BusError(f"'depletion' side {side!r} is not a map of sizes"[:120])
+        got: dict[Decimal, DepletionSummary] = {}
+        for size, d in sizes.items():
+            try:
+                if not isinstance(d, dict):
+                    raise BusError("not a map")
+                levels, partial = d.get("levels"), d.get("partial")
+                if type(levels) is not int or type(partial) is not bool:
+                    raise BusError("'levels' must be an int and 'partial' a bool")
+                got[_number(size, "size")] = DepletionSummary(
+                    _number(d.get("filled"), "filled"), _opt_number(d.get("vwap"), "vwap"),
+                    _opt_number(d.get("worst"), "worst"),
+                    _opt_number(d.get("slippage_bps"), "slippage_bps", signed=True), levels, partial)
+            except BusError as e:   # the key path is only built for an error
+                raise BusError(f"'depletion.{side}.{size}': {e}"[:160]) from None
+        out[side] = got
+    return out
+
+
+def _venue_ts(v: Any) -> dict[str, VenueTimes]:
+    if not isinstance(v, dict):
+        raise BusError("'venue_ts' is not a map")
+    out: dict[str, VenueTimes] = {}
+    for venue, t in v.items():
+        if not isinstance(venue, str) or not isinstance(t, dict):
+            raise BusError(f"'venue_ts' of {venue!r} is not a map"[:120])
+        out[venue] = VenueTimes(_int(t, "ets"), _int(t, "rts"), _int(t, "heard"))
+    return out
+
+
+_MERGED_KNOWN = frozenset(("symbol", "epoch", "seq", "ts", "spread", "bids", "asks", "venues", "depletion",
+                           "venue_ts"))
+
+
+def decode_merged_payload(m: Any) -> MergedBook:
+    """A decoded merged-book map -> :class:`MergedBook`, validating every known field
+    (:class:`BusError` naming the key); unknown keys go to ``extra``. O(levels)."""
+    if not isinstance(m, dict):
+        raise BusError("payload is not a map")
+    venues = m.get("venues")
+    if not isinstance(venues, dict) or not all(isinstance(k, str) and isinstance(s, str) for k, s in venues.items()):
+        raise BusError("'venues' is not a map of venue -> status")
+    spread = m.get("spread")
+    depl = m.get("depletion")
+    vts = m.get("venue_ts")
+    return MergedBook(
+        _str(m, "symbol"), _int(m, "epoch"), _int(m, "seq"), _int(m, "ts"),
+        None if spread is None else _signed(spread, "spread"),
+        _merged_levels(m.get("bids"), "bids"), _merged_levels(m.get("asks"), "asks"), venues,
+        None if depl is None else decode_depletion(depl), None if vts is None else _venue_ts(vts),
+        {k: v for k, v in m.items() if k not in _MERGED_KNOWN})
+
+
+def decode_merged(frames: Sequence[bytes]) -> MergedBook:
+    """Two frames from the publisher (or the aggregator) -> :class:`MergedBook`; checks the
+    topic names the payload's symbol exactly (:class:`BusError` otherwise)."""
+    if len(frames) != 2:
+        raise BusError(f"{len(frames)} frames, expected 2")
+    book = decode_merged_payload(unpack(frames[1]))
+    try:
+        expected = book_topic(book.symbol)
+    except UnicodeEncodeError:
+        raise BusError("symbol is not ASCII") from None
+    if bytes(frames[0]) != expected:
+        raise BusError(f"topic {bytes(frames[0])[:60]!r} does not match payload {expected!r}")
+    return book
+
+
+def peek_merged(frames: Sequence[bytes]) -> tuple[dict[str, Any], str, int, int]:
+    """Check a merged-book message's header without decoding its levels (the publisher forwards
+    the bytes unchanged): returns ``(map, symbol, epoch, seq)``; :class:`BusError` when the
+    frames, the topic or ``symbol``/``epoch``/``seq``/``bids``/``asks`` are malformed."""
+    if len(frames) != 2:
+        raise BusError(f"{len(frames)} frames, expected 2")
+    m = unpack(frames[1])
+    if not isinstance(m, dict):
+        raise BusError("payload is not a map")
+    symbol, epoch, seq = _str(m, "symbol"), _int(m, "epoch"), _int(m, "seq")
+    try:
+        expected = book_topic(symbol)
+    except UnicodeEncodeError:
+        raise BusError("symbol is not ASCII") from None
+    if bytes(frames[0]) != expected:
+        raise BusError(f"topic {bytes(frames[0])[:60]!r} does not match payload {expected!r}")
+    if not isinstance(m.get("bids"), list) or not isinstance(m.get("asks"), list):
+        raise BusError("'bids'/'asks' are not lists")
+    return m, symbol, epoch, seq
+
+
+def cut_merged(m: Mapping[str, Any], levels: int) -> bytes | None:
+    """The payload of map ``m`` (from :func:`peek_merged`) cut to ``levels`` per side, every
+    other key unchanged; None when it has no more than that (forward the original bytes)."""
+    if len(m["bids"]) <= levels and len(m["asks"]) <= levels:
+        return None
+    out = dict(m)
+    out["bids"] = m["bids"][:levels]
+    out["asks"] = m["asks"][:levels]
+    return _pack(out)

@@ -14,10 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from common import config
+from common import config, venues
 from common.config import REPO_ROOT, ConfigError
-
-FEED_MODULES = {"binance": "services.feed_binance", "bitstamp": "services.feed_bitstamp"}
 
 
 def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> str:
@@ -50,9 +48,7 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
     if demo:
         program("simulator", f"{python} -m services.simulator {common}", 10)
     for v in cfg.enabled_venues:
-        module = FEED_MODULES.get(v.kind)
-        if module is None:
-            raise ConfigError(f"venues.{v.id}: no feed implementation for kind {v.kind!r} yet")
+        module = venues.kind(v.kind).feed
         for sh in v.processes:
             name = f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
             program(name, f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20)

@@ -262,7 +262,7 @@ def test_urls_come_from_config() -> None:
         "ws://127.0.0.1:9/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms"
     assert bspec.snapshot_url(cfg, "BTCUSDT") == "http://127.0.0.1:9/api/v3/depth?symbol=BTCUSDT&limit=5000"
     assert bspec.pairs_url(cfg) == "http://127.0.0.1:9/api/v3/exchangeInfo"
-    assert bspec.subscribe(["BTCUSDT"]) == []
+    assert bspec.subscribe(cfg, ["BTCUSDT"]) == []
 
 
 def test_parse_depth_frame_exact() -> None:

@@ -157,7 +157,7 @@ def test_symbol_mapping_urls_and_subscribe() -> None:
     assert sspec.ws_url(cfg, ["btcusd"]) == "ws://127.0.0.1:9"
     assert sspec.snapshot_url(cfg, "btcusd") == "http://127.0.0.1:9/api/v2/order_book/btcusd/"
     assert sspec.pairs_url(cfg) == "http://127.0.0.1:9/api/v2/trading-pairs-info/"
-    assert [json.loads(f) for f in sspec.subscribe(["btcusd", "ethusd"])] == [
+    assert [json.loads(f) for f in sspec.subscribe(cfg, ["btcusd", "ethusd"])] == [
         {"event": "bts:subscribe", "data": {"channel": "diff_order_book_btcusd"}},
         {"event": "bts:subscribe", "data": {"channel": "diff_order_book_ethusd"}}]
     assert json.loads(sspec.SPEC.heartbeat_frame or "") == {"event": "bts:heartbeat"}

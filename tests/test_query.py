@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import zmq
 
-from common import bus
+from common import bus, subscriber
 from common.book import ASK, BID, Book
 from common.query import (
     MAX_REQUEST_BYTES,
@@ -30,7 +30,7 @@ from common.query import (
 from services.aggregator.depletion import deplete
 from services.aggregator.merge import merge_levels
 from services.aggregator.query import QueryService
-from services.client import deplete as cli
+from services.client import deplete_cmd as cli
 
 SYM = "BTC/USDT"
 
@@ -291,13 +291,11 @@ class Server:
 
 
 def test_round_trip_req_and_dealer() -> None:
-    """A REQ client (the CLI's socket) and a DEALER client both get answers over TCP loopback."""
+    """A REQ client (the client library's socket) and a DEALER client both get answers over TCP loopback."""
     with Server(QueryService(FakeSource())) as srv:
         ctx = zmq.Context()
         try:
-            raw = cli.ask(srv.endpoint, encode_request(SYM, "sell", quantity="2"), 5.0, ctx=ctx)
-            assert raw is not None
-            r = decode_reply(raw)
+            r = subscriber.deplete(srv.endpoint, SYM, "sell", "2", timeout=5.0, ctx=ctx)
             assert r.ok and r.merged is not None and r.merged["filled"] == "2" and (r.epoch, r.seq) == (7, 42)
             d = bus.dealer(srv.endpoint, ctx=ctx)
             try:

@@ -10,23 +10,29 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from common import logs
+from common import logs, venues
 from common.config import ConfigError, add_config_args, from_args
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
 from common.security import KeyError_, Security
 
 
-def main(spec: FeedSpec, argv: Sequence[str] | None = None, *, default_venue: str,
+def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_venue: str,
          description: str) -> int:
-    """Run the feed named by ``--venue`` (a ``[venues.<id>]`` table whose kind is ``spec.kind``)."""
+    """Run the feed named by ``--venue`` (a ``[venues.<id>]`` table of this ``kind``; its ``api``
+    picks the spec through :mod:`common.venues`). A FeedSpec may be given instead of the kind."""
+    fixed = kind if isinstance(kind, FeedSpec) else None
+    kind = kind.kind if isinstance(kind, FeedSpec) else kind
+    entry = venues.kind(kind)
+    apis = ", ".join(f"{a} ({m})" for a, m in entry.apis.items())
     ap = argparse.ArgumentParser(
-        prog=f"python -m services.feed_{spec.kind}", description=description,
+        prog=f"python -m {entry.feed}", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=("venue options ([venues.<id>.options] in the config, or --set venues.<id>.options.KEY=V), "
-                "with defaults:\n  " + options_doc(spec.options)))
+        epilog=(f"APIs (the venue's api key; default {entry.default_api}): {apis}\n"
+                "venue options ([venues.<id>.options] in the config, or --set venues.<id>.options.KEY=V), "
+                "with defaults (the API adds its own):\n  " + options_doc()))
     ap.add_argument("--venue", default=default_venue,
-                    help=f"the [venues.<id>] table to run; its kind must be {spec.kind!r} "
+                    help=f"the [venues.<id>] table to run; its kind must be {kind!r} "
                          "(default: %(default)s; e.g. binance_us runs Binance.US by configuration alone)")
     ap.add_argument("--shard", type=int, default=0,
                     help="which feed process of the venue to be, when [[venues.<id>.shards]] splits its "
@@ -36,8 +42,11 @@ def main(spec: FeedSpec, argv: Sequence[str] | None = None, *, default_venue: st
     try:
         cfg = from_args(args)
         vcfg = cfg.venue(args.venue).shard(args.shard)
-        if vcfg.kind != spec.kind:
-            raise ConfigError(f"venues.{args.venue}.kind is {vcfg.kind!r}; this program runs {spec.kind!r}")
+        if vcfg.kind != kind:
+            raise ConfigError(f"venues.{args.venue}.kind is {vcfg.kind!r}; this program runs {kind!r}")
+        spec = fixed or venues.load_spec(kind, vcfg.api or None)
+        if spec.check_config is not None:
+            spec.check_config(vcfg)
         runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))
     except (ConfigError, KeyError_) as e:
         print(f"error: {e}", file=sys.stderr)

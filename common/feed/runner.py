@@ -1,4 +1,5 @@
-"""The one feed runner every venue uses: all the I/O of a feed process, none of the venue rules.
+"""The feed transport: all the I/O of a feed process around the I/O-free :class:`FeedCore`
+(:mod:`common.feed.core` holds every venue rule; this module holds none).
 
 Per process: one WebSocket connection carrying every configured symbol of one venue, a PUB socket
 (``VenueConfig.pub``, bound) for the feed bus and a ROUTER (``VenueConfig.ctl``, bound) answering
@@ -6,13 +7,11 @@ snapshot requests, both laid out in :mod:`common.schema`.
 
 Life of a connection::
 
-    connect -> send subscribe frames -> every symbol: status "syncing", buffer events,
-    fetch the REST snapshot (off the loop) -> sequencer says SYNCED -> publish SNAP (= live)
-    -> every applied event: publish DELTA ... -> connection lost / stale / venue asks to
-    reconnect -> every symbol "down" or "stale" -> sleep the next backoff delay -> connect again
+    connect -> core.connected (subscribe frames, every symbol "syncing") -> frames into the core;
+    REST snapshots fetched off the loop when the core asks -> the core publishes SNAP (= live) and
+    DELTAs ... -> connection lost / stale / the core asks to reconnect -> every symbol "down",
+    "stale" or "syncing" -> sleep the next backoff delay -> connect again
 
-* A gap, a malformed update or a crossed book resyncs that symbol only (status ``syncing``, a new
-  snapshot, then a new SNAP); the other symbols of the connection go on.
 * Liveness is per connection: any frame, WebSocket ping or pong counts. The runner pings every
   ``ping_every`` s so a quiet but healthy connection still answers; silence for ``stale_after``
   s marks every symbol ``stale`` and reconnects. A quiet symbol on a live connection is not stale.
@@ -29,8 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any, cast
 
 import requests
@@ -43,30 +41,16 @@ from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 
 from common import bus
-from common.book import ASK, BID, Book
 from common.config import ConfigError, VenueConfig
 from common.feed import rest
+from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
-from common.feed.spec import FeedSpec, Sequencer
-from common.feed.types import Control, ControlKind, DepthEvent, ParseError, Verdict
-from common.logs import Counters
-from common.schema import (
-    DELTA,
-    DOWN,
-    LIVE,
-    SNAP,
-    STALE,
-    SYNCING,
-    BookMsg,
-    BusError,
-    FeedMsg,
-    HeartbeatMsg,
-    StatusMsg,
-    decode_snapshot_request,
-    encode_feed,
-    feed_payload,
-    pack,
-)
+from common.feed.core import FeedCore
+from common.feed.spec import FeedSpec
+from common.feed.stream import SymbolStream
+from common.feed.types import ParseError
+from common.logs import Counters, RateLimitedLog
+from common.schema import DOWN, STALE, SYNCING, BusError, FeedMsg, decode_snapshot_request, encode_feed
 from common.security import Security
 
 #: Options every venue understands (``[venues.<id>.options]``), with their defaults. A spec adds
@@ -86,9 +70,11 @@ RUNNER_OPTIONS: dict[str, Any] = {
     "heartbeat_every": None,    # s between application keep-alive frames; None: the spec's
     "max_conn_age": None,       # s before a proactive reconnect; None: the spec's
     "pair_check": True,         # check the symbols against the venue's pair list at start-up
+    "precision": None,          # [price decimals, qty decimals] for checksums when the venue does not say
 }
 
 HEARTBEAT_PERIOD = 1.0  # s between HeartbeatMsg on the bus
+TICK = 0.25             # s between the core's timeout checks
 
 #: MAXMSGSIZE of the ctl ROUTER: a snapshot request is a list of symbols (a few hundred bytes); a
 #: peer that sends more is disconnected by ZeroMQ (counted as ``ctl_disconnects``).
@@ -140,41 +126,12 @@ class Outcome:
     immediate: bool = False
 
 
-@dataclass
-class SymbolState:
-    symbol: str
-    key: str
-    seqr: Sequencer
-    book: Book = field(default_factory=Book)
-    seq: int = 0
-    status: str = SYNCING
-    reason: str = "starting"
-    listed: bool = True
-    ets: int = 0
-    rts: int = 0
-    sync_task: asyncio.Task[None] | None = None
+class _End(Exception):
+    """The core asked to end the connection."""
 
-
-class RateLimitedLog:
-    """Log a warning per key at most once every ``every`` seconds, counting what it held back."""
-
-    def __init__(self, log: logging.Logger, every: float = 5.0) -> None:
-        self._log = log
-        self._every = every
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e18) < self._every:
-            self._held[key] = self._held.get(key, 0) + 1
-            return
-        self._last[key] = now
-        held = self._held.pop(key, 0)
-        if held:
-            msg += " (%d more like this in the last %.0f s)"
-            args = (*args, held, self._every)
-        self._log.warning(msg, *args)
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
 
 
 class FeedRunner:
@@ -188,17 +145,10 @@ class FeedRunner:
         self.cfg = cfg
         self.opts = resolve_options(spec, cfg)
         self.max_msg_size = max_msg_size
-        self.log = log or logging.getLogger(f"feed.{cfg.id}")
-        self.rlog = RateLimitedLog(self.log)
         self.rng = rng or random.Random()
-        self.sess = time.time_ns()
-        self.counters = Counters(self.log)
-        self.symbols: dict[str, SymbolState] = {
-            s: SymbolState(s, spec.key_of(s), spec.sequencer()) for s in cfg.symbols}
-        self.by_key: dict[str, SymbolState] = {st.key: st for st in self.symbols.values()}
+        self.core = FeedCore(spec, cfg, self.opts, sess=time.time_ns(), log=log, rng=self.rng)
         self.connects = 0
         self.delays_slept: list[float] = []
-        self._synced_on_conn = False
         self._stop: asyncio.Event | None = None
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "bookmux-feed"
@@ -206,9 +156,32 @@ class FeedRunner:
         self._rest_sem: asyncio.Semaphore | None = None
         self._zctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
-        # symbol -> (state, bids, asks, [ets, rts]): applied, not yet published (see _queue_delta)
-        self._pending: dict[str, tuple[SymbolState, dict[Decimal, Decimal], dict[Decimal, Decimal], list[int]]] = {}
+        self._ws: LiveConnection | None = None
+        self._fetches: dict[str, asyncio.Task[None]] = {}
         self._flush_scheduled = False
+        self._conn_actions: asyncio.Queue[Action] | None = None
+
+    # The core's state, under the names tests and tools know.
+    @property
+    def log(self) -> logging.Logger:
+        return self.core.log
+
+    @log.setter
+    def log(self, log: logging.Logger) -> None:
+        self.core.log = log
+        self.core.rlog = RateLimitedLog(log)
+
+    @property
+    def sess(self) -> int:
+        return self.core.sess
+
+    @property
+    def counters(self) -> Any:
+        return self.core.counters
+
+    @property
+    def symbols(self) -> dict[str, SymbolStream]:
+        return self.core.streams
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -232,8 +205,8 @@ class FeedRunner:
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
         try:
-            for st in self.symbols.values():
-                self._publish_status(st, SYNCING, "starting")
+            self.core.start(time.time_ns())
+            self._publish()
             tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                      asyncio.create_task(self._ctl_loop(router), name="ctl"),
                      asyncio.create_task(self._monitor(self._pub, actx, "pub", PUB_MAX_MSG_SIZE),
@@ -253,12 +226,12 @@ class FeedRunner:
         finally:
             for t in tasks:
                 t.cancel()
-            for st in self.symbols.values():
-                self._cancel_sync(st)
+            self._cancel_fetches()
             await asyncio.gather(*tasks, return_exceptions=True)
             for st in self.symbols.values():
                 if st.listed:
-                    self._publish_status(st, DOWN, "feed stopping")
+                    self.core.out.status(st, DOWN, "feed stopping", time.time_ns())
+            self._publish()
             router.close(linger=0)
             self._pub.close(linger=200)
             if self.sec is not None:
@@ -284,13 +257,21 @@ class FeedRunner:
         return await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
                                           float(self.opts["rest_timeout"]))
 
-    # --- bus ----------------------------------------------------------------------------------
+    # --- core outputs -------------------------------------------------------------------------
 
-    def _send(self, msg: FeedMsg) -> None:
-        """Publish one bus message; queued deltas go out first, so each stream stays in order."""
-        if self._pending:
-            self._flush()
-        self._put(msg)
+    def _publish(self) -> None:
+        """Send what the core queued for the bus, and schedule a flush of coalesced updates."""
+        for msg in self.core.take_bus():
+            self._put(msg)
+        if self.core.pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.core.flush()
+        for msg in self.core.take_bus():
+            self._put(msg)
 
     def _put(self, msg: FeedMsg) -> None:
         assert self._pub is not None
@@ -299,60 +280,56 @@ class FeedRunner:
         except zmq.Again:  # pragma: no cover - PUB drops rather than blocks
             self.counters["bus_dropped"] += 1
 
-    def _queue_delta(self, st: SymbolState, ev: DepthEvent, rts: int) -> None:
-        """Queue an applied event's levels; every event applied in this turn of the event loop
-        goes out as ONE delta per symbol (later sizes of a price replace earlier ones: sizes are
-        absolute), flushed as soon as the loop is free. Idle, that is right after the frame; under
-        load it cuts bus messages, ZeroMQ wake-ups and the aggregator's per-message cost."""
-        p = self._pending.get(st.symbol)
-        if p is None:
-            p = self._pending[st.symbol] = (st, {}, {}, [0, 0])
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-        _, bids, asks, stamps = p
-        for price, qty in ev.bids:
-            bids[price] = qty
-        for price, qty in ev.asks:
-            asks[price] = qty
-        stamps[0], stamps[1] = ev.ets, rts
+    def _drain(self) -> None:
+        """After any input to the core: publish its bus messages, start the fetches it asks for,
+        and hand Send/Reconnect to the connection task (which owns the WebSocket)."""
+        self._publish()
+        for a in self.core.take_actions():
+            if isinstance(a, Fetch):
+                self._start_fetch(a)
+            elif self._conn_actions is not None:
+                self._conn_actions.put_nowait(a)
 
-    def _flush(self) -> None:
-        """Publish the queued deltas (one per symbol, in the order the symbols first queued)."""
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for st, bids, asks, (ets, rts) in pending.values():
-            st.seq += 1
-            self._put(BookMsg(DELTA, self.cfg.id, st.symbol, self.sess, st.seq, ets, rts,
-                              list(bids.items()), list(asks.items())))
-        if len(pending) > 0:
-            self.counters["deltas_published"] += len(pending)
+    # --- REST snapshots -----------------------------------------------------------------------
 
-    def _publish_status(self, st: SymbolState, status: str, reason: str, rts: int | None = None) -> None:
-        if self._pending:
-            self._flush()
-        st.seq += 1
-        st.status = status
-        st.reason = reason
-        self._send(StatusMsg(self.cfg.id, st.symbol, self.sess, st.seq, status, reason,
-                             rts or time.time_ns()))
-        log = self.log.warning if status in (STALE, DOWN) else self.log.info
-        log("%s %s: status %s (%s)", self.cfg.id, st.symbol, status, reason)
+    def _start_fetch(self, f: Fetch) -> None:
+        old = self._fetches.get(f.symbol)
+        if old is not None and not old.done() and old is not asyncio.current_task():
+            old.cancel()
+        self._fetches[f.symbol] = asyncio.create_task(self._fetch(f), name=f"snapshot {f.symbol}")
 
-    def _set_status(self, st: SymbolState, status: str, reason: str) -> None:
-        """Publish a status when it changes (a listed symbol only)."""
-        if st.listed and st.status != status:
-            self._publish_status(st, status, reason)
+    def _cancel_fetches(self) -> None:
+        for t in self._fetches.values():
+            t.cancel()
+        self._fetches.clear()
 
-    def _snap_msg(self, st: SymbolState) -> BookMsg:
-        return BookMsg(SNAP, self.cfg.id, st.symbol, self.sess, st.seq, st.ets, st.rts,
-                       st.book.levels(BID), st.book.levels(ASK))
+    async def _fetch(self, f: Fetch) -> None:
+        assert self._rest_sem is not None and self.spec.snapshot_url is not None
+        if f.delay > 0:
+            await asyncio.sleep(f.delay)
+        st = self.symbols[f.symbol]
+        url = self.spec.snapshot_url(self.cfg, st.key)
+        try:
+            async with self._rest_sem:
+                body, rts = await self._get(url)
+        except rest.RateLimited as e:
+            self.core.snapshot_failed(f.symbol, str(e), e.delay)
+        except rest.RestError as e:
+            self.core.snapshot_failed(f.symbol, str(e))
+        else:
+            self.core.snapshot_body(f.symbol, body, rts)
+        self._drain()
+
+    # --- bus services -------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        counters = Counters(self.log)
         while True:
-            self._send(HeartbeatMsg(self.cfg.id, self.sess, time.time_ns(),
-                                    {s: st.seq for s, st in self.symbols.items()}))
-            self.counters.maybe_log()
+            self.core.heartbeat(time.time_ns())
+            self._publish()
+            counters.clear()
+            counters.update(self.counters)
+            counters.maybe_log()
             await asyncio.sleep(HEARTBEAT_PERIOD)
 
     async def _monitor(self, sock: zmq.Socket, actx: zmq.asyncio.Context, name: str, limit: int) -> None:
@@ -372,10 +349,10 @@ class FeedRunner:
                 if int.from_bytes(frames[0][:2], "little") != zmq.EVENT_DISCONNECTED:
                     continue
                 self.counters[f"{name}_disconnects"] += 1
-                self.rlog.warning(f"{name}_disconnect", "%s: %s peer %s disconnected (%d so far; ZeroMQ "
-                                  "disconnects a peer that sends more than %d bytes)", self.cfg.id, name,
-                                  frames[1].decode(errors="replace")[:60], self.counters[f"{name}_disconnects"],
-                                  limit)
+                self.core.rlog.warning(f"{name}_disconnect", "%s: %s peer %s disconnected (%d so far; ZeroMQ "
+                                       "disconnects a peer that sends more than %d bytes)", self.cfg.id, name,
+                                       frames[1].decode(errors="replace")[:60],
+                                       self.counters[f"{name}_disconnects"], limit)
         finally:
             with contextlib.suppress(zmq.ZMQError):
                 sock.disable_monitor()
@@ -388,34 +365,24 @@ class FeedRunner:
             if not 2 <= len(frames) <= CTL_MAX_FRAMES:
                 # MAXMSGSIZE bounds each frame, not their number: a long envelope is garbage too.
                 self.counters["ctl_bad_request"] += 1
-                self.rlog.warning("ctl", "%s: snapshot request of %d frames dropped", self.cfg.id, len(frames))
+                self.core.rlog.warning("ctl", "%s: snapshot request of %d frames dropped", self.cfg.id,
+                                       len(frames))
                 continue
             try:
                 wanted = decode_snapshot_request(frames[-1])
             except BusError as e:
                 self.counters["ctl_bad_request"] += 1
-                self.rlog.warning("ctl", "%s: bad snapshot request dropped: %s", self.cfg.id, e)
+                self.core.rlog.warning("ctl", "%s: bad snapshot request dropped: %s", self.cfg.id, e)
                 continue
             self.counters["ctl_requests"] += 1
-            await router.send_multipart([*frames[:-1], *self.snapshot_reply(wanted)])
+            reply = self.snapshot_reply(wanted)
+            await router.send_multipart([*frames[:-1], *reply])
 
     def snapshot_reply(self, wanted: list[str]) -> list[bytes]:
         """The reply frames for a snapshot request (all symbols when ``wanted`` is empty)."""
-        if self._pending:
-            self._flush()      # the reply's seq must cover every change already in the book
-        out = []
-        for s in dict.fromkeys(wanted) if wanted else list(self.symbols):   # each symbol once
-            st = self.symbols.get(s)
-            msg: FeedMsg
-            if st is None:
-                msg = StatusMsg(self.cfg.id, s, self.sess, 0, DOWN, "symbol not carried by this feed",
-                                time.time_ns())
-            elif st.status == LIVE:
-                msg = self._snap_msg(st)
-            else:
-                msg = StatusMsg(self.cfg.id, s, self.sess, st.seq, st.status, st.reason, time.time_ns())
-            out.append(pack(feed_payload(msg)))
-        return out
+        reply = self.core.snapshot_reply(wanted, time.time_ns())
+        self._publish()     # deltas the reply flushed go out before anything newer
+        return reply
 
     # --- pair check ---------------------------------------------------------------------------
 
@@ -425,6 +392,8 @@ class FeedRunner:
         if not self.opts["pair_check"]:
             return
         url = self.spec.pairs_url(self.cfg)
+        if url is None:
+            return
         delays = backoff(initial=1.0, cap=10.0, rng=self.rng)
         pairs = None
         for attempt in range(1, 4):
@@ -458,14 +427,12 @@ class FeedRunner:
                        else f"listed as {info.key} but not trading (status {info.status!r})")
                 self.log.error("%s: symbol %s is %s by the venue (pair list %s); it is not carried",
                                self.cfg.id, st.symbol, why, url)
-                self._publish_status(st, DOWN, f"{why} by {self.cfg.id}")
-                st.listed = False
+                self.core.unlist(st, f"{why} by {self.cfg.id}", time.time_ns())
                 continue
             if info.key != st.key:
                 self.log.info("%s: %s is %s on the venue (pair list)", self.cfg.id, st.symbol, info.key)
-                del self.by_key[st.key]
-                st.key = info.key
-                self.by_key[st.key] = st
+                self.core.rekey(st, info.key)
+        self._publish()
         listed = [s for s, st in self.symbols.items() if st.listed]
         self.log.info("%s: pair check done: %d of %d symbols listed (%s)", self.cfg.id, len(listed),
                       len(self.symbols), ", ".join(listed) or "none")
@@ -478,25 +445,22 @@ class FeedRunner:
 
     async def _connection_loop(self) -> None:
         assert self._stop is not None
-        active = [st for st in self.symbols.values() if st.listed]
+        active = self.core.active
         if not active:
             self.log.error("%s: no symbol to carry; idling (heartbeats and status only)", self.cfg.id)
             await self._stop.wait()
             return
-        keys = [st.key for st in active]
-        url = self.spec.ws_url(self.cfg, keys)
         delays = self._new_backoff()
         failures = 0
         while not self._stop.is_set():
-            self._synced_on_conn = False
-            outcome = await self._one_connection(url, keys, active)
-            for st in active:
-                self._cancel_sync(st)
-                st.book.clear()
-                self._set_status(st, outcome.status, outcome.reason)
+            url = self.spec.ws_url(self.cfg, [st.key for st in self.core.active])
+            outcome = await self._one_connection(url)
+            self._cancel_fetches()
+            self.core.disconnected(outcome.status, outcome.reason, time.time_ns())
+            self._publish()
             if self._stop.is_set():
                 break
-            if self._synced_on_conn:
+            if self.core.synced_on_conn:
                 delays = self._new_backoff()
                 failures = 0
             failures += 0 if outcome.immediate else 1
@@ -507,7 +471,7 @@ class FeedRunner:
             if await self._sleep(delay):
                 break
 
-    async def _one_connection(self, url: str, keys: list[str], active: list[SymbolState]) -> Outcome:
+    async def _one_connection(self, url: str) -> Outcome:
         self.connects += 1
         try:
             ws = await websockets.connect(
@@ -516,19 +480,15 @@ class FeedRunner:
         except (OSError, WebSocketException, TimeoutError) as e:
             return Outcome(DOWN, f"connect to {url[:120]} failed: {type(e).__name__}: {e}")
         assert isinstance(ws, LiveConnection)
-        self.log.info("%s: connected to %s (%d symbols)", self.cfg.id, url[:200], len(keys))
-        started = time.monotonic()
+        self.log.info("%s: connected to %s (%d symbols)", self.cfg.id, url[:200], len(self.core.active))
+        self._ws = ws
+        self._conn_actions = asyncio.Queue()
         tasks: list[asyncio.Task[Outcome]] = []
         try:
-            frames = self.spec.subscribe(keys)
-            for f in frames:
-                await ws.send(f)
-            if frames:
-                self.log.info("%s: sent %d subscribe frame(s)", self.cfg.id, len(frames))
-            for st in active:
-                self._resync(st, "connected: building the book")
-            tasks = [asyncio.create_task(self._read(ws)), asyncio.create_task(self._keepalive(ws)),
-                     asyncio.create_task(self._watchdog(ws, started))]
+            self.core.connected(time.monotonic(), time.time_ns())
+            self._drain()
+            tasks = [asyncio.create_task(self._actions(ws)), asyncio.create_task(self._read(ws)),
+                     asyncio.create_task(self._keepalive(ws)), asyncio.create_task(self._watchdog(ws))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             return next(iter(done)).result()
         except ConnectionClosed as e:
@@ -537,16 +497,35 @@ class FeedRunner:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._ws = None
+            self._conn_actions = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
             self.counters["ws_pings_received"] += ws.pings
 
+    async def _actions(self, ws: LiveConnection) -> Outcome:
+        """Send what the core asks to send; end the connection when it asks to reconnect."""
+        assert self._conn_actions is not None
+        q = self._conn_actions
+        try:
+            while True:
+                a = await q.get()
+                if isinstance(a, Send):
+                    for f in a.frames:
+                        await ws.send(f)
+                    if a.frames:
+                        self.log.info("%s: sent %d frame(s): %s", self.cfg.id, len(a.frames), a.frames[0][:160])
+                elif isinstance(a, Reconnect):
+                    return Outcome(a.status, a.reason, a.immediate)
+        except ConnectionClosed as e:
+            return Outcome(DOWN, f"connection lost: {e}")
+
     async def _read(self, ws: LiveConnection) -> Outcome:
+        core = self.core
         try:
             async for text in ws:
-                out = self.on_frame(text, time.time_ns())
-                if out is not None:
-                    return out
+                core.frame(text, time.time_ns(), time.monotonic())
+                self._drain()
         except ConnectionClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
         return Outcome(DOWN, f"connection closed by the venue: {ws.close_code} {ws.close_reason!r}")
@@ -572,10 +551,12 @@ class FeedRunner:
         except ConnectionClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
 
-    async def _watchdog(self, ws: LiveConnection, started: float) -> Outcome:
+    async def _watchdog(self, ws: LiveConnection) -> Outcome:
+        """Silence on the connection, its age, and the core's own timeouts."""
+        started = time.monotonic()
         stale_after = self.cfg.stale_after
         max_age = self.opts["max_conn_age"]
-        tick = min(0.5, stale_after / 5)
+        tick = min(TICK, stale_after / 5)
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -587,154 +568,8 @@ class FeedRunner:
                 self.counters["max_age_reconnects"] += 1
                 return Outcome(SYNCING, f"reconnecting before the venue's connection age limit "
                                f"({max_age:.0f} s)", immediate=True)
-
-    # --- frames -------------------------------------------------------------------------------
-
-    def on_frame(self, text: str | bytes, rts: int) -> Outcome | None:
-        """Handle one received frame (read at ``rts`` ns); an Outcome ends the connection."""
-        try:
-            fr = self.spec.parse_frame(text)
-        except ParseError as e:
-            self.counters["malformed"] += 1
-            self.rlog.warning("malformed", "%s: malformed frame dropped: %s", self.cfg.id, e)
-            st = self.by_key.get(e.key) if e.key is not None else None
-            if st is not None and st.listed:
-                self.counters["resync_malformed"] += 1
-                self._resync(st, f"malformed update dropped: {e}")
-            return None
-        if isinstance(fr, Control):
-            return self._on_control(fr)
-        st = self.by_key.get(fr.key)
-        if st is None or not st.listed:
-            self.counters["unknown_symbol"] += 1
-            return None
-        self._on_event(st, fr, rts)
-        return None
-
-    def _on_control(self, c: Control) -> Outcome | None:
-        if c.kind is ControlKind.RECONNECT:
-            self.counters["venue_reconnect_requests"] += 1
-            return Outcome(DOWN, f"venue asked to reconnect: {c.detail}")
-        if c.kind is ControlKind.ERROR:
-            self.counters["venue_errors"] += 1
-            self.rlog.warning("venue_error", "%s: venue error: %s", self.cfg.id, c.detail)
-        elif c.kind is ControlKind.ACK:
-            self.log.info("%s: subscribed %s", self.cfg.id, c.detail)
-        elif c.kind is ControlKind.HEARTBEAT:
-            self.counters["heartbeat_replies"] += 1
-        return None
-
-    def _on_event(self, st: SymbolState, ev: DepthEvent, rts: int) -> None:
-        before = st.seqr.position
-        v = st.seqr.on_event(ev)
-        if v is Verdict.APPLY:
-            st.book.apply_levels(ev.bids, ev.asks)
-            if self.spec.resync_on_crossed and st.book.crossed():
-                self.counters["resync_crossed"] += 1
-                bid, ask = st.book.best()
-                self.log.warning("%s %s: book crossed after %s %d (bid %s >= ask %s); resyncing",
-                                 self.cfg.id, st.symbol, self.spec.id_name, ev.last,
-                                 bid[0] if bid else None, ask[0] if ask else None)
-                self._resync(st, "crossed book")
-                return
-            st.ets, st.rts = ev.ets, rts
-            self._queue_delta(st, ev, rts)
-        elif v is Verdict.DROP:
-            self.counters["dropped_stale"] += 1
-        elif v is Verdict.BUFFERED:
-            self.counters["buffered"] += 1
-        elif v is Verdict.GAP:
-            self.counters["gaps"] += 1
-            self.log.warning("%s %s: gap: event %s %d..%d does not follow the book at %s; resyncing",
-                             self.cfg.id, st.symbol, self.spec.id_name, ev.first, ev.last, before)
-            self._resync(st, f"gap before {self.spec.id_name} {ev.first}", reset=False)
-
-    # --- sync ---------------------------------------------------------------------------------
-
-    def _cancel_sync(self, st: SymbolState) -> None:
-        if st.sync_task is not None and not st.sync_task.done():
-            st.sync_task.cancel()
-        st.sync_task = None
-
-    def _resync(self, st: SymbolState, reason: str, *, reset: bool = True) -> None:
-        """Throw this symbol's book away and build it again (the other symbols go on)."""
-        if reset:
-            st.seqr.reset()
-        st.book.clear()
-        self._set_status(st, SYNCING, reason)
-        if st.sync_task is None or st.sync_task.done():
-            st.sync_task = asyncio.create_task(self._sync(st), name=f"sync {st.symbol}")
-
-    async def _sync(self, st: SymbolState) -> None:
-        """Fetch snapshots until the sequencer accepts one, then publish the SNAP."""
-        assert self._rest_sem is not None
-        t0 = time.monotonic()
-        delays = backoff(initial=0.25, cap=float(self.opts["snapshot_retry_cap"]), rng=self.rng)
-        name = self.spec.id_name
-        fetches = 0
-        while True:
-            url = self.spec.snapshot_url(self.cfg, st.key)
-            try:
-                async with self._rest_sem:
-                    body, rts = await self._get(url)
-                snap = self.spec.parse_snapshot(body, st.key)
-            except rest.RateLimited as e:
-                self.counters["rest_rate_limited"] += 1
-                self.log.warning("%s %s: snapshot: %s; waiting %.1f s as the venue asks", self.cfg.id,
-                                 st.symbol, e, e.delay)
-                await asyncio.sleep(e.delay)
-                continue
-            except (rest.RestError, ParseError) as e:
-                self.counters["snapshot_errors"] += 1
-                d = next(delays)
-                self.log.warning("%s %s: snapshot failed: %s; retrying in %.3f s", self.cfg.id, st.symbol,
-                                 e, d)
-                await asyncio.sleep(d)
-                continue
-            fetches += 1
-            nbuf = st.seqr.buffered
-            verdict, events = st.seqr.on_snapshot(snap)
-            self.log.info("%s %s: snapshot fetched: %s %d, %d bids / %d asks, %d events buffered -> %s",
-                          self.cfg.id, st.symbol, name, snap.last, len(snap.bids), len(snap.asks), nbuf,
-                          verdict.value)
-            if verdict is Verdict.REFETCH:
-                self.counters["snapshot_refetch"] += 1
-                d = next(delays)
-                self.log.info("%s %s: snapshot %s %d is not proven current (older than the first buffered "
-                              "event, or no event buffered yet); refetching in %.3f s", self.cfg.id, st.symbol,
-                              name, snap.last, d)
-                await asyncio.sleep(d)
-                continue
-            if verdict is Verdict.GAP:
-                self.counters["gaps"] += 1
-                self.log.warning("%s %s: gap inside the buffered events after %s %d; refetching",
-                                 self.cfg.id, st.symbol, name, snap.last)
-                continue
-            st.book.load(snap.bids, snap.asks)
-            for ev in events:
-                st.book.apply_levels(ev.bids, ev.asks)
-            if self.spec.resync_on_crossed and st.book.crossed():
-                self.counters["resync_crossed"] += 1
-                self.log.warning("%s %s: book crossed right after sync at %s %d; refetching", self.cfg.id,
-                                 st.symbol, name, events[-1].last if events else snap.last)
-                st.seqr.reset()
-                st.book.clear()
-                await asyncio.sleep(next(delays))
-                continue
-            st.ets = events[-1].ets if events else snap.ets
-            st.rts = rts
-            if self._pending:
-                self._flush()
-            st.seq += 1
-            st.status, st.reason = LIVE, "synced"
-            self._send(self._snap_msg(st))
-            self._synced_on_conn = True
-            self.counters["syncs"] += 1
-            self.log.info("%s %s: synced after %.0f ms (%d fetch(es)): %s %d, %d buffered events applied, "
-                          "%d bids / %d asks", self.cfg.id, st.symbol, (time.monotonic() - t0) * 1000,
-                          fetches, name, events[-1].last if events else snap.last, len(events),
-                          len(st.book.bids), len(st.book.asks))
-            return
+            self.core.tick(now, time.time_ns())
+            self._drain()
 
 
 def options_doc(extra: Mapping[str, Any] | None = None) -> str:

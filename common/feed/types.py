@@ -40,37 +40,61 @@ class DepthEvent:
     ets: int
     bids: Levels = field(default_factory=list)
     asks: Levels = field(default_factory=list)
+    #: The venue's integrity check of the book right after this event (Kraken's CRC32), or None.
+    checksum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A full-depth REST book: ``last`` is the id it is consistent with (Binance ``lastUpdateId``,
-    Bitstamp ``microtimestamp``); ``ets`` its exchange time in ns, 0 when the venue gives none."""
+    """A whole book, from REST or in-band on the stream: ``last`` is the id it is consistent with
+    (Binance ``lastUpdateId``, Bitstamp ``microtimestamp``; 0 for venues without ids); ``ets``
+    its exchange time in ns, 0 when the venue gives none; ``checksum`` the venue's integrity check
+    of it (Kraken), or None. Levels keep the wire's exponent (``Decimal("0.10000000")``), so
+    ``format(d, "f")`` gives back the venue's digits."""
 
     key: str
     last: int
     ets: int
     bids: Levels
     asks: Levels
+    checksum: int | None = None
 
 
 class ControlKind(enum.Enum):
-    ACK = "ack"                # subscription confirmed
+    ACK = "ack"                # subscription confirmed (``key`` set when it names one symbol)
     HEARTBEAT = "heartbeat"    # an application-level keep-alive reply
     RECONNECT = "reconnect"    # the venue asks us to reconnect (maintenance, shutdown)
     ERROR = "error"            # the venue reports an error on this connection
     IGNORE = "ignore"          # a valid frame we do not use (trades, tickers)
+    MODE = "mode"              # the venue's system status: ``detail`` is "online", "maintenance",
+                               # "cancel_only", "post_only" (Kraken) ...
+    INSTRUMENT = "instrument"  # ``key``'s wire precision: ``value`` is (price decimals, qty decimals)
+    SYMBOL_ERROR = "symbol_error"  # the venue refused ``key`` (e.g. "Currency pair not supported")
 
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """A non-book frame. Every received frame counts as liveness, whatever its kind."""
+    """A non-book frame. Every received frame counts as liveness, whatever its kind. ``key`` is
+    the venue's own symbol when the control concerns one; ``value`` carries data for MODE and
+    INSTRUMENT."""
 
     kind: ControlKind
     detail: str = ""
+    key: str | None = None
+    value: object = None
 
 
-Frame = DepthEvent | Control
+@dataclass(frozen=True, slots=True)
+class ConnSeq:
+    """A connection-level sequence number (Coinbase Advanced Trade ``sequence_num``): +1 for every
+    message on the connection, whatever its channel. A parser puts it first in what it returns."""
+
+    n: int
+
+
+#: What ``parse_frame`` returns: one item, or a list of them when a frame carries several (a
+#: Coinbase message with several events, a ConnSeq before the events).
+Frame = DepthEvent | Snapshot | Control | ConnSeq
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +117,5 @@ class Verdict(enum.Enum):
     GAP = "gap"            # updates were missed: the book is void, resync (the event is re-buffered)
     REFETCH = "refetch"    # the snapshot is older than the buffered stream: fetch another one
     SYNCED = "synced"      # the snapshot is good: load it, then apply the returned events
+    SNAPSHOT = "snapshot"  # this event IS the venue's initial book (Gemini's first depthUpdate):
+                           # replace the book with its levels

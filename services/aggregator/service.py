@@ -23,14 +23,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from common import bus, schema
 from common.book import ASK, BID, Book
 from common.config import Config, DustRule
-from common.schema import DOWN, LIVE, SNAP, SYNCING, BookMsg, BusError, HeartbeatMsg, StatusMsg
+from common.schema import (
+    DOWN,
+    LIVE,
+    SNAP,
+    SYNCING,
+    BookMsg,
+    BusError,
+    HeartbeatMsg,
+    Level,
+    MergedBook,
+    StatusMsg,
+    VenueTimes,
+)
 from common.security import Security
 from services.aggregator import merge
 
@@ -51,7 +63,8 @@ class Link:
     ctl: zmq.Socket
     pub: str                       # the feed's bus endpoint
     sess: int | None = None
-    last_heard: float = 0.0
+    last_heard: float = 0.0        # monotonic, for down_after
+    heard_ns: int = 0              # wall clock, for subscribers (venue_ts.heard); 0: never
     down: bool = False
     symbols: list[str] = field(default_factory=list)
 
@@ -75,6 +88,8 @@ class Stream:
     awaiting: bool = True          # a snapshot was requested; stream messages are buffered
     requested_at: float = 0.0
     buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
+    ets: int = 0                   # exchange / receive time of the last book update applied
+    rts: int = 0
 
 
 @dataclass(slots=True)
@@ -257,6 +272,7 @@ class Aggregator:
 
     def _heard(self, link: Link, sess: int, now: float) -> None:
         link.last_heard = now
+        link.heard_ns = time.time_ns()
         self.sub_watch.healthy(link.pub)
         if link.sess != sess:
             if link.sess is not None:
@@ -308,12 +324,14 @@ class Aggregator:
             if msg.status != LIVE:
                 s.book.clear()
         elif msg.kind == SNAP:
+            s.ets, s.rts = msg.ets, msg.rts
             s.book.load(msg.bids, msg.asks)
             if s.status != LIVE:
                 log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
             s.status = LIVE
             s.reason = ""
         else:
+            s.ets, s.rts = msg.ets, msg.rts
             s.book.apply_levels(msg.bids, msg.asks)
             if not st.dirty and not self._visible(st, msg):
                 self._count("deltas_below_view")
@@ -421,8 +439,15 @@ class Aggregator:
         if sizes and self._depletion_fn is not None:
             depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
         self._set_floor(st, bids, asks, depl)
-        return (merge.wire_levels(bids), merge.wire_levels(asks),
-                None if sp is None else merge.fmt(sp), venues, depl)
+        # Exact values compare as their canonical text would (fmt is a function of the value):
+        # text is made only for what is published.
+        return bids, asks, sp, venues, depl
+
+    @staticmethod
+    def _venue_ts(st: SymbolState) -> dict[str, VenueTimes]:
+        """Freshness per venue of the symbol, as of now (refreshed with every published snapshot,
+        never a reason to publish)."""
+        return {v: VenueTimes(s.ets, s.rts, s.link.heard_ns) for v, s in sorted(st.streams.items())}
 
     def publish_dirty(self) -> int:
         n = 0
@@ -437,13 +462,13 @@ class Aggregator:
             st.last_content = content
             st.seq += 1
             bids, asks, sp, venues, depl = content
-            m: dict[str, Any] = {"symbol": st.symbol, "epoch": self.epoch, "seq": st.seq, "ts": st.ts,
-                                 "spread": sp, "bids": bids, "asks": asks, "venues": venues}
-            if depl is not None:
-                m["depletion"] = depl
-            payload = schema.pack(m)
-            st.last_payload = payload
-            self.pub.send_multipart([schema.book_topic(st.symbol), payload])
+            # The merged levels are (price, amount, venue) tuples, all the encoder reads: making
+            # Level values of them only to encode cost ~6 us per snapshot (cast: no runtime cost).
+            frames = schema.encode_merged(MergedBook(
+                st.symbol, self.epoch, st.seq, st.ts, sp, cast(list[Level], bids), cast(list[Level], asks),
+                venues, None, self._venue_ts(st)), depletion=depl)
+            st.last_payload = frames[1]
+            self.pub.send_multipart(frames)
             n += 1
         return n
 
@@ -476,6 +501,7 @@ class Aggregator:
                 self.on_feed(frames, now)
         for link in self.links:
             if link.ctl in events:
+                link.heard_ns = time.time_ns()
                 while True:
                     try:
                         frames = link.ctl.recv_multipart(zmq.NOBLOCK)

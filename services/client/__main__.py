@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.client import tui, watch
+from services.client import deplete_cmd, tui, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,12 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_parser(sub)
     tui.add_arguments(sub.choices["watch"])
     sub.choices["watch"].set_defaults(func=tui.run)
-    try:
-        from services.client import deplete
-    except ImportError:
-        deplete = None  # type: ignore[assignment]
-    if deplete is not None:
-        deplete.add_parser(sub)
+    deplete_cmd.add_parser(sub)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

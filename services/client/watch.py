@@ -1,4 +1,5 @@
-"""``watch``: subscribe to the publisher and print the live merged book (plain text view)."""
+"""``watch``: subscribe to the publisher and print the live merged book (plain text view), through
+the client library (:mod:`common.subscriber`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import sys
 import time
 from typing import Any
 
-import zmq
-
-from common import bus, schema, security
-from common.config import SYMBOL_RE
-from common.schema import BusError
+from common.numbers import fmt
+from common.schema import MergedBook
+from common.subscriber import CurveKeys, SubscriptionTimeout, subscribe
 
 
 def add_parser(sub: Any) -> None:
@@ -31,81 +30,65 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def render(m: dict[str, Any], now_ns: int | None = None) -> str:
-    """One snapshot as text: header, venue statuses, bids and asks side by side."""
+def render(book: MergedBook, now_ns: int | None = None) -> str:
+    """One snapshot as text: header, venue statuses, bids and asks side by side, the streamed
+    depletion summary (decimals in the wire's canonical text)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    age_ms = (now_ns - m["ts"]) / 1e6 if m.get("ts") else float("nan")
-    venues = "  ".join(f"{v}:{st}" for v, st in sorted(m["venues"].items()))
-    lines = [f"{m['symbol']}  spread {m['spread'] if m['spread'] is not None else '-'}  "
-             f"epoch {m['epoch']} seq {m['seq']}  age {age_ms:.1f} ms",
+    age_ms = (now_ns - book.ts) / 1e6 if book.ts else float("nan")
+    venues = "  ".join(f"{v}:{st}" for v, st in sorted(book.venues.items()))
+    lines = [f"{book.symbol}  spread {fmt(book.spread) if book.spread is not None else '-'}  "
+             f"epoch {book.epoch} seq {book.seq}  age {age_ms:.1f} ms",
              f"venues  {venues}",
              f"{'BID venue':>12} {'amount':>16} {'price':>14} | {'price':<14} {'amount':<16} {'ASK venue':<12}"]
-    bids, asks = m["bids"], m["asks"]
+    bids = [(fmt(p), fmt(a), v) for p, a, v in book.bids]
+    asks = [(fmt(p), fmt(a), v) for p, a, v in book.asks]
     for i in range(max(len(bids), len(asks))):
-        b = bids[i] if i < len(bids) else ["", "", ""]
-        a = asks[i] if i < len(asks) else ["", "", ""]
+        b = bids[i] if i < len(bids) else ("", "", "")
+        a = asks[i] if i < len(asks) else ("", "", "")
         lines.append(f"{b[2]:>12} {b[1]:>16} {b[0]:>14} | {a[0]:<14} {a[1]:<16} {a[2]:<12}")
-    depl = m.get("depletion")
-    if isinstance(depl, dict):
-        for side in ("buy", "sell"):
-            parts = []
-            for size, d in (depl.get(side) or {}).items():
-                if d.get("vwap") is None:
-                    parts.append(f"{size}: no liquidity")
-                    continue
-                partial = f" PARTIAL {d['filled']}" if d.get("partial") else ""
-                parts.append(f"{size} @ {d['vwap']} ({d['slippage_bps']} bps, {d['levels']} lv){partial}")
-            if parts:
-                lines.append(f"{side:>4} " + "  |  ".join(parts))
+    for side in ("buy", "sell"):
+        parts = []
+        for size, d in ((book.depletion or {}).get(side) or {}).items():
+            if d.vwap is None:
+                parts.append(f"{fmt(size)}: no liquidity")
+                continue
+            partial = f" PARTIAL {fmt(d.filled)}" if d.partial else ""
+            bps = "None" if d.slippage_bps is None else fmt(d.slippage_bps)
+            parts.append(f"{fmt(size)} @ {fmt(d.vwap)} ({bps} bps, {d.levels} lv){partial}")
+        if parts:
+            lines.append(f"{side:>4} " + "  |  ".join(parts))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not SYMBOL_RE.match(args.symbol.upper()):
-        print(f"watch: {args.symbol!r} is not a symbol like BTC/USDT", file=sys.stderr)
-        return 2
-    symbol = args.symbol.upper()
-    topic = schema.book_topic(symbol)
     if bool(args.server_key) != bool(args.client_key):
         print("watch: --server-key and --client-key go together (CURVE)", file=sys.stderr)
         return 2
-    s = bus.context().socket(zmq.SUB)
-    s.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
-    s.setsockopt(zmq.SUBSCRIBE, topic)
-    if args.server_key:
-        try:
-            security.client_keys(s, server_key=args.server_key, client_key=args.client_key)
-        except (OSError, ValueError, security.KeyError_) as e:
-            print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
-            return 2
-    s.connect(args.endpoint)
-    clear = sys.stdout.isatty() and not args.no_clear
-    got, last_at = 0, time.monotonic()
-    print(f"subscribed to {topic.decode()} on {args.endpoint}; waiting for the first snapshot...", flush=True)
     try:
-        while args.count == 0 or got < args.count:
-            if not s.poll(1000):
-                if time.monotonic() - last_at > args.timeout:
+        curve = CurveKeys.from_files(args.server_key, args.client_key) if args.server_key else None
+    except (OSError, ValueError) as e:
+        print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
+        return 2
+    try:
+        # At most one warning a second, as before the library (its timeout 0 means "do not wait").
+        sub = subscribe(args.endpoint, args.symbol, timeout=max(args.timeout, 1.0), curve=curve)
+    except ValueError:
+        print(f"watch: {args.symbol!r} is not a symbol like BTC/USDT", file=sys.stderr)
+        return 2
+    clear = sys.stdout.isatty() and not args.no_clear
+    print(f"subscribed to book.{sub.symbols[0]} on {args.endpoint}; waiting for the first snapshot...", flush=True)
+    got = 0
+    try:
+        with sub:
+            while args.count == 0 or got < args.count:
+                try:
+                    book = sub.recv()
+                except SubscriptionTimeout:
                     print(f"nothing received for {args.timeout:.0f} s: is the publisher running on "
                           f"{args.endpoint}?", file=sys.stderr, flush=True)
-                    last_at = time.monotonic()
-                continue
-            frames = s.recv_multipart()
-            if frames[0] != topic:   # ZeroMQ matches prefixes: compare the topic exactly
-                continue
-            try:
-                m = schema.unpack(frames[1])
-                text = render(m)
-            except (BusError, KeyError, TypeError, IndexError) as e:
-                print(f"malformed snapshot: {e}", file=sys.stderr)
-                continue
-            got += 1
-            last_at = time.monotonic()
-            print(("\x1b[H\x1b[2J" if clear else "\n") + text, flush=True)
+                    continue
+                got += 1
+                print(("\x1b[H\x1b[2J" if clear else "\n") + render(book), flush=True)
     except KeyboardInterrupt:
         pass
-    finally:
-        s.close(linger=0)
     return 0
-
-

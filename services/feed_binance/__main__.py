@@ -3,7 +3,6 @@
 import sys
 
 from common.feed.cli import main
-from services.feed_binance.spec import SPEC
 
 DESCRIPTION = """\
 Binance spot diff-depth feed for bookmux. Subscribes <symbol>@depth@100ms for every configured
@@ -19,4 +18,4 @@ Examples:
 """
 
 if __name__ == "__main__":
-    sys.exit(main(SPEC, default_venue="binance", description=DESCRIPTION))
+    sys.exit(main("binance", default_venue="binance", description=DESCRIPTION))

@@ -30,7 +30,7 @@ def pairs_url(cfg: VenueConfig) -> str:
     return f"{cfg.rest_url.rstrip('/')}/api/v3/exchangeInfo"
 
 
-def subscribe(keys: Sequence[str]) -> list[str]:
+def subscribe(cfg: VenueConfig, keys: Sequence[str]) -> list[str]:
     return []  # the streams are in the URL
 
 

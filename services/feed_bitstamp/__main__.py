@@ -3,7 +3,6 @@
 import sys
 
 from common.feed.cli import main
-from services.feed_bitstamp.spec import SPEC
 
 DESCRIPTION = """\
 Bitstamp diff_order_book feed for bookmux. Subscribes diff_order_book_<pair> for every configured
@@ -17,4 +16,4 @@ Examples:
 """
 
 if __name__ == "__main__":
-    sys.exit(main(SPEC, default_venue="bitstamp", description=DESCRIPTION))
+    sys.exit(main("bitstamp", default_venue="bitstamp", description=DESCRIPTION))

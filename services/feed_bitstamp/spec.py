@@ -16,7 +16,7 @@ def ws_url(cfg: VenueConfig, keys: Sequence[str]) -> str:
     return cfg.ws_url
 
 
-def subscribe(keys: Sequence[str]) -> list[str]:
+def subscribe(cfg: VenueConfig, keys: Sequence[str]) -> list[str]:
     return [parse.subscribe_frame(k) for k in keys]
 
 

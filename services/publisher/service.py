@@ -85,16 +85,8 @@ class Publisher:
             self._count("malformed")
             return
         try:
-            m = schema.unpack(frames[1])
-            if not isinstance(m, dict):
-                raise BusError("not a map")
-            symbol, epoch, seq = m["symbol"], m["epoch"], m["seq"]
-            if not isinstance(seq, int) or not isinstance(epoch, int) or not isinstance(symbol, str) \
-                    or schema.book_topic(symbol) != frames[0]:
-                raise BusError("bad symbol/epoch/seq")
-            if not isinstance(m.get("bids"), list) or not isinstance(m.get("asks"), list):
-                raise BusError("bids/asks are not lists")
-        except (BusError, KeyError, TypeError, ValueError, UnicodeError) as e:
+            m, symbol, epoch, seq = schema.peek_merged(frames)
+        except BusError as e:
             self._count("malformed")
             log.warning("dropped a malformed snapshot from the aggregator: %s", e)
             return
@@ -111,12 +103,8 @@ class Publisher:
                 self._count("upstream_gaps")
                 log.warning("%s: missed snapshots %d..%d from the aggregator", symbol, prev[1] + 1, seq - 1)
         self.last[symbol] = (epoch, seq)
-        payload = frames[1]
-        if len(m["bids"]) > self.levels or len(m["asks"]) > self.levels:
-            m["bids"] = m["bids"][: self.levels]
-            m["asks"] = m["asks"][: self.levels]
-            payload = schema.pack(m)
-        self.out.send_multipart([frames[0], payload])
+        cut = schema.cut_merged(m, self.levels)
+        self.out.send_multipart([frames[0], frames[1] if cut is None else cut])
         self._count("published")
 
     def run(self) -> None:

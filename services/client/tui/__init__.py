@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from common import config
 from common.config import SYMBOL_RE
+from common.subscriber import CurveKeys
 
 DEFAULT_HZ = 10.0
 
@@ -77,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     levels = args.levels if args.levels is not None else (cfg.levels if cfg is not None else 10)
     from services.client.tui import app
 
-    kw: dict[str, Any] = {"server_key": args.server_key, "client_key": args.client_key}
-    try:
-        return app.run(endpoint=args.endpoint, symbols=symbols, index=index, levels=max(1, levels),
-                       max_hz=args.fps, timeout=args.timeout, **kw)
-    except (OSError, ValueError) as e:
-        print(f"watch: {e}", file=sys.stderr)
-        return 2
+    curve = None
+    if args.server_key:
+        try:
+            curve = CurveKeys.from_files(args.server_key, args.client_key)
+        except (OSError, ValueError) as e:
+            print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
+            return 2
+    return app.run(endpoint=args.endpoint, symbols=symbols, index=index, levels=max(1, levels),
+                   max_hz=args.fps, timeout=args.timeout, curve=curve)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.live import Live
 
+from common.subscriber import CurveKeys
 from services.client.tui.source import Source
 from services.client.tui.view import QUIT, RedrawLimiter, WatchState, parse_keys, render
 
@@ -77,14 +78,14 @@ def _terminate_as_exit() -> Iterator[None]:
 
 
 def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_hz: float = 10.0,
-        timeout: float = 5.0, server_key: str | None = None, client_key: str | None = None,
-        console: Console | None = None, stdin: TextIO | None = None) -> int:
-    """Show the live book of ``symbols[index]`` full screen until ``q`` (or Ctrl-C). Returns 0."""
+        timeout: float = 5.0, curve: CurveKeys | None = None, console: Console | None = None,
+        stdin: TextIO | None = None) -> int:
+    """Show the live book of ``symbols[index]`` full screen until ``q`` (or Ctrl-C, SIGTERM, the
+    terminal closing). Returns 0."""
     events: queue.Queue[tuple[Any, ...]] = queue.Queue()
     state = WatchState(symbols, endpoint, levels=levels, index=index, timeout=timeout, started=time.monotonic())
     limiter = RedrawLimiter(max_hz)
-    source = Source(endpoint, events, server_key=server_key, client_key=client_key)
-    source.start()
+    source = Source(endpoint, events, curve=curve)
     gen = source.switch(state.symbol)
     keys = KeyReader(stdin or sys.stdin, events)
     console = console or Console()
@@ -106,10 +107,10 @@ def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_
                 while ev is not None:
                     kind = ev[0]
                     if kind == "book" and ev[1] == gen:
-                        state.on_book(ev[2], time.monotonic(), time.time_ns(), ev[3])
+                        state.on_book(ev[2], time.monotonic(), time.time_ns())
                         limiter.changed()
-                    elif kind == "drop" and ev[1] == gen:
-                        state.stats.dropped += 1
+                    elif kind == "drops" and ev[1] == gen:
+                        state.stats.dropped = ev[2]
                         limiter.changed()
                     elif kind == "keys":
                         for k in ev[1]:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Protocol
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -27,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.numbers import fmt
+from common.schema import DepletionSummary, Level, MergedBook
 
 # Limits
 MAX_HZ = 20.0            # never redraw more often than this
@@ -44,34 +44,6 @@ STATUS_STYLES = {"live": "bold green", "syncing": "bold yellow", "stale": "bold 
 def venue_colour(venue: str) -> str:
     """The venue's colour: fixed for known venues, else stable across runs (crc32 of the id)."""
     return VENUE_COLOURS.get(venue) or PALETTE[zlib.crc32(venue.encode()) % len(PALETTE)]
-
-
-# --- what the view reads from a book ------------------------------------------------------------
-
-
-class LevelLike(Protocol):
-    price: Decimal
-    amount: Decimal
-    venue: str
-
-
-class BookLike(Protocol):
-    """What the view needs of a merged book (``common.subscriber``'s book has these)."""
-
-    symbol: str
-    epoch: int
-    seq: int
-    ts: int
-    spread: Decimal | None
-    statuses: Mapping[str, str]
-    depletion: Mapping[str, Any] | None
-    venue_ts: Mapping[str, Mapping[str, int]]
-
-    @property
-    def bids(self) -> Sequence[LevelLike]: ...
-
-    @property
-    def asks(self) -> Sequence[LevelLike]: ...
 
 
 # --- redraw rate ---------------------------------------------------------------------------------
@@ -185,10 +157,8 @@ class SymbolStats:
     received: int = 0
     missed: int = 0                 # seq numbers skipped within an epoch
     dropped: int = 0                # malformed snapshots (counted, not shown)
-    epochs: int = 0                 # epochs seen (a new one = an aggregator restart)
-    epoch_at: float | None = None   # monotonic time the current epoch was first seen (after the first)
-    last_seq: int | None = None
-    last_epoch: int | None = None
+    epochs: int = 0                 # new epochs seen (aggregator restarts)
+    epoch_at: float | None = None   # monotonic time the last new epoch arrived
     last_at: float | None = None    # monotonic time of the last book
 
 
@@ -205,7 +175,7 @@ class WatchState:
     index: int = 0
     timeout: float = 5.0
     started: float = 0.0
-    book: BookLike | None = None
+    book: MergedBook | None = None
     stats: SymbolStats = field(default_factory=SymbolStats)
     heard: dict[str, int] = field(default_factory=dict)   # venue -> ns, when venue_ts is absent
 
@@ -213,26 +183,20 @@ class WatchState:
     def symbol(self) -> str:
         return self.symbols[self.index]
 
-    def on_book(self, book: BookLike, now: float, now_ns: int, missed: int | None = None) -> None:
+    def on_book(self, book: MergedBook, now: float, now_ns: int) -> None:
         """A book of the shown symbol arrived at ``now`` (monotonic) / ``now_ns`` (wall).
 
-        ``missed``: the subscriber's count of skipped ``seq`` for this book, when it counts them;
-        otherwise the gap to the previous ``seq`` of the same epoch is counted here.
-        """
+        Missed ``seq`` and a new ``epoch`` are the subscriber's findings (``book.missed``,
+        ``book.new_epoch``); they are added up here and shown, never hidden."""
         st = self.stats
-        if st.last_epoch != book.epoch:
+        if book.new_epoch:
             st.epochs += 1
-            if st.last_epoch is not None:
-                st.epoch_at = now
-            st.last_seq = None
-        if missed is not None:
-            st.missed += missed
-        elif st.last_seq is not None and book.seq > st.last_seq + 1:
-            st.missed += book.seq - st.last_seq - 1
-        st.last_epoch, st.last_seq, st.last_at = book.epoch, book.seq, now
+            st.epoch_at = now
+        st.missed += book.missed
+        st.last_at = now
         st.received += 1
         st.rate.add(now)
-        for venue, status in book.statuses.items():
+        for venue, status in book.venues.items():
             if status == "live":
                 self.heard[venue] = now_ns
         self.book = book
@@ -264,10 +228,9 @@ class WatchState:
     def heard_ns(self, venue: str) -> int | None:
         """When the venue was last heard (ns): ``venue_ts[venue]["heard"]`` if the snapshot has
         it, else the arrival of the last snapshot that showed the venue live."""
-        vts = getattr(self.book, "venue_ts", None) or {}
-        heard = (vts.get(venue) or {}).get("heard")
-        if isinstance(heard, int) and heard > 0:
-            return heard
+        vt = (self.book.venue_ts or {}).get(venue) if self.book is not None else None
+        if vt is not None and vt.heard > 0:
+            return vt.heard
         return self.heard.get(venue)
 
 
@@ -286,16 +249,14 @@ def ago(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def _cost(d: Mapping[str, Any]) -> str:
+def _cost(d: DepletionSummary) -> str:
     """filled x vwap, rounded to cents and marked approximate (the streamed vwap is rounded)."""
-    try:
-        c = Decimal(d["filled"]) * Decimal(d["vwap"])
-    except (KeyError, TypeError, ArithmeticError, ValueError):
+    if d.vwap is None:
         return "-"
-    return "≈" + fmt(c.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+    return "≈" + fmt((d.filled * d.vwap).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
 
 
-def _side_table(title: str, levels: Iterable[LevelLike], n: int, bids: bool) -> Table:
+def _side_table(title: str, levels: Iterable[Level], n: int, bids: bool) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAD, expand=True, pad_edge=False,
               title_style="bold green" if bids else "bold red")
     cols = ("venue", "amount", "price") if bids else ("price", "amount", "venue")
@@ -343,7 +304,7 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
         line.append("   spread -")
     if book.bids and book.asks:
         line.append("   mid ")
-        line.append(fmt((book.bids[0].price + book.asks[0].price) / 2), style="bold")
+        line.append(fmt(book.mid) if book.mid is not None else "-", style="bold")
     line.append(f"   {st.rate.rate(now):.1f} upd/s", style="cyan")
     line.append("   missed seq ")
     line.append(str(st.missed), style="bold red" if st.missed else "green")
@@ -364,8 +325,8 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
     venues.add_column("venue", no_wrap=True)
     venues.add_column("status", no_wrap=True)
     venues.add_column("last heard", justify="right", no_wrap=True)
-    for v in sorted(book.statuses):
-        status = book.statuses[v]
+    for v in sorted(book.venues):
+        status = book.venues[v]
         heard = state.heard_ns(v)
         venues.add_row(Text(v, style=venue_colour(v)), Text(status, style=STATUS_STYLES.get(status, "bold")),
                        ago((now_ns - heard) / 1e9) + " ago" if heard else "-")
@@ -382,24 +343,22 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
     return Group(*parts)
 
 
-def _depletion_table(depl: Mapping[str, Any]) -> Table:
+def _depletion_table(depl: dict[str, dict[Decimal, DepletionSummary]]) -> Table:
     t = Table(title="cost to trade (merged book, streamed)", box=box.SIMPLE_HEAD, pad_edge=False,
               title_justify="left", title_style="bold")
     for c in ("side", "size", "avg price", "worst", "slippage bps", "levels", "cost"):
         t.add_column(c, justify="left" if c == "side" else "right", no_wrap=True)
     for side in ("buy", "sell"):
         for size, d in (depl.get(side) or {}).items():
-            if not isinstance(d, Mapping):
+            side_text = Text(side, style="green" if side == "buy" else "red")
+            if d.vwap is None:
+                t.add_row(side_text, fmt(size), Text("no liquidity", style="red"), "-", "-", "-", "-")
                 continue
-            if d.get("vwap") is None:
-                t.add_row(side, str(size), Text("no liquidity", style="red"), "-", "-", "-", "-")
-                continue
-            size_text = Text(str(size))
-            if d.get("partial"):
-                size_text.append(f" PARTIAL {d.get('filled')}", style="bold red")
-            t.add_row(Text(side, style="green" if side == "buy" else "red"), size_text, str(d["vwap"]),
-                      str(d.get("worst", "-")), str(d.get("slippage_bps", "-")), str(d.get("levels", "-")),
-                      _cost(d))
+            size_text = Text(fmt(size))
+            if d.partial:
+                size_text.append(f" PARTIAL {fmt(d.filled)}", style="bold red")
+            t.add_row(side_text, size_text, fmt(d.vwap), fmt(d.worst) if d.worst is not None else "-",
+                      fmt(d.slippage_bps) if d.slippage_bps is not None else "-", str(d.levels), _cost(d))
     return t
 
 

@@ -4,10 +4,10 @@
     python -m services.client deplete BTC/USDT buy 100000 --notional
     python -m services.client deplete BTC/USDT buy 2 --venue binance --json
 
-Asks the aggregator's query endpoint (REQ with time-outs; protocol in :mod:`common.query`) and
-prints, like the original tool: a summary line, one block per venue (its full book), one block for
-the merged book (as subscribers see it), then the fills per venue. Exit codes: 0 answered, 2 bad
-arguments, no answer in time, or an error reply.
+Asks the aggregator's query endpoint through the client library (:func:`common.subscriber.deplete`;
+protocol in :mod:`common.query`) and prints, like the original tool: a summary line, one block per
+venue (its full book), one block for the merged book (as subscribers see it), then the fills per
+venue. Exit codes: 0 answered, 2 bad arguments, no answer in time, or an error reply.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import sys
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, TextIO
 
-import zmq
-
-from common import bus, config
+from common import config
 from common.numbers import fmt
-from common.query import QueryError, Reply, decode_reply, encode_request
+from common.query import QueryError, Reply
+from common.subscriber import CurveKeys, QueryRefused, QueryTimeout, deplete
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -44,6 +43,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="config file to read the endpoint from (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=3.0,
                    help="seconds to wait for the answer (default %(default)s)")
+    p.add_argument("--server-key", default=None, metavar="PATH",
+                   help="CURVE: the aggregator's public key file (keys/server.key); enables encryption")
+    p.add_argument("--client-key", default=None, metavar="PATH",
+                   help="CURVE: our secret key file, whose public key the aggregator allows "
+                        "(keys/subscriber.key_secret)")
     p.set_defaults(func=run)
     return p
 
@@ -150,42 +154,25 @@ def _endpoint(args: argparse.Namespace) -> str:
     return config.load(args.deplete_config).aggregator.query
 
 
-def ask(endpoint: str, request: bytes, timeout: float, *, ctx: zmq.Context | None = None) -> bytes | None:
-    """Send one request and wait up to ``timeout`` seconds for the reply frame (None: no answer)."""
-    s = bus.req(endpoint, timeout_ms=max(1, int(timeout * 1000)), max_msg_size=64 << 20, ctx=ctx)
-    try:
-        s.send(request)
-        return s.recv()
-    except zmq.Again:
-        return None
-    finally:
-        s.close(linger=0)
-
-
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    symbol = args.symbol.upper()
+    if bool(args.server_key) != bool(args.client_key):
+        print("deplete: --server-key and --client-key go together (CURVE)", file=err)
+        return 2
     try:
-        amount = {"notional" if args.notional else "quantity": args.amount}
-        venue = args.venue.lower() if args.venue else None
-        request = encode_request(symbol, args.side, venue=venue, all_venues=venue is None, **amount)
+        curve = CurveKeys.from_files(args.server_key, args.client_key) if args.server_key else None
         endpoint = _endpoint(args)
-    except (QueryError, config.ConfigError) as e:
+        reply = deplete(endpoint, args.symbol, args.side, args.amount, notional=args.notional, venue=args.venue,
+                        all_venues=not args.venue, timeout=args.timeout, curve=curve)
+    except QueryRefused as e:
+        print(f"deplete: the aggregator says: {e}", file=err)
+        return 2
+    except (QueryError, QueryTimeout, config.ConfigError) as e:
         print(f"deplete: {e}", file=err)
         return 2
-    raw = ask(endpoint, request, args.timeout)
-    if raw is None:
-        print(f"deplete: no answer from the aggregator at {endpoint} within {args.timeout:g} s "
-              f"(is it running?)", file=err)
-        return 2
-    try:
-        reply = decode_reply(raw)
-    except QueryError as e:
-        print(f"deplete: {e}", file=err)
-        return 2
-    if not reply.ok:
-        print(f"deplete: the aggregator says: {reply.error}", file=err)
+    except (OSError, ValueError) as e:
+        print(f"deplete: cannot load CURVE keys: {e}", file=err)
         return 2
     if args.json:
         print(json.dumps(reply.raw, indent=2), file=out)

@@ -1,0 +1,435 @@
+"""The client library: typed merged books from a bookmux publisher, and depletion queries.
+
+Three lines (re-exported by :mod:`services.client`)::
+
+    from services.client import subscribe
+    for book in subscribe("tcp://127.0.0.1:50052", "BTC/USDT"):
+        print(book.seq, book.spread, book.bids[0].price, book.venues)
+
+What it does for you (the subscriber contract of the README):
+
+* **exact topics**: ZeroMQ matches subscriptions by prefix (``book.BTC/USD`` also receives
+  ``book.BTC/USDT``); only the symbols asked for are yielded, the others are counted in
+  ``foreign`` and dropped;
+* **typed books** (:class:`common.schema.MergedBook`): prices, amounts, spread and the depletion
+  summary as exact ``Decimal``; levels as ``(price, amount, venue)``; venue statuses, ``epoch``,
+  ``seq``, ``ts``, ``venue_ts`` freshness, and any key this library does not know in ``extra``;
+* **sequence checks** per symbol: ``book.missed`` is the number of snapshots of that symbol lost
+  right before this one (a jump in ``seq``), ``book.new_epoch`` is True on the first book after
+  the aggregator restarted; the subscription counts both (``missed``, ``epochs``) and never hides
+  a book because of them. A book at or below the last ``seq`` of its epoch (the same publisher
+  reached twice) is dropped and counted in ``duplicates``; a malformed message is dropped,
+  counted in ``malformed`` and logged;
+* **CURVE** (:class:`CurveKeys`) when the deployment runs with ``[security] curve = true``;
+* **timeout**: with ``timeout=T`` seconds, waiting longer than T for the next book raises
+  :class:`SubscriptionTimeout` (a ``TimeoutError``); the subscription stays usable, iterate on or
+  call :meth:`Subscription.recv` again. ``timeout=None`` (the default) waits forever.
+
+Blocking: :func:`subscribe` -> :class:`Subscription` (an iterator and a context manager).
+asyncio: :func:`asubscribe` -> :class:`AsyncSubscription` (``async for book in asubscribe(...)``).
+Depletion: :func:`deplete` asks the aggregator's query endpoint (protocol in :mod:`common.query`).
+
+The bookkeeping is a pure core (:class:`BookTracker`: frames in, typed book or None out) under
+two thin socket wrappers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+
+import zmq
+import zmq.asyncio
+
+from common.config import SYMBOL_RE
+from common.query import QueryError, Reply, decode_reply, encode_request
+from common.schema import BusError, MergedBook, book_topic, decode_merged
+
+log = logging.getLogger("subscriber")
+
+__all__ = [
+    "AsyncSubscription",
+    "BookTracker",
+    "CurveKeys",
+    "QueryRefused",
+    "QueryTimeout",
+    "Subscription",
+    "SubscriptionTimeout",
+    "asubscribe",
+    "deplete",
+    "subscribe",
+]
+
+# Limits
+#: Largest message accepted from the publisher (ZeroMQ cuts a peer that sends more).
+MAX_MSG_SIZE = 16 << 20
+#: Receive high-water mark: snapshots queued for a slow reader before ZeroMQ drops (seen as
+#: ``missed``: every snapshot is a full state, so only intermediate states are lost).
+RCVHWM = 1000
+
+
+class SubscriptionTimeout(TimeoutError):
+    """No book of the subscribed symbols arrived within the subscription's ``timeout``."""
+
+
+class QueryTimeout(TimeoutError):
+    """The query endpoint did not answer within ``timeout`` (is the aggregator running?)."""
+
+
+class QueryRefused(QueryError):
+    """The aggregator answered the depletion request with an error (the message is its own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """CURVE keys of a client: the server's public key and our own key pair (Z85 bytes)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def from_files(cls, server_key: str | Path, client_key: str | Path) -> CurveKeys:
+        """From ``keys/server.key`` (the publisher's public key) and our ``.key_secret`` file
+        (e.g. ``keys/subscriber.key_secret``, whose public key the server allows). Raises
+        ``OSError``/``ValueError`` naming the file when one is missing or holds no secret."""
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(Path(server_key))
+        public, secret = zmq.auth.load_certificate(Path(client_key))
+        if secret is None:
+            raise ValueError(f"{client_key} holds no secret key (give the .key_secret file)")
+        return cls(server_public, public, secret)
+
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (before connect) a CURVE client of the server."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.server_public
+
+
+def _symbols(symbols: str | Iterable[str] | None) -> tuple[str, ...]:
+    if symbols is None:
+        return ()
+    items = [symbols] if isinstance(symbols, str) else list(symbols)
+    out = []
+    for s in items:
+        if not isinstance(s, str) or not SYMBOL_RE.match(s.upper()):
+            raise ValueError(f"{s!r} is not a symbol like BTC/USDT")
+        out.append(s.upper())
+    return tuple(dict.fromkeys(out))
+
+
+class BookTracker:
+    """The pure core of a subscription: frames in, a typed book (or None: dropped) out.
+
+    Checks the topic exactly, decodes (:func:`common.schema.decode_merged`), follows ``epoch``
+    and ``seq`` per symbol and counts what it sees. No sockets, no clock (``received_ns`` is
+    given). O(levels) per message.
+    """
+
+    def __init__(self, symbols: str | Iterable[str] | None = None) -> None:
+        self.symbols = _symbols(symbols)
+        #: Exact topics accepted; None: every ``book.*`` topic.
+        self.topics: frozenset[bytes] | None = frozenset(book_topic(s) for s in self.symbols) or None
+        #: Last ``(epoch, seq)`` yielded per symbol.
+        self.position: dict[str, tuple[int, int]] = {}
+        # Counters
+        self.received = 0      # books yielded
+        self.missed = 0        # snapshots lost (seq jumps within an epoch), over all symbols
+        self.epochs = 0        # epoch changes seen (aggregator restarts), over all symbols
+        self.duplicates = 0    # books at or below the last seq of their epoch: dropped
+        self.malformed = 0     # undecodable messages: dropped
+        self.foreign = 0       # other topics matching a subscription's prefix: dropped
+
+    def subscriptions(self) -> list[bytes]:
+        """The ZeroMQ prefixes to subscribe to."""
+        return sorted(self.topics) if self.topics is not None else [b"book."]
+
+    def accept(self, frames: Sequence[bytes], received_ns: int = 0) -> MergedBook | None:
+        """One message off the SUB socket -> the typed book to yield, or None (dropped, counted)."""
+        if self.topics is not None and (not frames or bytes(frames[0]) not in self.topics):
+            self.foreign += 1
+            return None
+        try:
+            book = decode_merged(frames)
+        except BusError as e:
+            self.malformed += 1
+            if self.malformed <= 10 or self.malformed % 1000 == 0:
+                log.warning("dropped a malformed snapshot (%d so far): %s", self.malformed, e)
+            return None
+        prev = self.position.get(book.symbol)
+        if prev is not None:
+            if prev[0] != book.epoch:
+                book.new_epoch = True
+                self.epochs += 1
+            elif book.seq <= prev[1]:
+                self.duplicates += 1
+                return None
+            elif book.seq != prev[1] + 1:
+                book.missed = book.seq - prev[1] - 1
+                self.missed += book.missed
+        self.position[book.symbol] = (book.epoch, book.seq)
+        book.received_ns = received_ns
+        self.received += 1
+        return book
+
+
+class _Base:
+    """What both flavours share: the tracker, the settings, the counters and the last books."""
+
+    _timeout: float | None
+
+    def __init__(self, symbols: str | Iterable[str] | None, timeout: float | None) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        self.tracker = BookTracker(symbols)
+        self._timeout = timeout
+        self.closed = False
+        #: The last book yielded per symbol.
+        self.last: dict[str, MergedBook] = {}
+
+    @staticmethod
+    def _setup(sock: zmq.Socket, endpoints: str | Sequence[str], tracker: BookTracker, curve: CurveKeys | None,
+               hwm: int) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
+        for t in tracker.subscriptions():
+            sock.setsockopt(zmq.SUBSCRIBE, t)
+        if curve is not None:
+            curve.apply(sock)
+        for e in [endpoints] if isinstance(endpoints, str) else endpoints:
+            sock.connect(e)
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """Seconds to wait (None: forever) for a per-call ``timeout`` (None: the subscription's)."""
+        wait = self._timeout if timeout is None else timeout
+        return None if wait is None or wait == math.inf else wait
+
+    def _took(self, frames: Sequence[bytes]) -> MergedBook | None:
+        book = self.tracker.accept(frames, time.time_ns())
+        if book is not None:
+            self.last[book.symbol] = book
+        return book
+
+    def _timed_out(self, timeout: float | None) -> SubscriptionTimeout:
+        return SubscriptionTimeout(f"no book of {', '.join(self.tracker.symbols) or 'any symbol'} within "
+                                   f"{timeout:g} s (is the publisher running?)")
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols subscribed to (empty: every symbol)."""
+        return self.tracker.symbols
+
+    @property
+    def received(self) -> int:
+        """Books yielded."""
+        return self.tracker.received
+
+    @property
+    def missed(self) -> int:
+        """Snapshots lost over all symbols (``seq`` jumps within an epoch)."""
+        return self.tracker.missed
+
+    @property
+    def epochs(self) -> int:
+        """Epoch changes seen (aggregator restarts), over all symbols."""
+        return self.tracker.epochs
+
+    @property
+    def duplicates(self) -> int:
+        return self.tracker.duplicates
+
+    @property
+    def malformed(self) -> int:
+        return self.tracker.malformed
+
+    @property
+    def foreign(self) -> int:
+        """Messages of other symbols that only matched by prefix (dropped)."""
+        return self.tracker.foreign
+
+
+class Subscription(_Base):
+    """A blocking subscription: iterate for books (see the module docstring).
+
+    ``for book in sub`` stops only when :meth:`close` was called; with a ``timeout`` it raises
+    :class:`SubscriptionTimeout` and may be resumed. Not thread-safe (one ZeroMQ socket).
+    """
+
+    def __init__(self, endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
+                 timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
+                 hwm: int = RCVHWM) -> None:
+        super().__init__(symbols, timeout)
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
+        try:
+            self._setup(self.sock, endpoint, self.tracker, curve, hwm)
+        except BaseException:
+            self.sock.close(0)
+            raise
+
+    def recv(self, timeout: float | None = None) -> MergedBook:
+        """The next book; waits at most ``timeout`` seconds (None: the subscription's timeout;
+        ``math.inf``: forever), then raises :class:`SubscriptionTimeout`. Raises
+        ``zmq.ZMQError`` once closed."""
+        wait = self._wait(timeout)
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
+                if not self.sock.poll(math.ceil(left * 1000)):
+                    raise self._timed_out(wait)
+            book = self._took(self.sock.recv_multipart())
+            if book is not None:
+                return book
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> MergedBook:
+        if self.closed:
+            raise StopIteration
+        return self.recv()
+
+    def close(self) -> None:
+        """Close the socket (idempotent); iteration stops."""
+        if not self.closed:
+            self.closed = True
+            self.sock.close(0)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncSubscription(_Base):
+    """The asyncio flavour of :class:`Subscription`: ``async for book in sub``, ``await sub.recv()``,
+    ``async with``; same counters, same timeout rule."""
+
+    def __init__(self, endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
+                 timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
+                 hwm: int = RCVHWM) -> None:
+        super().__init__(symbols, timeout)
+        base = ctx or zmq.Context.instance()
+        actx = base if isinstance(base, zmq.asyncio.Context) else zmq.asyncio.Context.shadow(base.underlying)
+        self.sock = actx.socket(zmq.SUB)
+        try:
+            self._setup(self.sock, endpoint, self.tracker, curve, hwm)
+        except BaseException:
+            self.sock.close(0)
+            raise
+
+    async def recv(self, timeout: float | None = None) -> MergedBook:
+        """The next book; waits at most ``timeout`` seconds (None: the subscription's timeout;
+        ``math.inf``: forever), then raises :class:`SubscriptionTimeout`."""
+        wait = self._wait(timeout)
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
+                if not await self.sock.poll(math.ceil(left * 1000)):
+                    raise self._timed_out(wait)
+            book = self._took(await self.sock.recv_multipart())
+            if book is not None:
+                return book
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> MergedBook:
+        if self.closed:
+            raise StopAsyncIteration
+        return await self.recv()
+
+    def close(self) -> None:
+        """Close the socket (idempotent); iteration stops."""
+        if not self.closed:
+            self.closed = True
+            self.sock.close(0)
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.close()
+
+
+def subscribe(endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
+              timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
+              hwm: int = RCVHWM) -> Subscription:
+    """Subscribe to the merged books of ``symbols`` (one ``"BTC/USDT"``, several, or None/empty
+    for every symbol) on the publisher at ``endpoint`` (or several endpoints). Returns a
+    :class:`Subscription`: iterate it for :class:`~common.schema.MergedBook` values; close it (or
+    use ``with``) when done. ``ValueError`` for a malformed symbol or a negative timeout."""
+    return Subscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm)
+
+
+def asubscribe(endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
+               timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
+               hwm: int = RCVHWM) -> AsyncSubscription:
+    """:func:`subscribe` for asyncio: ``async for book in asubscribe(endpoint, "BTC/USDT")``."""
+    return AsyncSubscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm)
+
+
+# --- depletion queries ----------------------------------------------------------------------------
+
+
+def _size_text(size: Decimal | str | int) -> str | Decimal:
+    if isinstance(size, bool) or not isinstance(size, (Decimal, str, int)):
+        raise TypeError(f"size must be a Decimal, a decimal string or an int (floats are inexact), "
+                        f"got {type(size).__name__}")
+    return str(size) if isinstance(size, int) else size
+
+
+def deplete(endpoint: str, symbol: str, side: str, size: Decimal | str | int, *, notional: bool = False,
+            venue: str | None = None, all_venues: bool = False, timeout: float = 3.0,
+            curve: CurveKeys | None = None, ctx: zmq.Context | None = None) -> Reply:
+    """Ask the aggregator's query endpoint what a market order would cost now.
+
+    ``side`` ``"buy"`` (takes asks) or ``"sell"`` (takes bids); ``size`` in base units, or in
+    quote units with ``notional=True``; by default the merged book only, ``venue=`` one venue's
+    full book instead, ``all_venues=True`` the merged book plus every venue's. Returns the
+    decoded :class:`common.query.Reply` (``merged``/``venues`` maps of decimal text, as in
+    docs/depletion.md; ``epoch``/``seq`` name the snapshot it agrees with).
+
+    Raises :class:`common.query.QueryError` for a malformed request (before sending) or reply,
+    :class:`QueryRefused` when the aggregator answers with an error (unknown symbol, ...), and
+    :class:`QueryTimeout` when nothing answers within ``timeout`` seconds.
+    """
+    amount = _size_text(size)
+    request = encode_request(symbol.upper(), side.lower(), venue=venue.lower() if venue else None,
+                             all_venues=all_venues,
+                             **({"notional": amount} if notional else {"quantity": amount}))
+    sock = (ctx or zmq.Context.instance()).socket(zmq.REQ)
+    try:
+        ms = max(1, int(timeout * 1000))
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, ms)
+        sock.setsockopt(zmq.SNDTIMEO, ms)
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+        if curve is not None:
+            curve.apply(sock)
+        sock.connect(endpoint)
+        try:
+            sock.send(request)
+            raw = sock.recv()
+        except zmq.Again:
+            raise QueryTimeout(f"no answer from the aggregator at {endpoint} within {timeout:g} s "
+                               f"(is it running?)") from None
+    finally:
+        sock.close(0)
+    reply = decode_reply(raw)
+    if not reply.ok:
+        raise QueryRefused(str(reply.error))
+    return reply
+
