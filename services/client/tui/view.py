@@ -33,6 +33,7 @@ MAX_HZ = 20.0            # never redraw more often than this
 IDLE_REDRAW = 1.0        # seconds between redraws when nothing changes (ages keep ticking)
 MIN_LEVELS, MAX_LEVELS = 1, 50
 NEW_EPOCH_SHOWN = 15.0   # seconds the "new epoch" notice stays highlighted
+EPSILON = 1e-6           # added to 1/max_hz: float rounding never fits max_hz + 1 draws in a second
 
 #: Fixed colours for the venues we know; others get one from :data:`PALETTE` by a stable hash.
 VENUE_COLOURS = {"binance": "yellow", "binance_us": "bright_yellow", "bitstamp": "green",
@@ -63,7 +64,7 @@ class RedrawLimiter:
             raise ValueError(f"max_hz must be between 1 and {MAX_HZ:g}, got {max_hz!r}")
         if idle < 1.0 / max_hz:
             raise ValueError(f"idle ({idle!r} s) must be at least 1/max_hz")
-        self.min_interval = 1.0 / max_hz
+        self.min_interval = 1.0 / max_hz + EPSILON
         self.idle = idle
         self.clock = clock
         self.dirty = True          # the first call to due() draws
@@ -74,12 +75,15 @@ class RedrawLimiter:
         """Something visible changed (a book, a key, a status)."""
         self.dirty = True
 
-    def _gap(self) -> float:
-        return self.min_interval if self.dirty else self.idle
+    def next_due(self) -> float:
+        """The clock time from which :meth:`due` is true (-inf before the first draw)."""
+        if self.last is None:
+            return float("-inf")
+        return self.last + (self.min_interval if self.dirty else self.idle)
 
     def due(self) -> bool:
         """True when a redraw is allowed and useful now."""
-        return self.last is None or self.clock() - self.last >= self._gap()
+        return self.clock() >= self.next_due()
 
     def drawn(self) -> None:
         """Record a redraw at the clock's current time."""
@@ -89,9 +93,7 @@ class RedrawLimiter:
 
     def wait(self) -> float:
         """Seconds until :meth:`due` can next be true (0 when it is now)."""
-        if self.last is None:
-            return 0.0
-        return max(0.0, self.last + self._gap() - self.clock())
+        return max(0.0, self.next_due() - self.clock())
 
 
 class RateMeter:
