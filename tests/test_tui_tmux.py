@@ -149,14 +149,14 @@ def test_watch_in_tmux_book_colours_keys_restart_and_quit(pipeline, tmp_path: Pa
         colours = {v: set(re.findall(rf"(\x1b\[[0-9;]*m){v}", screen)) for v in ("binance", "bitstamp")}
         assert colours["binance"] and colours["bitstamp"], colours
         assert not colours["binance"] & colours["bitstamp"], colours
-        epoch = re.search(r"epoch (\d+)", book_line(plain))
+        epoch = re.search(r"epoch (\d+) seq", plain)
         assert epoch is not None, plain
 
         # Aggregator restart: "no snapshot for" while it is gone, then a new epoch, and books again.
         ps.kill("aggregator")
         shows(lambda s: "no snapshot for" in s, "the no-snapshot notice")
         ps.start("aggregator", "services.aggregator", "--config", str(cfg))
-        shows(lambda s: "NEW EPOCH" in s and (m := re.search(r"epoch (\d+)", book_line(s))) is not None
+        shows(lambda s: "NEW EPOCH" in s and (m := re.search(r"epoch (\d+) seq", s)) is not None
               and m.group(1) != epoch.group(1) and "no snapshot for" not in s, "the new epoch")
 
         tmux.keys("Tab")

@@ -4,6 +4,7 @@ rendering), its dispatch between plain and full-screen output, and its subscript
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import queue
 import time
@@ -143,7 +144,7 @@ def book(symbol: str = "BTC/USDT", *, epoch: int = 7, seq: int = 1, missed: int 
 
 
 def text(state: WatchState, now: float, now_ns: int, width: int = 160) -> str:
-    c = Console(width=width, height=50, record=True, force_terminal=True, color_system="standard")
+    c = Console(width=width, height=50, record=True, force_terminal=True, color_system="standard", file=io.StringIO())
     c.print(render(state, now, now_ns))
     return c.export_text()
 
@@ -165,12 +166,15 @@ def test_render_book_spread_mid_venues_depletion() -> None:
     """The book line, venue statuses with last heard, both sides, the streamed cost."""
     now_ns = 50 * 10**9
     st = WatchState(["BTC/USDT", "ETH/USDT"], "tcp://x", started=0.0)
-    st.on_book(book(venue_ts={"binance": VenueTimes(0, 0, now_ns - 300_000_000)}), 1.0, now_ns - 2 * 10**9)
+    st.on_book(book(venue_ts={"binance": VenueTimes(0, now_ns - 12 * 10**9, now_ns - 300_000_000)}), 1.0,
+               now_ns - 2 * 10**9)
     out = text(st, 1.5, now_ns)
-    assert "BTC/USDT   spread 0.01   mid 43000.005   0.5 upd/s   missed seq 0   epoch 7 seq 1" in out
+    assert "BTC/USDT   spread 0.01   mid 43000.005   best bid 43000   best ask 43000.01" in out
+    assert "0.5 updates/s   missed seq 0   epoch 7 seq 1   age 50000 ms   last snapshot 0.5 s ago" in out
     lines = out.splitlines()
-    assert any(ln.split() == ["binance", "live", "0.3", "s", "ago"] for ln in lines), out   # venue_ts.heard
-    assert any(ln.split() == ["bitstamp", "syncing", "-"] for ln in lines), out    # never live, no venue_ts
+    # heard and book updated from venue_ts: a quiet market (heard recently, book unchanged for 12 s)
+    assert any(ln.split() == ["binance", "live", "0.3", "s", "ago", "12", "s", "ago"] for ln in lines), out
+    assert any(ln.split() == ["bitstamp", "syncing", "-", "-"] for ln in lines), out    # never live, no venue_ts
     assert any(ln.split() == ["binance", "1.5", "43000", "43000.01", "0.25", "bitstamp"] for ln in lines), out
     assert any(ln.split() == ["buy", "1", "43000.51", "43001", "1.2", "2", "≈43000.51"] for ln in lines), out
     assert any(ln.split() == ["sell", "5", "PARTIAL", "3", "42999", "42998", "0.3", "4", "≈128997"]
@@ -183,7 +187,8 @@ def test_heard_falls_back_to_the_statuses() -> None:
     st = WatchState(["BTC/USDT"], "tcp://x", started=0.0)
     st.on_book(book(), 1.0, 10 * 10**9)
     assert st.heard_ns("binance") == 10 * 10**9 and st.heard_ns("bitstamp") is None
-    assert any(ln.split() == ["binance", "live", "2.0", "s", "ago"] for ln in text(st, 1.0, 12 * 10**9).splitlines())
+    lines = text(st, 1.0, 12 * 10**9).splitlines()
+    assert any(ln.split() == ["binance", "live", "2.0", "s", "ago", "-"] for ln in lines)
 
 
 def test_nothing_arrives_is_said_clearly() -> None:

@@ -35,10 +35,11 @@ MIN_LEVELS, MAX_LEVELS = 1, 50
 NEW_EPOCH_SHOWN = 15.0   # seconds the "new epoch" notice stays highlighted
 EPSILON = 1e-6           # added to 1/max_hz: float rounding never fits max_hz + 1 draws in a second
 
-#: Fixed colours for the venues we know; others get one from :data:`PALETTE` by a stable hash.
-VENUE_COLOURS = {"binance": "yellow", "binance_us": "bright_yellow", "bitstamp": "green",
-                 "kraken": "magenta", "coinbase": "blue", "gemini": "cyan"}
-PALETTE = ("bright_magenta", "bright_cyan", "bright_green", "bright_blue", "red", "bright_red")
+#: Fixed colours for the venues we know (away from the green bids and red asks); others get one
+#: from :data:`PALETTE` by a stable hash.
+VENUE_COLOURS = {"binance": "yellow", "binance_us": "bright_yellow", "bitstamp": "cyan",
+                 "kraken": "magenta", "coinbase": "blue", "gemini": "bright_white"}
+PALETTE = ("bright_magenta", "bright_cyan", "bright_blue", "white", "bright_green", "bright_red")
 STATUS_STYLES = {"live": "bold green", "syncing": "bold yellow", "stale": "bold magenta", "down": "bold red"}
 
 
@@ -307,17 +308,20 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
     if book.bids and book.asks:
         line.append("   mid ")
         line.append(fmt(book.mid) if book.mid is not None else "-", style="bold")
-    line.append(f"   {st.rate.rate(now):.1f} upd/s", style="cyan")
-    line.append("   missed seq ")
-    line.append(str(st.missed), style="bold red" if st.missed else "green")
+    line.append(f"   best bid {fmt(book.bids[0].price)}" if book.bids else "   best bid -", style="green")
+    line.append(f"   best ask {fmt(book.asks[0].price)}" if book.asks else "   best ask -", style="red")
+    flow = Text()
+    flow.append(f"{st.rate.rate(now):.1f} updates/s", style="cyan")
+    flow.append("   missed seq ")
+    flow.append(str(st.missed), style="bold red" if st.missed else "green")
     if st.dropped:
-        line.append(f"   malformed {st.dropped}", style="bold red")
-    line.append(f"   epoch {book.epoch} seq {book.seq}")
+        flow.append(f"   malformed {st.dropped}", style="bold red")
+    flow.append(f"   epoch {book.epoch} seq {book.seq}")
     if st.epoch_at is not None and now - st.epoch_at < NEW_EPOCH_SHOWN:
-        line.append(f"  NEW EPOCH {ago(now - st.epoch_at)} ago (aggregator restarted)", style="bold black on yellow")
-    line.append(f"   age {(now_ns - book.ts) / 1e6:.0f} ms" if book.ts else "   age -", style="dim")
-    line.append(f"   last snapshot {ago(silent)} ago", style="yellow" if silent >= 2 else "dim")
-    parts.append(line)
+        flow.append(f"  NEW EPOCH {ago(now - st.epoch_at)} ago (aggregator restarted)", style="bold black on yellow")
+    flow.append(f"   age {(now_ns - book.ts) / 1e6:.0f} ms" if book.ts else "   age -", style="dim")
+    flow.append(f"   last snapshot {ago(silent)} ago", style="yellow" if silent >= 2 else "dim")
+    parts += [line, flow]
     if silent >= state.timeout:
         parts.append(Text(f"no snapshot for {silent:.0f} s (showing the last one): quiet market or a stopped "
                           f"publisher on {state.endpoint}? see each venue's last heard below",
@@ -327,11 +331,14 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
     venues.add_column("venue", no_wrap=True)
     venues.add_column("status", no_wrap=True)
     venues.add_column("last heard", justify="right", no_wrap=True)
+    venues.add_column("book updated", justify="right", no_wrap=True)
     for v in sorted(book.venues):
         status = book.venues[v]
         heard = state.heard_ns(v)
+        vt = (book.venue_ts or {}).get(v)
         venues.add_row(Text(v, style=venue_colour(v)), Text(status, style=STATUS_STYLES.get(status, "bold")),
-                       ago((now_ns - heard) / 1e9) + " ago" if heard else "-")
+                       ago((now_ns - heard) / 1e9) + " ago" if heard else "-",
+                       ago((now_ns - vt.rts) / 1e9) + " ago" if vt is not None and vt.rts > 0 else "-")
 
     sides = Table.grid(expand=True, padding=(0, 2))
     sides.add_column(ratio=1)
@@ -348,7 +355,7 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
 def _depletion_table(depl: dict[str, dict[Decimal, DepletionSummary]]) -> Table:
     t = Table(title="cost to trade (merged book, streamed)", box=box.SIMPLE_HEAD, pad_edge=False,
               title_justify="left", title_style="bold")
-    for c in ("side", "size", "avg price", "worst", "slippage bps", "levels", "cost"):
+    for c in ("side", "size", "vwap", "worst", "slippage bps", "levels", "cost"):
         t.add_column(c, justify="left" if c == "side" else "right", no_wrap=True)
     for side in ("buy", "sell"):
         for size, d in (depl.get(side) or {}).items():
