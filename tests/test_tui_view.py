@@ -143,10 +143,30 @@ def book(symbol: str = "BTC/USDT", *, epoch: int = 7, seq: int = 1, missed: int 
                       missed=missed, new_epoch=new_epoch)
 
 
-def text(state: WatchState, now: float, now_ns: int, width: int = 160) -> str:
+def text(state: WatchState, now: float, now_ns: int, width: int = 160, height: int | None = None) -> str:
     c = Console(width=width, height=50, record=True, force_terminal=True, color_system="standard", file=io.StringIO())
-    c.print(render(state, now, now_ns))
+    c.print(render(state, now, now_ns, width, height))
     return c.export_text()
+
+
+def deep_book() -> MergedBook:
+    b = book(venue_ts={"binance": VenueTimes(1, 1, 1)})
+    b.bids = [Level(D(43000 - k), D(1), "binance") for k in range(10)]
+    b.asks = [Level(D(43001 + k), D(1), "bitstamp") for k in range(10)]
+    return b
+
+
+@pytest.mark.parametrize("width,height,levels,depletion", [
+    (160, 50, 10, True), (80, 24, 10, False), (80, 30, 9, True), (60, 20, 5, False)])
+def test_the_view_fits_the_terminal(width: int, height: int, levels: int, depletion: bool) -> None:
+    """Fewer levels on a small terminal (the cost table goes first), the keys line always shown."""
+    st = WatchState(["BTC/USDT", "ETH/USDT"], "tcp://x", started=0.0)
+    st.on_book(deep_book(), 1.0, 10**18)
+    out = text(st, 1.0, 10**18, width, height).splitlines()
+    assert len(out) <= height, "\n".join(out)
+    assert out[-1].startswith("q quit"), out[-1]
+    assert sum(1 for ln in out if " 1 " in ln and "binance" in ln and "bitstamp" in ln) == levels
+    assert any("cost to trade" in ln for ln in out) is depletion
 
 
 def test_state_counts_missed_and_new_epochs_from_the_subscriber() -> None:

@@ -130,7 +130,9 @@ def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_
                     resized[0] = False
                     limiter.changed()
                 if limiter.due():
-                    live.update(render(state, time.monotonic(), time.time_ns()), refresh=True)
+                    size = console.size
+                    live.update(render(state, time.monotonic(), time.time_ns(), size.width, size.height),
+                                refresh=True)
                     limiter.drawn()
     except KeyboardInterrupt:
         return 0

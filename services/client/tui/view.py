@@ -276,8 +276,13 @@ def _side_table(title: str, levels: Iterable[Level], n: int, bids: bool) -> Tabl
     return t
 
 
-def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
-    """The whole screen for ``state`` at monotonic ``now`` / wall ``now_ns``. Pure."""
+def render(state: WatchState, now: float, now_ns: int, width: int | None = None,
+           height: int | None = None) -> RenderableType:
+    """The whole screen for ``state`` at monotonic ``now`` / wall ``now_ns``. Pure.
+
+    With the terminal's ``width`` and ``height``, fewer levels are shown when all of them would
+    not fit (the depletion table goes first when fewer than 5 would remain), so the footer with
+    the keys stays on screen."""
     st, book = state.stats, state.book
     head = Text()
     head.append(" bookmux ", style="bold reverse")
@@ -340,15 +345,28 @@ def render(state: WatchState, now: float, now_ns: int) -> RenderableType:
                        ago((now_ns - heard) / 1e9) + " ago" if heard else "-",
                        ago((now_ns - vt.rts) / 1e9) + " ago" if vt is not None and vt.rts > 0 else "-")
 
+    footer = _footer(state)
+    shown = min(state.levels, max(len(book.bids), len(book.asks)))
+    depletion = book.depletion or None
+    if height is not None:
+        def rows(t: Text) -> int:
+            return max(1, -(-t.cell_len // width)) if width else 1
+
+        # head, book lines, notice; venues: header, rule, one row each; sides: title, blank,
+        # header, rule, levels, blank; depletion: title, blank, header, rule, rows, blank; footer.
+        fixed = sum(rows(t) for t in parts if isinstance(t, Text)) + 2 + len(book.venues) + 5 + rows(footer)
+        depl_rows = 5 + sum(len(v) for v in depletion.values()) if depletion else 0
+        if depletion and height - fixed - depl_rows < min(shown, 5):
+            depletion, depl_rows = None, 0
+        shown = max(1, min(shown, height - fixed - depl_rows))
     sides = Table.grid(expand=True, padding=(0, 2))
     sides.add_column(ratio=1)
     sides.add_column(ratio=1)
-    sides.add_row(_side_table("BIDS", book.bids, state.levels, True),
-                  _side_table("ASKS", book.asks, state.levels, False))
+    sides.add_row(_side_table("BIDS", book.bids, shown, True), _side_table("ASKS", book.asks, shown, False))
     parts += [venues, sides]
-    if book.depletion:
-        parts.append(_depletion_table(book.depletion))
-    parts.append(_footer(state))
+    if depletion:
+        parts.append(_depletion_table(depletion))
+    parts.append(footer)
     return Group(*parts)
 
 
@@ -373,14 +391,10 @@ def _depletion_table(depl: dict[str, dict[Decimal, DepletionSummary]]) -> Table:
 
 def _footer(state: WatchState) -> Text:
     t = Text(style="dim")
-    t.append("q", style="bold")
-    t.append(" quit   ")
-    t.append("Tab/→/n", style="bold")
-    t.append(" next symbol   ")
-    t.append("Shift-Tab/←/p", style="bold")
-    t.append(" previous   ")
-    t.append("1-9", style="bold")
-    t.append(" pick symbol   ")
-    t.append("+/-", style="bold")
-    t.append(f" levels ({state.levels})")
+    for key, what in (("q", "quit"), ("Tab/→", "next"), ("←/p", "prev"), ("1-9", "symbol"),
+                      ("+/-", f"levels ({state.levels})")):
+        if t:
+            t.append("  ")
+        t.append(key, style="bold")
+        t.append(" " + what)
     return t
