@@ -220,6 +220,8 @@ def test_nothing_arrives_is_said_clearly() -> None:
     assert "no snapshot" not in text(st, 24.0, 10**18)
     out = text(st, 26.0, 10**18)
     assert "no snapshot for 6 s (showing the last one)" in out and "BTC/USDT   spread 0.01" in out
+    st.error = "subscription failed: ZMQError: boom"
+    assert "subscription failed: ZMQError: boom (q quits)" in text(st, 26.0, 10**18)
 
 
 def test_keys_switch_symbol_levels_and_quit() -> None:
@@ -294,6 +296,8 @@ def test_plain_output_off_a_terminal_or_when_asked(monkeypatch: pytest.MonkeyPat
     assert tui.run(args(server_key="k")) == 2
     assert tui.run(args(watch_symbols="BTC-USDT")) == 2
     assert tui.run(args(watch_config="/nonexistent.toml")) == 2
+    assert tui.run(args(endpoint="foo:bar")) == 2
+    assert len(calls) == 5
 
 
 def test_source_follows_the_symbol_switch() -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+import zmq
+
 from common import config
 from common.config import SYMBOL_RE
-from common.subscriber import CurveKeys
+from common.subscriber import CurveKeys, subscribe
 
 DEFAULT_HZ = 10.0
 
@@ -49,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     """The ``watch`` command: plain output unless stdout is a terminal and nothing asks for it."""
     from services.client import watch
 
+    try:   # a malformed endpoint is an argument error, in both views
+        subscribe(args.endpoint, None).close()
+    except zmq.ZMQError as e:
+        print(f"watch: --endpoint {args.endpoint!r}: {e} (e.g. tcp://127.0.0.1:50052)", file=sys.stderr)
+        return 2
     if args.plain or args.count or args.no_clear or not sys.stdout.isatty():
         return watch.run(args)
     symbol = args.symbol.upper()

@@ -112,6 +112,9 @@ def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_
                     elif kind == "drops" and ev[1] == gen:
                         state.stats.dropped = ev[2]
                         limiter.changed()
+                    elif kind == "error":
+                        state.error = ev[1]
+                        limiter.changed()
                     elif kind == "keys":
                         for k in ev[1]:
                             before = state.index

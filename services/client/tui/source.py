@@ -4,8 +4,8 @@ background thread.
 The thread owns its subscription and puts ``("book", generation, book)`` on the view's queue;
 :meth:`Source.switch` changes the symbol (a new subscription and a new generation, so books of the
 old symbol still in the queue are recognised and dropped). ``("drops", generation, malformed)``
-reports the subscription's count of malformed snapshots when it grows. The view never touches a
-socket.
+reports the subscription's count of malformed snapshots when it grows; ``("error", text)`` that
+the thread stopped on an unexpected error. The view never touches a socket.
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ class Source:
             self._thread.join(2 * POLL_S + 1)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:   # shown by the view, which keeps running (q still quits)
+            self.out.put(("error", f"subscription failed: {type(e).__name__}: {e}"))
+
+    def _loop(self) -> None:
         sub: Subscription | None = None
         gen, malformed = 0, 0
         try:

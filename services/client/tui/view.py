@@ -181,6 +181,7 @@ class WatchState:
     book: MergedBook | None = None
     stats: SymbolStats = field(default_factory=SymbolStats)
     heard: dict[str, int] = field(default_factory=dict)   # venue -> ns, when venue_ts is absent
+    error: str | None = None                              # the subscription stopped: why
 
     @property
     def symbol(self) -> str:
@@ -290,6 +291,8 @@ def render(state: WatchState, now: float, now_ns: int, width: int | None = None,
     for i, sym in enumerate(state.symbols):
         head.append(f" {i + 1}:{sym} ", style="bold reverse cyan" if i == state.index else "dim")
     parts: list[RenderableType] = [head]
+    if state.error:
+        parts.append(Text(f"{state.error} (q quits)", style="bold white on red"))
 
     silent = now - (st.last_at if st.last_at is not None else state.started)
     if book is None:
