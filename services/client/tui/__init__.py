@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     symbols, index = symbol_list(symbol, cfg, args.watch_symbols)
     levels = args.levels if args.levels is not None else (cfg.levels if cfg is not None else 10)
     from services.client.tui import app
+    from services.client.tui.view import MAX_LEVELS
 
     curve = None
     if args.server_key:
@@ -91,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"watch: cannot load CURVE keys: {e}", file=sys.stderr)
             return 2
-    return app.run(endpoint=args.endpoint, symbols=symbols, index=index, levels=max(1, levels),
+    return app.run(endpoint=args.endpoint, symbols=symbols, index=index, levels=min(max(1, levels), MAX_LEVELS),
                    max_hz=args.fps, timeout=args.timeout, curve=curve)

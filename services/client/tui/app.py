@@ -9,6 +9,7 @@ on the alternate screen when the limiter says so.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -89,6 +90,10 @@ def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_
     gen = source.switch(state.symbol)
     keys = KeyReader(stdin or sys.stdin, events)
     console = console or Console()
+    # The library logs dropped snapshots; the view counts them on screen instead (a log line on
+    # stderr would tear the full-screen picture).
+    quiet = logging.NullHandler()
+    logging.getLogger("subscriber").addHandler(quiet)
     resized = [False]   # set by SIGWINCH (a plain flag: no lock inside a signal handler)
 
     def on_winch(signum: int, frame: Any) -> None:
@@ -141,5 +146,6 @@ def run(*, endpoint: str, symbols: list[str], index: int, levels: int = 10, max_
         return 0
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
+        logging.getLogger("subscriber").removeHandler(quiet)
         keys.close()
         source.close()
