@@ -133,6 +133,27 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class GatewayGrpcConfig:
+    """``[gateway_grpc]``: the original challenge's gRPC stream (services/gateway_grpc), off by
+    default. ``symbol`` and ``levels`` are what its ``BookSummary`` serves (default: the first
+    configured symbol and the published depth); bookmux's own service serves any carried symbol.
+    ``max_clients`` bounds the streams open at once (a further one is refused, never queued)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 50051
+    symbol: str = ""
+    levels: int = 10
+    max_clients: int = 1000
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as gRPC writes it (IPv6 literals in brackets)."""
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     symbols: tuple[str, ...]
     levels: int
@@ -144,11 +165,13 @@ class Config:
     publisher: PublisherConfig
     simulator: Mapping[str, Any] = field(default_factory=dict)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    gateway_grpc: GatewayGrpcConfig = field(default_factory=GatewayGrpcConfig)
     source: str = ""
 
     @property
     def enabled_venues(self) -> list[VenueConfig]:
-        return [v for v in self.venues.values() if v.enabled]
+        """The venues to run: enabled, and carrying at least one of the configured symbols."""
+        return [v for v in self.venues.values() if v.enabled and v.symbols]
 
     def venue(self, venue_id: str) -> VenueConfig:
         try:
@@ -168,11 +191,12 @@ class Config:
 # --- loading ----------------------------------------------------------------------------------
 
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
-             "publisher", "simulator", "security"}
+             "publisher", "simulator", "security", "gateway_grpc"}
 _VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
                "taker_fee", "cpu", "dust", "options", "shards"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
 _PUB_KEYS = {"bind", "port", "sndhwm"}
+_GW_GRPC_KEYS = {"enabled", "bind", "port", "symbol", "levels", "max_clients"}
 
 
 def _unknown(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -248,7 +272,12 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     depth = _get(d, "depth", int, where, 1000)
     if stale_after <= 0 or depth <= 0:
         raise ConfigError(f"{where}: stale_after and depth must be > 0")
-    venue_symbols = _symbols(d["symbols"], where + ".symbols") if d.get("symbols") else symbols
+    # A venue's own list names what it lists; it carries those of the top-level symbols (so
+    # --symbols narrows every venue, and no venue is asked for a pair it does not have).
+    venue_symbols = symbols
+    if d.get("symbols"):
+        own = _symbols(d["symbols"], where + ".symbols")
+        venue_symbols = own if d.get("shards") else tuple(s for s in symbols if s in own)
     shards = _shards(d.get("shards"), venue_symbols, where)
     if shards:
         venue_symbols = tuple(s for sh in shards for s in sh.symbols)
@@ -289,6 +318,42 @@ def _shards(raw: Any, symbols: tuple[str, ...], where: str) -> tuple[Shard, ...]
     if len(set(ends)) != len(ends):
         raise ConfigError(f"{where}.shards: every shard needs its own pub and ctl endpoints")
     return tuple(out)
+
+
+def _gateway_grpc(raw: Any, *, carried: list[str], levels: int, publisher: PublisherConfig) -> GatewayGrpcConfig:
+    """Validate ``[gateway_grpc]``: every error names its key."""
+    where = "gateway_grpc"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    _unknown(where, raw, _GW_GRPC_KEYS)
+    port = _get(raw, "port", int, where, 50051)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}.port {port} is not a TCP port")
+    bind = _get(raw, "bind", str, where, "127.0.0.1")
+    if not bind.strip():
+        raise ConfigError(f"{where}.bind must be an address such as \"127.0.0.1\"")
+    if port == publisher.port and (bind == publisher.bind or "0.0.0.0" in (bind, publisher.bind)):
+        raise ConfigError(f"{where}.port {port} is publisher.port: give the gRPC gateway its own port (50051)")
+    symbol = _get(raw, "symbol", str, where, "")
+    if symbol:
+        symbol = _symbols([symbol], f"{where}.symbol")[0]
+        if symbol not in carried and _get(raw, "enabled", bool, where, False):
+            raise ConfigError(f"{where}.symbol {symbol} is not a configured symbol; configured: {carried}")
+    else:
+        symbol = carried[0]
+    gw_levels = _get(raw, "levels", int, where, levels)
+    if not 1 <= gw_levels <= 1000:
+        raise ConfigError(f"{where}.levels must be 1..1000, got {gw_levels}")
+    max_clients = _get(raw, "max_clients", int, where, 1000)
+    if max_clients < 1:
+        raise ConfigError(f"{where}.max_clients must be >= 1, got {max_clients}")
+    if bind not in ("127.0.0.1", "localhost", "::1"):
+        import logging
+
+        logging.getLogger("config").warning(
+            "gateway_grpc.bind %s is not loopback: the gRPC gateway has no TLS, anyone who reaches it can read", bind)
+    return GatewayGrpcConfig(enabled=_get(raw, "enabled", bool, where, False), bind=bind, port=port,
+                             symbol=symbol, levels=gw_levels, max_clients=max_clients)
 
 
 def build(raw: Mapping[str, Any], source: str = "") -> Config:
@@ -336,8 +401,12 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
         logging.getLogger("config").warning(
             "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
             pub.get("bind"))
+    publisher = PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
+                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000))
+    carried = list(dict.fromkeys([*symbols, *(s for v in venues.values() if v.enabled for s in v.symbols)]))
+    gateway_grpc = _gateway_grpc(raw.get("gateway_grpc", {}), carried=carried, levels=levels, publisher=publisher)
     return Config(
-        symbols=symbols, levels=levels, log_level=log_level, security=security,
+        symbols=symbols, levels=levels, log_level=log_level, security=security, gateway_grpc=gateway_grpc,
         run_dir=_get(raw, "run_dir", str, "config", "run"), max_msg_size=max_msg_size,
         venues=venues,
         aggregator=AggregatorConfig(
@@ -345,8 +414,7 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             ctl=_get(agg, "ctl", str, "aggregator", "tcp://127.0.0.1:50055"),
             query=_get(agg, "query", str, "aggregator", "tcp://127.0.0.1:50053"),
             down_after=down_after, depletion=depletion),
-        publisher=PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
-                                  sndhwm=_get(pub, "sndhwm", int, "publisher", 1000)),
+        publisher=publisher,
         simulator=dict(_get(raw, "simulator", dict, "config", {})),
         source=source,
     )
@@ -392,11 +460,9 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
     if symbols:
         raw["symbols"] = list(_symbols(symbols if isinstance(symbols, str) else list(symbols), "--symbols"))
         for vid, v in raw.get("venues", {}).items():
-            if isinstance(v, dict):
-                if v.get("shards") and v.get("enabled", True):
-                    raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
-                                      "in the shards of the config instead")
-                v.pop("symbols", None)
+            if isinstance(v, dict) and v.get("shards") and v.get("enabled", True):
+                raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
+                                  "in the shards of the config instead")
     if levels is not None:
         raw["levels"] = levels
     if venues:

@@ -360,6 +360,10 @@ class DepletionSummary:
     slippage_bps: Decimal | None
     levels: int
     partial: bool
+    #: The deepest price the merged side is known exactly to (None: all of it), and whether this
+    #: walk went past it (see docs/depletion.md, "Known depth"); None: the sender did not say.
+    exact_to: Decimal | None = None
+    beyond_known_depth: bool | None = None
 
 
 #: ``{"buy" | "sell": {size: summary}}``, sizes in the configured order.
@@ -394,6 +398,8 @@ class MergedBook:
     depletion: Depletion | None = None
     venue_ts: dict[str, VenueTimes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``{venue: mode}`` for venues that report a trading mode (Kraken: "cancel_only", ...).
+    venue_modes: dict[str, str] | None = None
     missed: int = 0
     new_epoch: bool = False
     received_ns: int = 0
@@ -429,10 +435,16 @@ def _levels_wire(levels: Sequence[tuple[Decimal, Decimal, str]]) -> list[list[st
 
 def depletion_wire(depl: Depletion) -> dict[str, dict[str, dict[str, Any]]]:
     """The ``depletion`` map of a snapshot (canonical text, keys in the contract's order)."""
-    return {side: {fmt(size): {"filled": fmt(d.filled), "vwap": _opt_text(d.vwap), "worst": _opt_text(d.worst),
-                               "slippage_bps": _opt_text(d.slippage_bps), "levels": d.levels, "partial": d.partial}
-                   for size, d in sizes.items()}
-            for side, sizes in depl.items()}
+    return {side: {fmt(size): _summary_wire(d) for size, d in sizes.items()} for side, sizes in depl.items()}
+
+
+def _summary_wire(d: DepletionSummary) -> dict[str, Any]:
+    m = {"filled": fmt(d.filled), "vwap": _opt_text(d.vwap), "worst": _opt_text(d.worst),
+         "slippage_bps": _opt_text(d.slippage_bps), "levels": d.levels, "partial": d.partial}
+    if d.beyond_known_depth is not None:
+        m["exact_to"] = _opt_text(d.exact_to)
+        m["beyond_known_depth"] = d.beyond_known_depth
+    return m
 
 
 def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -453,6 +465,8 @@ def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = No
         m["depletion"] = depletion_wire(book.depletion)
     if book.venue_ts is not None:
         m["venue_ts"] = {v: {"ets": t.ets, "rts": t.rts, "heard": t.heard} for v, t in book.venue_ts.items()}
+    if book.venue_modes:
+        m["venue_modes"] = dict(book.venue_modes)
     for k, v in book.extra.items():
         m.setdefault(k, v)
     return m
@@ -516,12 +530,14 @@ def decode_depletion(v: Any) -> Depletion:
                 if not isinstance(d, dict):
                     raise BusError("not a map")
                 levels, partial = d.get("levels"), d.get("partial")
-                if type(levels) is not int or type(partial) is not bool:
-                    raise BusError("'levels' must be an int and 'partial' a bool")
+                beyond = d.get("beyond_known_depth")
+                if type(levels) is not int or type(partial) is not bool or type(beyond) not in (bool, type(None)):
+                    raise BusError("'levels' must be an int, 'partial' and 'beyond_known_depth' bools")
                 got[_number(size, "size")] = DepletionSummary(
                     _number(d.get("filled"), "filled"), _opt_number(d.get("vwap"), "vwap"),
                     _opt_number(d.get("worst"), "worst"),
-                    _opt_number(d.get("slippage_bps"), "slippage_bps", signed=True), levels, partial)
+                    _opt_number(d.get("slippage_bps"), "slippage_bps", signed=True), levels, partial,
+                    _opt_number(d.get("exact_to"), "exact_to"), beyond)
             except BusError as e:   # the key path is only built for an error
                 raise BusError(f"'depletion.{side}.{size}': {e}"[:160]) from None
         out[side] = got
@@ -540,7 +556,7 @@ def _venue_ts(v: Any) -> dict[str, VenueTimes]:
 
 
 _MERGED_KNOWN = frozenset(("symbol", "epoch", "seq", "ts", "spread", "bids", "asks", "venues", "depletion",
-                           "venue_ts"))
+                           "venue_ts", "venue_modes"))
 
 
 def decode_merged_payload(m: Any) -> MergedBook:
@@ -554,12 +570,16 @@ def decode_merged_payload(m: Any) -> MergedBook:
     spread = m.get("spread")
     depl = m.get("depletion")
     vts = m.get("venue_ts")
+    modes = m.get("venue_modes")
+    if modes is not None and not (isinstance(modes, dict) and all(
+            isinstance(k, str) and isinstance(x, str) for k, x in modes.items())):
+        raise BusError("'venue_modes' is not a map of venue -> mode")
     return MergedBook(
         _str(m, "symbol"), _int(m, "epoch"), _int(m, "seq"), _int(m, "ts"),
         None if spread is None else _signed(spread, "spread"),
         _merged_levels(m.get("bids"), "bids"), _merged_levels(m.get("asks"), "asks"), venues,
         None if depl is None else decode_depletion(depl), None if vts is None else _venue_ts(vts),
-        {k: v for k, v in m.items() if k not in _MERGED_KNOWN})
+        {k: v for k, v in m.items() if k not in _MERGED_KNOWN}, modes)
 
 
 def decode_merged(frames: Sequence[bytes]) -> MergedBook:

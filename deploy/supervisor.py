@@ -1,5 +1,6 @@
 """Write the supervisord configuration for a bookmux config: one program per enabled venue feed,
-the aggregator, the publisher, and (``--demo``) the exchange simulator; each with its own log
+the aggregator, the publisher, the gRPC gateway when ``[gateway_grpc] enabled = true``, and
+(``--demo``) the exchange simulator; each with its own log
 file under ``<run_dir>/logs``. Every program gets the same config flags, so what runs is exactly
 what the TOML file (plus overrides) says.
 
@@ -49,14 +50,21 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
         program("simulator", f"{python} -m services.simulator {common}", 10)
     for v in cfg.enabled_venues:
         module = venues.kind(v.kind).feed
+        spec = venues.load_spec(v.kind, v.api or None)
+        if spec.check_config is not None:
+            spec.check_config(v)       # e.g. Kraken's depths: a wrong value stops `make run` here
         for sh in v.processes:
             name = f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
             program(name, f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20)
     program("aggregator", f"{python} -m services.aggregator {common}", 30)
     program("publisher", f"{python} -m services.publisher {common}", 40)
+    gateways = []
+    if cfg.gateway_grpc.enabled:   # its --levels is its depth: the same as the publisher's when given
+        program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50)
+        gateways.append("gateway_grpc")
     feeds = [f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
              for v in cfg.enabled_venues for sh in v.processes]
-    names = (["simulator"] if demo else []) + feeds + ["aggregator", "publisher"]
+    names = (["simulator"] if demo else []) + feeds + ["aggregator", "publisher", *gateways]
     out += ["[group:bookmux]", f"programs={','.join(names)}", ""]
     return "\n".join(out)
 

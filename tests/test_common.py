@@ -89,9 +89,41 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shipped_configs_load() -> None:
     live = config.load(REPO / "deploy" / "bookmux.toml")
     assert live.publisher.endpoint == "tcp://127.0.0.1:50052" and live.levels == 10
-    assert [v.id for v in live.enabled_venues] == ["binance", "bitstamp"]
+    assert [v.id for v in live.enabled_venues] == ["binance", "bitstamp", "kraken", "coinbase", "gemini"]
+    carried = {v.id: v.symbols for v in live.enabled_venues}
+    assert carried == {"binance": ("BTC/USDT",), "bitstamp": ("BTC/USDT", "BTC/USD"),
+                       "kraken": ("BTC/USDT", "BTC/USD"), "coinbase": ("BTC/USDT", "BTC/USD"),
+                       "gemini": ("BTC/USD",)}
+    assert live.venue("kraken").depth == 1000 and live.venue("kraken").api == "v2"
     demo = config.load(REPO / "deploy" / "demo.toml")
     assert demo.venue("binance").ws_url.startswith("ws://127.0.0.1")
+    assert [v.id for v in demo.enabled_venues] == ["binance", "bitstamp", "kraken", "coinbase", "gemini"]
+
+
+def test_venue_lists_narrow_to_the_requested_symbols() -> None:
+    """--symbols narrows every venue to what it lists; a venue left with none does not run."""
+    c = config.load(REPO / "deploy" / "bookmux.toml", symbols="BTC/USD")
+    assert {v.id: v.symbols for v in c.enabled_venues} == {
+        "bitstamp": ("BTC/USD",), "kraken": ("BTC/USD",), "coinbase": ("BTC/USD",), "gemini": ("BTC/USD",)}
+
+
+def test_shipped_configs_follow_the_port_plan() -> None:
+    """Every port of both shipped configs is the one deploy/ports.py plans for it, none twice."""
+    from deploy import ports
+
+    plan = ports.all_ports()
+    for name in ("bookmux.toml", "demo.toml"):
+        c = config.load(REPO / "deploy" / name)
+        got = {"publisher": c.publisher.port, "aggregator.query": c.aggregator.query,
+               "aggregator.pub": c.aggregator.pub, "aggregator.ctl": c.aggregator.ctl}
+        for v in c.venues.values():
+            got[f"venues.{v.id}.pub"], got[f"venues.{v.id}.ctl"] = v.pub, v.ctl
+        used = []
+        for key, val in got.items():
+            port = val if isinstance(val, int) else int(str(val).rsplit(":", 1)[1])
+            assert port == plan[key], (name, key, port)
+            used.append(port)
+        assert len(used) == len(set(used)), name
 
 
 def test_overrides() -> None:
@@ -99,7 +131,7 @@ def test_overrides() -> None:
                     venues="binance", sets=["venues.binance.ws_url=ws://127.0.0.1:9", "publisher.port=6001",
                                             "aggregator.down_after=1.5"])
     assert c.symbols == ("ETH/USDT", "BTC/USDT") and c.levels == 20
-    assert [v.id for v in c.enabled_venues] == ["binance"]
+    assert [v.id for v in c.enabled_venues] == ["binance"] and c.venue("binance").symbols == ("BTC/USDT",)
     assert c.venue("binance").ws_url == "ws://127.0.0.1:9" and c.publisher.port == 6001
     assert c.aggregator.down_after == 1.5
 
@@ -148,7 +180,7 @@ def test_shards_split_one_venue_over_feed_processes(tmp_path: Path) -> None:
     one = b.shard(1)
     assert (one.symbols, one.pub, one.ctl, one.cpu) == (("SOL/USDT",), "tcp://127.0.0.1:51062",
                                                         "tcp://127.0.0.1:51063", None)
-    assert c.venue("bitstamp").processes[0].symbols == ("BTC/USDT",)
+    assert c.venue("bitstamp").processes[0].symbols == ("BTC/USDT", "BTC/USD")   # its own list, no shards
     with pytest.raises(config.ConfigError, match="--shard 2"):
         b.shard(2)
     from deploy.supervisor import render

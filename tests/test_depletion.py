@@ -350,10 +350,11 @@ def test_summaries_shape_and_one_walk_per_side() -> None:
     assert sorted(calls) == [BID, ASK]
     assert list(out) == ["buy", "sell"] and list(out["buy"]) == ["1", "2.5", "15"]
     assert out["buy"]["2.5"] == {"filled": "2.5", "vwap": "100.8", "worst": "101",
-                                 "slippage_bps": "29.85075", "levels": 2, "partial": False}
+                                 "slippage_bps": "29.85075", "levels": 2, "partial": False,
+                                 "exact_to": None, "beyond_known_depth": False}
     assert out["buy"]["15"]["partial"] is True and out["buy"]["15"]["filled"] == "8"
     assert out["sell"]["1"] == {"filled": "1", "vwap": "99.5", "worst": "99.5", "slippage_bps": "0",
-                                "levels": 1, "partial": False}
+                                "levels": 1, "partial": False, "exact_to": None, "beyond_known_depth": False}
     assert pulled.count(ASK) == 3 and pulled.count(BID) == 3
     small = summaries(side_fn, [D("1")])
     assert small["buy"]["1"]["levels"] == 1
@@ -369,9 +370,12 @@ def test_depletion_is_frozen() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 400), st.integers(0, 60), st.sampled_from("abc")), max_size=40),
-       st.lists(st.integers(1, 300), min_size=1, max_size=4))
-def test_streamed_summaries_equal_the_full_engine(raw, sizes_raw) -> None:
-    """One cumulative walk per side for all sizes gives exactly deplete(...).summary() per size."""
+       st.lists(st.integers(1, 300), min_size=1, max_size=4),
+       st.tuples(st.none() | st.integers(1, 400), st.none() | st.integers(1, 400)))
+def test_streamed_summaries_equal_the_full_engine(raw, sizes_raw, exact_raw) -> None:
+    """One cumulative walk per side for all sizes gives exactly deplete(...).summary() per size,
+    the known-depth keys included."""
+    exact = tuple(None if e is None else D(e) / 10 for e in exact_raw)
     levels = sorted(((D(p) / 10, D(a) / 4, v) for p, a, v in raw), key=lambda lv: (lv[0], -lv[1], lv[2]))
     bids = sorted(levels, key=lambda lv: (-lv[0], -lv[1], lv[2]))
     sizes = [D(s) / 8 for s in sizes_raw]
@@ -379,7 +383,7 @@ def test_streamed_summaries_equal_the_full_engine(raw, sizes_raw) -> None:
     def side_fn(side: int):
         return iter(levels if side == ASK else bids)
 
-    out = summaries(side_fn, sizes)
-    for side, src in (("buy", levels), ("sell", bids)):
+    out = summaries(side_fn, sizes, exact)
+    for side, src, limit in (("buy", levels, exact[ASK]), ("sell", bids, exact[BID])):
         for size in sizes:
-            assert out[side][fmt(size)] == deplete(iter(src), side, quantity=size).summary(), (side, size)
+            assert out[side][fmt(size)] == deplete(iter(src), side, quantity=size).summary(limit), (side, size)

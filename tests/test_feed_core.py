@@ -4,6 +4,7 @@ publishes its deletions, the connection sequence, venue modes, refused symbols, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -274,3 +275,25 @@ def test_rest_venue_fetches_on_connect() -> None:
     c = core_of(SPEC)
     c.connected(0.0, 1)
     assert c.take_actions() == [Fetch("BTC/USD"), Fetch("ETH/USD")]
+
+
+def test_repeated_resubscriptions_back_off() -> None:
+    """A symbol whose book keeps failing its checksum is resubscribed at once the first time,
+    then after 0.5, 1, 2 ... s (ticks), never in a hot loop; a whole book resets the count."""
+    c = core_of(spec(conn_seq=False))
+    c.connected(0.0, 1)
+    c.take_actions()
+    bad = json.dumps({"items": [snap("BTCUSD", [["10", "1"]], [["11", "1"]], good=False)]})
+    sends: list[float] = []
+    now = 0.0
+    for _ in range(40):          # the venue answers every (re)subscription with a bad book
+        now += 0.25
+        c.frame(bad, 2, now)     # the answer, or (waiting) a stray one that must not count again
+        c.tick(now, 2)
+        got = [now for a in c.take_actions() if isinstance(a, Send) and "BTCUSD" in a.frames[0]]
+        sends += got
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(sends)]
+    # each answer comes a tick (0.25 s) after its resubscription; then 0.5, 1, 2, 4 s of backoff
+    assert sends[0] == 0.25 and gaps == [0.75, 1.25, 2.25, 4.25] and c.streams["BTC/USD"].resubs == 6
+    c.frame(json.dumps({"items": [snap("BTCUSD", [["10", "1"]], [["11", "1"]])]}), 3, now)
+    assert c.streams["BTC/USD"].status == LIVE and c.streams["BTC/USD"].resubs == 0

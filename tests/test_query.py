@@ -53,6 +53,7 @@ class FakeSource:
         self.status = {"alpha": "live", "beta": "live", "gamma": "stale"}
         self.fee_rates = {"alpha": D("0.001"), "beta": D("0.002"), "gamma": D(0)}
         self.fail = False
+        self.exact: dict[tuple[str | None, int], D] = {}   # (venue or None for merged, side) -> exact-to
 
     def position(self, symbol: str) -> tuple[int, int] | None:
         return (7, 42) if symbol == SYM else None
@@ -75,6 +76,9 @@ class FakeSource:
 
     def fees(self) -> dict[str, D]:
         return dict(self.fee_rates)
+
+    def exact_to(self, symbol: str, side: int, venue: str | None = None) -> D | None:
+        return self.exact.get((venue, side))
 
 
 def ask(svc: QueryService, m: Any) -> dict[str, Any]:
@@ -171,7 +175,24 @@ def test_merged_reply_matches_engine() -> None:
     assert m["fee"] == "0.25"   # 50.25 * 0.002 + 149.5 * 0.001
     assert m["vwap_fee"] == "99.75"   # (199.75 - 0.25) / 2
     expected = deplete(src.merged_side(SYM, BID), "sell", quantity=D(2), fees=src.fee_rates).to_wire()
-    assert m == expected
+    assert m == {**expected, "exact_to": None, "beyond_known_depth": False}
+
+
+def test_walk_past_known_depth_says_so() -> None:
+    """A walk deeper than the book is known exactly carries ``beyond_known_depth``; one that ends
+    at the exact-to price, or a book known whole, does not."""
+    src = FakeSource()
+    src.exact[(None, BID)] = D("100")
+    src.exact[("alpha", BID)] = D("99")
+    reply = ask(QueryService(src), {**GOOD, "quantity": "2", "venues": "all"})
+    assert (reply["merged"]["worst"], reply["merged"]["exact_to"]) == ("99", "100")
+    assert reply["merged"]["beyond_known_depth"] is True
+    assert reply["venues"]["alpha"]["exact_to"] == "99" and reply["venues"]["alpha"]["beyond_known_depth"] is False
+    assert reply["venues"]["beta"]["exact_to"] is None and reply["venues"]["beta"]["beyond_known_depth"] is False
+    reply = ask(QueryService(src), {**GOOD, "quantity": "1.5"})        # ends at 100: exact
+    assert reply["merged"]["beyond_known_depth"] is False
+    reply = ask(QueryService(src), {**GOOD, "venue": "alpha", "quantity": "50"})   # ran out: may be more
+    assert reply["venues"]["alpha"]["partial"] is True and reply["venues"]["alpha"]["beyond_known_depth"] is True
 
 
 def test_all_venues_reply() -> None:
@@ -183,8 +204,9 @@ def test_all_venues_reply() -> None:
     assert reply["venues"]["gamma"]["vwap"] == "90"
     assert reply["merged"]["fills"] == [["101", "1", "alpha"], ["101.5", "2", "beta"]]
     for v in ("alpha", "beta", "gamma"):
-        assert reply["venues"][v] == deplete(((p, a, v) for p, a in src.books[v].iter_side(ASK)), "buy", quantity=D(3),
-                                             fees=src.fee_rates).to_wire()
+        assert reply["venues"][v] == {**deplete(((p, a, v) for p, a in src.books[v].iter_side(ASK)), "buy",
+                                                quantity=D(3), fees=src.fee_rates).to_wire(),
+                                      "exact_to": None, "beyond_known_depth": False}
 
 
 def test_one_venue_and_partial_fill() -> None:

@@ -40,6 +40,10 @@ from common.feed.types import ParseError, Snapshot, Verdict
 from common.logs import RateLimitedLog
 from common.schema import DOWN, LIVE, SYNCING, FeedMsg, StatusMsg, feed_payload, pack
 
+#: Backoff of repeated resubscriptions of one symbol (s): 0 for the first, then 0.5, 1, 2 ... 30.
+RESUBSCRIBE_BASE = 0.5
+RESUBSCRIBE_CAP = 30.0
+
 
 class FeedCore:
     """One venue's feed process, without I/O. See the module docstring."""
@@ -188,11 +192,29 @@ class FeedCore:
         if not send:
             return
         if self.spec.resync == "resubscribe" and self.spec.resubscribe is not None:
-            self.counters["resubscribes"] += 1
-            self.actions.append(Send(self.spec.resubscribe(self.cfg, st.key)))
+            # The first resubscription since the book was last whole goes at once; repeated ones
+            # (a checksum that keeps failing) back off, so they cannot exhaust the venue's
+            # message rate.
+            if st.resub_at is not None:
+                return          # a resubscription is already scheduled
+            st.resubs += 1
+            delay = 0.0 if st.resubs == 1 else min(RESUBSCRIBE_CAP, RESUBSCRIBE_BASE * 2 ** (st.resubs - 2))
+            if delay == 0.0:
+                self._resubscribe(st)
+            else:
+                st.resub_at = st.awaiting_since + delay
+                self.log.warning("%s %s: resync %d since the book was last whole; resubscribing in %.1f s",
+                                 self.cfg.id, st.symbol, st.resubs, delay)
         else:
             self.reconnect(SYNCING, f"{st.symbol}: {reason}; the venue's book comes only with a new "
                                     "connection")
+
+    def _resubscribe(self, st: SymbolStream) -> None:
+        assert self.spec.resubscribe is not None
+        st.resub_at = None
+        st.awaiting_since = self.now
+        self.counters["resubscribes"] += 1
+        self.actions.append(Send(self.spec.resubscribe(self.cfg, st.key)))
 
     def reconnect(self, status: str, reason: str) -> None:
         """Ask the transport to end the connection; frames still queued on it are ignored."""
@@ -208,6 +230,10 @@ class FeedCore:
             return
         limit = self.spec.snapshot_timeout
         for st in self.active:
+            if st.resub_at is not None:
+                if now >= st.resub_at and not st.refused:
+                    self._resubscribe(st)
+                continue
             if st.awaiting_since is not None and not st.refused and now - st.awaiting_since > limit:
                 self.counters["snapshot_timeouts"] += 1
                 self.log.warning("%s %s: no book %.1f s after subscribing; resyncing", self.cfg.id,
@@ -231,6 +257,9 @@ class FeedCore:
             if st is not None and st.listed:
                 self.counters["resync_malformed"] += 1
                 self.resync(st, f"malformed update dropped: {e}", rts, now=now)
+            for it in e.frames:          # what the frame carried besides the bad part
+                if self.handlers.item(it, rts, now):
+                    return
             return
         if type(items) is list:
             for it in items:
@@ -273,6 +302,8 @@ class FeedCore:
         """``st``'s book is whole again: publish it (the stream is live)."""
         st.fetching = False
         st.awaiting_since = None
+        st.resubs = 0
+        st.resub_at = None
         st.rts = rts
         st.status, st.reason = LIVE, "synced"
         self.out.snap(st, self.depth is not None)

@@ -29,28 +29,26 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import requests
 import websockets
-import zmq
-import zmq.asyncio
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 
-from common import bus
 from common.config import ConfigError, VenueConfig
 from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
 from common.feed.core import FeedCore
+from common.feed.feedbus import FeedBus
+from common.feed.pairs import pair_check
 from common.feed.spec import FeedSpec
 from common.feed.stream import SymbolStream
-from common.feed.types import ParseError
-from common.logs import Counters, RateLimitedLog
-from common.schema import DOWN, STALE, SYNCING, BusError, FeedMsg, decode_snapshot_request, encode_feed
+from common.logs import RateLimitedLog
+from common.schema import DOWN, STALE, SYNCING
 from common.security import Security
 
 #: Options every venue understands (``[venues.<id>.options]``), with their defaults. A spec adds
@@ -73,16 +71,7 @@ RUNNER_OPTIONS: dict[str, Any] = {
     "precision": None,          # [price decimals, qty decimals] for checksums when the venue does not say
 }
 
-HEARTBEAT_PERIOD = 1.0  # s between HeartbeatMsg on the bus
 TICK = 0.25             # s between the core's timeout checks
-
-#: MAXMSGSIZE of the ctl ROUTER: a snapshot request is a list of symbols (a few hundred bytes); a
-#: peer that sends more is disconnected by ZeroMQ (counted as ``ctl_disconnects``).
-CTL_MAX_MSG_SIZE = 1 << 16
-#: MAXMSGSIZE of the feed PUB, which receives only subscriptions (``md.``, ``hb.``).
-PUB_MAX_MSG_SIZE = bus.SUBSCRIPTION_MAX
-#: Most frames of a snapshot request: identity, an optional empty delimiter (REQ), the request.
-CTL_MAX_FRAMES = 4
 
 
 def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
@@ -99,6 +88,22 @@ def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
     if opts["max_conn_age"] is None:
         opts["max_conn_age"] = spec.max_conn_age
     return opts
+
+
+async def keepalive(ws: ClientConnection, ping_every: float, hb_frame: str | None, hb_every: float) -> None:
+    """Ping every ``ping_every`` s and send ``hb_frame`` every ``hb_every`` s, until the connection
+    closes (ConnectionClosed)."""
+    now = time.monotonic()
+    next_ping, next_hb = now + ping_every, now + hb_every
+    while True:
+        await asyncio.sleep(max(0.0, min(next_ping, next_hb if hb_frame else next_ping) - time.monotonic()))
+        now = time.monotonic()
+        if now >= next_ping:
+            await ws.ping()
+            next_ping = now + ping_every
+        if hb_frame and now >= next_hb:
+            await ws.send(hb_frame)
+            next_hb = now + hb_every
 
 
 class LiveConnection(ClientConnection):
@@ -126,14 +131,6 @@ class Outcome:
     immediate: bool = False
 
 
-class _End(Exception):
-    """The core asked to end the connection."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.reason)
-        self.outcome = outcome
-
-
 class FeedRunner:
     """Run one venue's feed until :meth:`stop`. See the module docstring for the life cycle."""
 
@@ -154,11 +151,9 @@ class FeedRunner:
         self._session.headers["User-Agent"] = "bookmux-feed"
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="rest")
         self._rest_sem: asyncio.Semaphore | None = None
-        self._zctx: zmq.Context | None = None
-        self._pub: zmq.Socket | None = None
+        self.bus = FeedBus(self.core, sec=sec)
         self._ws: LiveConnection | None = None
         self._fetches: dict[str, asyncio.Task[None]] = {}
-        self._flush_scheduled = False
         self._conn_actions: asyncio.Queue[Action] | None = None
 
     # The core's state, under the names tests and tools know.
@@ -196,23 +191,13 @@ class FeedRunner:
         process; the supervisor restarts it) after publishing ``down``."""
         self._stop = asyncio.Event()
         self._rest_sem = asyncio.Semaphore(int(self.opts["rest_concurrency"]))
-        self._zctx = zmq.Context()
-        actx = zmq.asyncio.Context.shadow(self._zctx)
-        self._pub = bus.pub(self.cfg.pub, ctx=self._zctx, sec=self.sec)
-        router = cast(zmq.asyncio.Socket, bus.router(self.cfg.ctl, max_msg_size=CTL_MAX_MSG_SIZE, ctx=actx,
-                                                     sec=self.sec))
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         tasks: list[asyncio.Task[Any]] = []
         try:
+            tasks = self.bus.open()
             self.core.start(time.time_ns())
-            self._publish()
-            tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                     asyncio.create_task(self._ctl_loop(router), name="ctl"),
-                     asyncio.create_task(self._monitor(self._pub, actx, "pub", PUB_MAX_MSG_SIZE),
-                                         name="pub monitor"),
-                     asyncio.create_task(self._monitor(router, actx, "ctl", CTL_MAX_MSG_SIZE),
-                                         name="ctl monitor")]
+            self.bus.publish()
             main = asyncio.create_task(self._main(), name="connection")
             tasks.append(main)
             stopper = asyncio.create_task(self._stop.wait(), name="stop")
@@ -231,18 +216,15 @@ class FeedRunner:
             for st in self.symbols.values():
                 if st.listed:
                     self.core.out.status(st, DOWN, "feed stopping", time.time_ns())
-            self._publish()
-            router.close(linger=0)
-            self._pub.close(linger=200)
-            if self.sec is not None:
-                self.sec.close()
-            self._zctx.term()
+            self.bus.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._session.close()
             self.log.info("%s feed stopped; counters %s", self.cfg.id, dict(self.counters))
 
     async def _main(self) -> None:
-        await self._pair_check()
+        if self.opts["pair_check"]:
+            await pair_check(self.core, self._get, self._sleep, self.rng)
+            self.bus.publish()
         await self._connection_loop()
 
     async def _sleep(self, delay: float) -> bool:
@@ -259,31 +241,10 @@ class FeedRunner:
 
     # --- core outputs -------------------------------------------------------------------------
 
-    def _publish(self) -> None:
-        """Send what the core queued for the bus, and schedule a flush of coalesced updates."""
-        for msg in self.core.take_bus():
-            self._put(msg)
-        if self.core.pending and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.core.flush()
-        for msg in self.core.take_bus():
-            self._put(msg)
-
-    def _put(self, msg: FeedMsg) -> None:
-        assert self._pub is not None
-        try:
-            self._pub.send_multipart(encode_feed(msg), flags=zmq.NOBLOCK)
-        except zmq.Again:  # pragma: no cover - PUB drops rather than blocks
-            self.counters["bus_dropped"] += 1
-
     def _drain(self) -> None:
         """After any input to the core: publish its bus messages, start the fetches it asks for,
         and hand Send/Reconnect to the connection task (which owns the WebSocket)."""
-        self._publish()
+        self.bus.publish()
         for a in self.core.take_actions():
             if isinstance(a, Fetch):
                 self._start_fetch(a)
@@ -320,122 +281,7 @@ class FeedRunner:
             self.core.snapshot_body(f.symbol, body, rts)
         self._drain()
 
-    # --- bus services -------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        counters = Counters(self.log)
-        while True:
-            self.core.heartbeat(time.time_ns())
-            self._publish()
-            counters.clear()
-            counters.update(self.counters)
-            counters.maybe_log()
-            await asyncio.sleep(HEARTBEAT_PERIOD)
-
-    async def _monitor(self, sock: zmq.Socket, actx: zmq.asyncio.Context, name: str, limit: int) -> None:
-        """Count (``<name>_disconnects``) and log every peer disconnection of ``sock``: a peer that
-        sends a message over ``limit`` bytes (MAXMSGSIZE) is disconnected by ZeroMQ and shows here;
-        so does a peer that simply went away (ZeroMQ does not tell the two apart)."""
-        addr = f"inproc://monitor.{name}.{id(sock)}"
-        sock.monitor(addr, zmq.EVENT_DISCONNECTED)
-        mon = actx.socket(zmq.PAIR)
-        mon.setsockopt(zmq.LINGER, 0)
-        mon.connect(addr)
-        try:
-            while True:
-                frames = await mon.recv_multipart()
-                if len(frames) != 2 or len(frames[0]) < 6:
-                    continue
-                if int.from_bytes(frames[0][:2], "little") != zmq.EVENT_DISCONNECTED:
-                    continue
-                self.counters[f"{name}_disconnects"] += 1
-                self.core.rlog.warning(f"{name}_disconnect", "%s: %s peer %s disconnected (%d so far; ZeroMQ "
-                                       "disconnects a peer that sends more than %d bytes)", self.cfg.id, name,
-                                       frames[1].decode(errors="replace")[:60],
-                                       self.counters[f"{name}_disconnects"], limit)
-        finally:
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disable_monitor()
-            mon.close(linger=0)
-
-    async def _ctl_loop(self, router: zmq.asyncio.Socket) -> None:
-        """Answer ``snapreq`` on the ROUTER: one frame per symbol (schema docstring)."""
-        while True:
-            frames = await router.recv_multipart()
-            if not 2 <= len(frames) <= CTL_MAX_FRAMES:
-                # MAXMSGSIZE bounds each frame, not their number: a long envelope is garbage too.
-                self.counters["ctl_bad_request"] += 1
-                self.core.rlog.warning("ctl", "%s: snapshot request of %d frames dropped", self.cfg.id,
-                                       len(frames))
-                continue
-            try:
-                wanted = decode_snapshot_request(frames[-1])
-            except BusError as e:
-                self.counters["ctl_bad_request"] += 1
-                self.core.rlog.warning("ctl", "%s: bad snapshot request dropped: %s", self.cfg.id, e)
-                continue
-            self.counters["ctl_requests"] += 1
-            reply = self.snapshot_reply(wanted)
-            await router.send_multipart([*frames[:-1], *reply])
-
-    def snapshot_reply(self, wanted: list[str]) -> list[bytes]:
-        """The reply frames for a snapshot request (all symbols when ``wanted`` is empty)."""
-        reply = self.core.snapshot_reply(wanted, time.time_ns())
-        self._publish()     # deltas the reply flushed go out before anything newer
-        return reply
-
     # --- pair check ---------------------------------------------------------------------------
-
-    async def _pair_check(self) -> None:
-        """Mark symbols the venue does not list (or does not trade) ``down``; the rest go on.
-        When the pair list cannot be had, every symbol goes on unchecked (logged)."""
-        if not self.opts["pair_check"]:
-            return
-        url = self.spec.pairs_url(self.cfg)
-        if url is None:
-            return
-        delays = backoff(initial=1.0, cap=10.0, rng=self.rng)
-        pairs = None
-        for attempt in range(1, 4):
-            try:
-                body, _ = await self._get(url)
-                pairs = self.spec.parse_pairs(body)
-                break
-            except rest.RateLimited as e:
-                self.log.warning("%s: pair list %s: HTTP %s; not retrying at start-up", self.cfg.id, url,
-                                 e.status)
-                break
-            except rest.RestError as e:
-                if e.status is not None and 400 <= e.status < 500:
-                    self.log.warning("%s: pair list unavailable: %s", self.cfg.id, e)
-                    break
-                d = next(delays)
-                self.log.warning("%s: pair list attempt %d failed: %s; retrying in %.3f s",
-                                 self.cfg.id, attempt, e, d)
-                if await self._sleep(d):
-                    return
-            except ParseError as e:
-                self.log.warning("%s: pair list from %s does not parse: %s", self.cfg.id, url, e)
-                break
-        if pairs is None:
-            self.log.warning("%s: carrying %s WITHOUT a pair check", self.cfg.id, ", ".join(self.symbols))
-            return
-        for st in self.symbols.values():
-            info = pairs.get(st.symbol)
-            if info is None or not info.trading:
-                why = ("not listed" if info is None
-                       else f"listed as {info.key} but not trading (status {info.status!r})")
-                self.log.error("%s: symbol %s is %s by the venue (pair list %s); it is not carried",
-                               self.cfg.id, st.symbol, why, url)
-                self.core.unlist(st, f"{why} by {self.cfg.id}", time.time_ns())
-                continue
-            if info.key != st.key:
-                self.log.info("%s: %s is %s on the venue (pair list)", self.cfg.id, st.symbol, info.key)
-                self.core.rekey(st, info.key)
-        self._publish()
-        listed = [s for s, st in self.symbols.items() if st.listed]
-        self.log.info("%s: pair check done: %d of %d symbols listed (%s)", self.cfg.id, len(listed),
-                      len(self.symbols), ", ".join(listed) or "none")
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -457,7 +303,7 @@ class FeedRunner:
             outcome = await self._one_connection(url)
             self._cancel_fetches()
             self.core.disconnected(outcome.status, outcome.reason, time.time_ns())
-            self._publish()
+            self.bus.publish()
             if self._stop.is_set():
                 break
             if self.core.synced_on_conn:
@@ -532,24 +378,12 @@ class FeedRunner:
 
     async def _keepalive(self, ws: LiveConnection) -> Outcome:
         """Our WebSocket pings (their pongs are liveness) and the venue's application heartbeat."""
-        ping_every = float(self.opts["ping_every"])
-        hb_frame = self.spec.heartbeat_frame
-        hb_every = float(self.opts["heartbeat_every"])
-        now = time.monotonic()
-        next_ping, next_hb = now + ping_every, now + hb_every
         try:
-            while True:
-                await asyncio.sleep(max(0.0, min(next_ping, next_hb if hb_frame else next_ping)
-                                        - time.monotonic()))
-                now = time.monotonic()
-                if now >= next_ping:
-                    await ws.ping()
-                    next_ping = now + ping_every
-                if hb_frame and now >= next_hb:
-                    await ws.send(hb_frame)
-                    next_hb = now + hb_every
+            await keepalive(ws, float(self.opts["ping_every"]), self.spec.heartbeat_frame,
+                            float(self.opts["heartbeat_every"]))
         except ConnectionClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
+        raise AssertionError("keepalive returned")  # pragma: no cover
 
     async def _watchdog(self, ws: LiveConnection) -> Outcome:
         """Silence on the connection, its age, and the core's own timeouts."""

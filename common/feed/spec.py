@@ -114,6 +114,10 @@ class FeedSpec:
     resync_on_crossed: bool = True
     #: ``VenueConfig.options`` keys this venue understands, with their defaults.
     options: Mapping[str, object] = field(default_factory=dict)
+    #: A per-symbol pair check instead of the list (``pair_url(cfg, key)``; ``parse_pair(text,
+    #: symbol)`` -> PairInfo, None when the venue does not list it; an HTTP 4xx answer = not listed).
+    pair_url: Callable[[VenueConfig, str], str] | None = None
+    parse_pair: Callable[[str | bytes, str], PairInfo | None] | None = None
     #: Checks the venue's config beyond the generic rules (e.g. Kraken's allowed depths); raises
     #: ``ConfigError`` naming the key.
     check_config: Callable[[VenueConfig], None] | None = None

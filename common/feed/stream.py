@@ -45,6 +45,9 @@ class SymbolStream:
     delays: object = None
     #: monotonic time the current (re)subscription started (STREAM venues), None when synced.
     awaiting_since: float | None = None
+    #: resubscriptions since the book was last whole, and when the next one is due (backoff).
+    resubs: int = 0
+    resub_at: float | None = None
 
     def void(self) -> None:
         """Forget the book and the sequencer's state (a resync starts)."""

@@ -8,6 +8,7 @@ gap. Nothing here does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -17,11 +18,14 @@ Levels = list[tuple[Decimal, Decimal]]
 class ParseError(ValueError):
     """A frame or REST body that does not parse. ``key`` is the venue's own symbol when the text
     was recognisably a book update for that symbol (the runner then resyncs that symbol, because
-    the bad frame may have carried an update the book now misses); otherwise ``None``."""
+    the bad frame may have carried an update the book now misses); otherwise ``None``.
+    ``frames``: what the frame still carried that did parse (a Coinbase message with a bad event
+    of one product among good ones, ConnSeq first); the core handles those as usual."""
 
-    def __init__(self, message: str, key: str | None = None) -> None:
+    def __init__(self, message: str, key: str | None = None, frames: Sequence[Frame] = ()) -> None:
         super().__init__(message[:200])
         self.key = key
+        self.frames: list[Frame] = list(frames)
 
 
 @dataclass(slots=True)

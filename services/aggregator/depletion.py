@@ -190,13 +190,15 @@ class Depletion:
             "venues": {v: s.to_wire(p) for v, s in self.venues.items()},
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, exact_to: Decimal | None = None) -> dict[str, Any]:
         """The compact form streamed with every snapshot: filled, vwap, worst, slippage_bps,
-        levels, partial."""
+        levels, partial, and how deep the book walked is known exactly (``exact_to``: its
+        deepest exact price, None = all of it; ``beyond_known_depth``: the walk went past it)."""
         p = self.shown_places
         return {"filled": fmt(self.filled), "vwap": show(self.vwap, p), "worst": _opt(self.worst),
                 "slippage_bps": show(self.slippage_bps, p), "levels": self.levels,
-                "partial": self.partial}
+                "partial": self.partial, "exact_to": _opt(exact_to),
+                "beyond_known_depth": beyond(self.side, self.worst, self.partial, exact_to)}
 
 
 def _target(quantity: Decimal | None, notional: Decimal | None) -> tuple[str, Decimal]:
@@ -288,6 +290,23 @@ def deplete(levels: Iterable[Fill], side: str, *, quantity: Decimal | None = Non
     )
 
 
+def beyond(side: str, worst: Decimal | None, partial: bool, exact_to: Decimal | None) -> bool:
+    """Did a walk go past the depth its book is known exactly to (``exact_to``: the deepest exact
+    price of the side walked, None = the whole side is known)? True when it took a level beyond
+    that price, or ran out of levels while deeper ones may exist unseen. A walk ending at
+    ``exact_to`` itself is exact."""
+    if exact_to is None:
+        return False
+    if partial or worst is None:
+        return True
+    return worst < exact_to if side == SELL else worst > exact_to
+
+
+def depth_note(side: str, d: Depletion, exact_to: Decimal | None) -> dict[str, Any]:
+    """The keys a query reply adds to a walk: ``exact_to`` and ``beyond_known_depth``."""
+    return {"exact_to": _opt(exact_to), "beyond_known_depth": beyond(side, d.worst, d.partial, exact_to)}
+
+
 def _summary(side: str, filled: Decimal, cost: Decimal, best: Decimal | None, worst: Decimal | None,
              levels: int, places: int, partial: bool) -> dict[str, Any]:
     """:meth:`Depletion.summary` from a walk's running sums (same arithmetic as :func:`deplete`)."""
@@ -303,7 +322,8 @@ def _summary(side: str, filled: Decimal, cost: Decimal, best: Decimal | None, wo
             "levels": levels, "partial": partial}
 
 
-def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[Decimal]) -> dict[str, Any]:
+def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[Decimal],
+              exact: Sequence[Decimal | None] = (None, None)) -> dict[str, Any]:
     """The streamed ``depletion`` field: for both sides and each size (base units), the compact
     :meth:`Depletion.summary` of a walk of the merged book -- the same numbers as
     ``deplete(levels, side, quantity=size).summary()`` (a property test holds them equal), from
@@ -316,7 +336,10 @@ def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[D
                        "0.179104", "levels": 3, "partial": false}, "5": {...}},
          "sell": {...}}
 
-    Size keys are :func:`fmt` of the size, in the order given. O(k log V + S) for k levels.
+    Size keys are :func:`fmt` of the size, in the order given. ``exact`` holds the merged book's
+    exact-to price per side (BID, ASK; None = whole side known): a summary whose walk goes past
+    it also carries ``"exact_to"`` and ``"beyond_known_depth": true`` (both keys are present on
+    every summary). O(k log V + S) for k levels.
     """
     order = sorted(set(sizes))
     out: dict[str, Any] = {}
@@ -345,5 +368,11 @@ def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[D
             filled, cost, worst = reach, add(cost, mul(price, amount)), price
         for size in order[k:]:
             done[size] = _summary(side, filled, cost, best, worst, levels, places, True)
+        limit = exact[book_side(side)]
+        shown = _opt(limit)
+        for d in done.values():
+            d["exact_to"] = shown
+            d["beyond_known_depth"] = beyond(side, None if d["worst"] is None else Decimal(d["worst"]),
+                                             d["partial"], limit)
         out[side] = {fmt(size): done[size] for size in sizes}
     return out

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from common.query import QueryError, Request, encode_error, encode_reply, parse_request, split_envelope
-from services.aggregator.depletion import Depletion, book_side, deplete
+from services.aggregator.depletion import Depletion, book_side, deplete, depth_note
 from services.aggregator.merge import merge_levels
 
 log = logging.getLogger("aggregator.query")
@@ -48,6 +48,9 @@ class BookSource(Protocol):
     def venue_side(self, symbol: str, venue: str, side: int) -> Iterator[tuple[Decimal, Decimal]] | None:
         """That venue's full book side best first, None if the venue does not carry ``symbol``."""
         ...
+
+    def exact_to(self, symbol: str, side: int, venue: str | None = None) -> Decimal | None:
+        """The deepest price of ``side`` known exactly (one venue's, or merged); None: all of it."""
 
     def fees(self) -> dict[str, Decimal]:
         """venue -> taker fee rate (from config)."""
@@ -109,6 +112,9 @@ class QueryService:
         def walk(levels: Any) -> Depletion:
             return deplete(levels, req.side, quantity=req.quantity, notional=req.notional, fees=fees)
 
+        def noted(d: Depletion, venue: str | None) -> dict[str, Any]:
+            return {**d.to_wire(), **depth_note(req.side, d, src.exact_to(req.symbol, side, venue))}
+
         merged: dict[str, Any] | None = None
         venues: dict[str, dict[str, Any]] = {}
         if req.venue is not None:
@@ -116,14 +122,14 @@ class QueryService:
             if levels is None:
                 raise QueryError(f"venue {req.venue!r} does not carry {req.symbol}; "
                                  f"venues: {sorted(statuses)}")
-            venues[req.venue] = walk(merge_levels({req.venue: levels}, side)).to_wire()
+            venues[req.venue] = noted(walk(merge_levels({req.venue: levels}, side)), req.venue)
         else:
-            merged = walk(src.merged_side(req.symbol, side)).to_wire()
+            merged = noted(walk(src.merged_side(req.symbol, side)), None)
             if req.all_venues:
                 for venue in statuses:
                     levels = src.venue_side(req.symbol, venue, side)
                     if levels is not None:
-                        venues[venue] = walk(merge_levels({venue: levels}, side)).to_wire()
+                        venues[venue] = noted(walk(merge_levels({venue: levels}, side)), venue)
         epoch, seq = pos
         return encode_reply(epoch=epoch, seq=seq, symbol=req.symbol, merged=merged, venues=venues,
                             statuses=statuses)

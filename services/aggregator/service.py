@@ -67,6 +67,7 @@ class Link:
     heard_ns: int = 0              # wall clock, for subscribers (venue_ts.heard); 0: never
     down: bool = False
     symbols: list[str] = field(default_factory=list)
+    mode: str = ""                 # the venue's trading mode, when its feed reports one
 
     @property
     def name(self) -> str:
@@ -88,6 +89,8 @@ class Stream:
     awaiting: bool = True          # a snapshot was requested; stream messages are buffered
     requested_at: float = 0.0
     buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
+    #: Per side (bids, asks): the deepest price the venue book is known exactly to (None: all).
+    exact: tuple[Decimal | None, Decimal | None] = (None, None)
     ets: int = 0                   # exchange / receive time of the last book update applied
     rts: int = 0
 
@@ -203,6 +206,19 @@ class Aggregator:
     def fees(self) -> dict[str, Decimal]:
         return dict(self._fees)
 
+    def exact_to(self, symbol: str, side: int, venue: str | None = None) -> Decimal | None:
+        """How deep ``side`` is known exactly: one venue's (``venue``), or the merged book's (the
+        shallowest of the live venues that cap their depth). None: the whole side is known."""
+        st = self.states[symbol]
+        if venue is not None:
+            s = st.streams.get(venue)
+            return None if s is None else s.exact[side]
+        return merge.shallowest([s.exact[side] for v, s in st.streams.items() if self._status(s) == LIVE], side)
+
+    def modes(self, symbol: str) -> dict[str, str]:
+        """The trading mode of each venue of ``symbol`` that reports one (Kraken's system status)."""
+        return {v: s.link.mode for v, s in sorted(self.states[symbol].streams.items()) if s.link.mode}
+
     # --- status -------------------------------------------------------------------------------
 
     def _status(self, s: Stream) -> str:
@@ -255,6 +271,10 @@ class Aggregator:
                 self._count("bus_unknown_feed")
                 return
             self._heard(link, msg.sess, now)
+            if msg.mode != link.mode:
+                log.warning("%s: venue mode %s -> %s", link.name, link.mode or "(none)", msg.mode or "(none)")
+                link.mode = msg.mode
+                self._link_dirty(link)
             self._on_heartbeat(msg, now)
             return
         st = self.states.get(msg.symbol)
@@ -323,9 +343,11 @@ class Aggregator:
             s.reason = msg.reason
             if msg.status != LIVE:
                 s.book.clear()
+                s.exact = (None, None)
         elif msg.kind == SNAP:
             s.ets, s.rts = msg.ets, msg.rts
             s.book.load(msg.bids, msg.asks)
+            s.exact = msg.exact or (None, None)
             if s.status != LIVE:
                 log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
             s.status = LIVE
@@ -333,6 +355,9 @@ class Aggregator:
         else:
             s.ets, s.rts = msg.ets, msg.rts
             s.book.apply_levels(msg.bids, msg.asks)
+            if msg.exact is not None and msg.exact != s.exact:
+                s.exact = msg.exact
+                st.dirty = True
             if not st.dirty and not self._visible(st, msg):
                 self._count("deltas_below_view")
                 return
@@ -437,11 +462,12 @@ class Aggregator:
         depl = None
         sizes = self.cfg.aggregator.depletion.get(st.symbol)
         if sizes and self._depletion_fn is not None:
-            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes)
+            exact = (self.exact_to(st.symbol, BID), self.exact_to(st.symbol, ASK))
+            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes, exact)
         self._set_floor(st, bids, asks, depl)
         # Exact values compare as their canonical text would (fmt is a function of the value):
         # text is made only for what is published.
-        return bids, asks, sp, venues, depl
+        return bids, asks, sp, venues, depl, self.modes(st.symbol)
 
     @staticmethod
     def _venue_ts(st: SymbolState) -> dict[str, VenueTimes]:
@@ -461,12 +487,12 @@ class Aggregator:
             st.force = False
             st.last_content = content
             st.seq += 1
-            bids, asks, sp, venues, depl = content
+            bids, asks, sp, venues, depl, modes = content
             # The merged levels are (price, amount, venue) tuples, all the encoder reads: making
             # Level values of them only to encode cost ~6 us per snapshot (cast: no runtime cost).
             frames = schema.encode_merged(MergedBook(
                 st.symbol, self.epoch, st.seq, st.ts, sp, cast(list[Level], bids), cast(list[Level], asks),
-                venues, None, self._venue_ts(st)), depletion=depl)
+                venues, None, self._venue_ts(st), venue_modes=modes or None), depletion=depl)
             st.last_payload = frames[1]
             self.pub.send_multipart(frames)
             n += 1

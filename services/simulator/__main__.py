@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seed", type=int, default=None, help="seed of the market model")
     g.add_argument("--ping-interval", type=float, default=None, help="seconds between WebSocket pings")
     g.add_argument("--replay", action="append", default=[], metavar="[VENUE=]DIR",
-                   help="serve a recording folder (e.g. fixtures/recorded/binance) instead of the model; "
-                        "without VENUE= it goes to the configured venue of the recording's kind")
+                   help="serve a recording folder (fixtures/recorded/{binance,binance_us,bitstamp,kraken,"
+                        "coinbase,gemini}) instead of the model; without VENUE= it goes to the configured "
+                        "venue of the recording's kind")
     g.add_argument("--replay-speed", type=float, default=None,
                    help="1 = recorded pace (default), 2 = twice as fast, 0 = as fast as possible")
     return ap.parse_args(argv)

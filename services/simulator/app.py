@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.simulator.binance import BinanceServer
+from common import venues as registry
 from services.simulator.bitstamp import BitstampServer
 from services.simulator.market import Market, canonical, spec_for
 from services.simulator.venue import RestFault, VenueServer
 
 log = logging.getLogger("simulator")
 
-SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer}
+#: Faults every venue takes. A server class may add its own in ``FAULTS`` (kind -> one line of
+#: help) and handle them, or change a generic one, in ``venue_fault(kind, symbol, params)``, which
+#: returns the reply's extra keys (None: the generic handling applies; ValueError: a bad request).
 FAULT_KINDS = ("gap", "drop", "silence", "rest_error", "rate_limit", "lag_snapshot", "malformed",
                "shutdown", "unlist", "relist")
 
@@ -43,6 +45,7 @@ class VenueSettings:
     port: int
     symbols: tuple[str, ...]
     replay: str | None = None
+    levels: tuple[tuple[str, int], ...] = ()   # (symbol, levels per side) for deep books
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Settings:
 
 _SIM_KEYS = {"host", "control_port", "seed", "rate", "burst_probability", "ping_interval", "pong_timeout",
              "history_seconds", "min_levels", "max_levels", "replay_speed", "replay_gate_timeout", "venues"}
-_VENUE_KEYS = {"kind", "port", "symbols", "replay"}
+_VENUE_KEYS = {"kind", "port", "symbols", "replay", "levels"}
 
 
 def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) -> Any:
@@ -104,16 +107,23 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         if bad:
             raise SettingsError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_VENUE_KEYS)}")
         kind = _num(v, "kind", str, vid, where)
-        if kind not in SERVERS:
-            raise SettingsError(f"{where}.kind {kind!r}: the simulator speaks {sorted(SERVERS)}")
+        replay = replays.pop(vid, None) or v.get("replay")
+        server_class(kind, where)
         port = _num(v, "port", int, 0, where)
         if not 0 <= port < 65536:
             raise SettingsError(f"{where}.port {port} is not a TCP port")
         syms = v.get("symbols", list(symbols))
         if not isinstance(syms, list) or not all(isinstance(s, str) and "/" in s for s in syms):
             raise SettingsError(f"{where}.symbols must be a list like [\"BTC/USDT\"]")
-        replay = replays.pop(vid, None) or v.get("replay")
-        venues.append(VenueSettings(vid, kind, port, tuple(s.upper() for s in syms), replay))
+        syms_up = tuple(s.upper() for s in syms)
+        levels = v.get("levels", {})
+        if not isinstance(levels, dict) or not all(
+                isinstance(k, str) and k.upper() in syms_up and isinstance(n, int) and not isinstance(n, bool)
+                and n >= 1 for k, n in levels.items()):
+            raise SettingsError(f"{where}.levels must map symbols of the venue to levels per side, like "
+                                f"{{\"BTC/USD\" = 15000}}; symbols: {list(syms_up)}")
+        venues.append(VenueSettings(vid, kind, port, syms_up, replay,
+                                    tuple((k.upper(), n) for k, n in levels.items())))
     if replays:
         raise SettingsError(f"--replay: unknown venue(s) {sorted(replays)}; configured: {sorted(venues_raw)}")
     kw["venues"] = tuple(venues)
@@ -124,6 +134,23 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
     if s.rate < 0 or s.ping_interval <= 0 or s.min_levels < 1 or s.max_levels < s.min_levels:
         raise SettingsError("simulator: need rate >= 0, ping_interval > 0, 1 <= min_levels <= max_levels")
     return s
+
+
+def server_class(kind: str, where: str = "kind") -> type[VenueServer]:
+    """The simulator's server class of ``kind`` (from the venue registry); SettingsError names the
+    kinds the simulator can play when ``kind`` is not one of them."""
+    try:
+        cls: type[VenueServer] = registry.load_simulator(kind)
+    except (registry.UnknownVenue, ImportError, AttributeError) as e:
+        playable = []
+        for k in sorted(registry.KINDS):
+            try:
+                registry.load_simulator(k)
+                playable.append(k)
+            except (ImportError, AttributeError):
+                pass
+        raise SettingsError(f"{where} {kind!r}: the simulator speaks {playable} ({e})") from None
+    return cls
 
 
 def _int(params: Mapping[str, str], key: str, default: int, lo: int = 0) -> int:
@@ -176,15 +203,20 @@ class Simulator:
             return make_replay_server(vs.id, vs.kind, Path(vs.replay), speed=s.replay_speed,
                                       gate_timeout=s.replay_gate_timeout, **common)
         specs = {sym: spec_for(sym) for sym in vs.symbols}
-        server = SERVERS[vs.kind](vs.id, specs=specs, **common)
+        server = server_class(vs.kind)(vs.id, specs=specs, **common)
+        deep = dict(vs.levels)
         for sym, spec in specs.items():
             rng = random.Random(f"{s.seed}:{vs.id}:{sym}")
             marker = rng.randint(10**8, 10**9) if vs.kind == "binance" else 0
-            server.markets[sym] = Market(spec, rng, min_levels=s.min_levels, max_levels=s.max_levels,
+            lo, hi = (deep[sym], deep[sym] + deep[sym] // 10) if sym in deep else (s.min_levels, s.max_levels)
+            server.markets[sym] = Market(spec, rng, min_levels=lo, max_levels=hi,
                                          history_seconds=s.history_seconds, marker=marker)
             if vs.kind == "bitstamp":
                 assert isinstance(server, BitstampServer)
                 server.markets[sym].marker = server.next_us()
+            added = getattr(server, "market_added", None)
+            if added is not None:
+                added(sym)
         return server
 
     @property
@@ -277,14 +309,20 @@ class Simulator:
             raise FaultError(f"venue {v.id!r} does not serve symbol {symbol!r}; it serves {list(v.specs)}")
         return s
 
-    def book(self, venue_id: str | None, symbol: str | None) -> dict[str, Any]:
+    def book(self, venue_id: str | None, symbol: str | None, depth: str | None = None) -> dict[str, Any]:
+        """The true book of ``symbol`` on ``venue_id``; with ``depth`` only its best ``depth`` levels
+        per side (what a client of a depth-limited subscription, e.g. Kraken's, holds)."""
         v = self.venue(venue_id)
         sym = self.symbol(v, symbol)
         assert sym is not None
+        n = _int({"depth": depth} if depth else {}, "depth", 0, lo=1) or None
         bids, asks = v.book_levels(sym)
-        return {"venue": v.id, "symbol": sym,
-                "bids": [[canonical(p), canonical(a)] for p, a in bids],
-                "asks": [[canonical(p), canonical(a)] for p, a in asks]}
+        out: dict[str, Any] = {"venue": v.id, "symbol": sym,
+                               "bids": [[canonical(p), canonical(a)] for p, a in bids[:n]],
+                               "asks": [[canonical(p), canonical(a)] for p, a in asks[:n]]}
+        if n is not None:
+            out["depth"] = n
+        return out
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -302,12 +340,22 @@ class Simulator:
         """Inject one fault; see ``control.py`` for the parameters of each kind."""
         v = self.venue(params.get("venue"))
         kind = params.get("kind") or ""
-        if kind not in FAULT_KINDS:
-            raise FaultError(f"unknown fault kind {kind!r}; kinds: {list(FAULT_KINDS)}")
+        own: Mapping[str, str] = getattr(v, "FAULTS", {})
+        if kind not in FAULT_KINDS and kind not in own:
+            raise FaultError(f"unknown fault kind {kind!r} for {v.kind}; kinds: {list(FAULT_KINDS) + list(own)}")
         symbol = self.symbol(v, params.get("symbol"), required=kind in ("unlist", "relist"))
         live = bool(v.markets)
         result: dict[str, Any] = {"venue": v.id, "kind": kind}
-        if kind == "gap":
+        handler = getattr(v, "venue_fault", None)
+        try:
+            handled = handler(kind, symbol, params) if handler is not None else None
+        except FaultError:
+            raise
+        except ValueError as e:
+            raise FaultError(str(e)) from None
+        if handled is not None:
+            result.update(handled)
+        elif kind == "gap":
             if not live:
                 raise FaultError("gap needs the live market model (not available in replay mode)")
             count = _int(params, "count", 1, lo=1)

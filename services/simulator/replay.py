@@ -1,43 +1,67 @@
 """Replay of real recordings (cryptofeed capture format, see fixtures/recorded/README.md) on the
-venue's real wire protocol, so a feed sees what the real exchange sent.
+venue's real wire protocol, so a feed sees what the real exchange sent. Five venues, one skeleton.
 
-Files in a recording folder: ``<EXCHANGE>.0`` (pair list REST call + a ``configuration:`` line),
-``<EXCHANGE>.http.N.M`` (REST snapshots: ``<url> -> <ts>: <body>``) and ``<EXCHANGE>.ws.N.M``
-(``<url> <-> <ts>`` open, ``<url> <- <ts>: <text>`` sent by the client, ``<ts>: <text>`` received).
+Files in a recording folder: ``<EXCHANGE>.0`` (pair list REST call(s) + a ``configuration:``
+line), ``<EXCHANGE>.http.N.M`` (REST snapshots: ``<url> -> <ts>: <body>``) and
+``<EXCHANGE>.ws.N.M`` (``<url> <-> <ts>`` open, ``<url> <- <ts>: <text>`` sent by the client,
+``<ts>: <text>`` received). :func:`detect_kind` names the venue from the ``<EXCHANGE>.0`` file.
 
-What is served:
+The skeleton (:class:`ReplayServer`) reads the folder, turns every received frame into a
+:class:`WsFrame` (its text verbatim, the subscription ``key`` it belongs to, and for REST-snapshot
+venues a ``gate``), and on each connection replays the frames in recorded order once the
+connection has subscribed (from the URL at once; from a subscribe frame after a 0.2 s settle so
+a burst of subscribe frames lands first), only those whose ``key`` the connection subscribed to
+(``key`` None: every subscribed connection gets it). Pacing: recorded gaps divided by ``speed``
+(0 = as fast as possible), from the first subscribe frame the recorder sent (or the opening).
+``/book`` answers the book the recording implies, computed here with the venue's documented rule.
 
-* REST: the recorded pair list (``exchangeInfo`` / ``trading-pairs-info``; ``?symbol=`` filters;
-  ``unlist`` faults remove entries) and the recorded snapshot of each symbol, verbatim (Binance:
-  cut to ``limit`` levels when that is smaller than what was recorded). A listed symbol without a
-  recorded snapshot answers 404.
-* WebSocket: on each connection, once it has a subscription (from the URL at once; from a
-  subscribe frame after a 0.2 s settle so a burst of subscribe frames lands first), the
-  recorded received frames in recorded order, only those of streams / channels the connection
-  subscribed to, verbatim (Binance ``/ws`` raw connections get the unwrapped ``data``). Frames
-  that come after a symbol's recorded snapshot are held until that snapshot has been served
-  since the connection opened (or ``gate_timeout`` passed), so the feed meets the same
-  older/equal/newer mix as the recorder did. "After" is decided by the venue's own numbers
-  (Binance ``u > lastUpdateId``; Bitstamp ``microtimestamp`` above the snapshot's) and, for
-  other frames, by the recorder's clock. Pacing: recorded gaps divided by ``speed``
-  (0 = as fast as possible). Recorded Bitstamp acks are not replayed: acks answer the live
-  subscribe frames.
-* ``/book``: the book the recording implies, computed here with the venue's documented rule:
-  Binance: snapshot, drop events with ``u <= lastUpdateId``, the first kept one must straddle
-  ``lastUpdateId + 1``, then ``U == previous u + 1``; Bitstamp: snapshot, then the diffs with
-  ``microtimestamp`` (integer) greater than the snapshot's, in order.
+A venue part says how to read its files (``load``), what subscription a frame belongs to
+(``frame_key``), the implied books (``imply``) and, through its server class, the subscribe
+messages and REST paths it answers:
+
+* **Binance** (``BINANCE``, ``BINANCE_US``) and **Bitstamp**: the live servers' protocol; REST
+  serves the recorded pair list (``exchangeInfo`` / ``trading-pairs-info``; ``?symbol=`` filters;
+  ``unlist`` removes entries) and each symbol's recorded snapshot verbatim (Binance: cut to
+  ``limit`` levels when smaller); a listed symbol without a snapshot answers 404. Frames that come
+  after a symbol's snapshot are held until that snapshot has been served since the connection
+  opened (or ``gate_timeout`` passed), so the feed meets the older/equal/newer mix the recorder
+  did; "after" by the venue's numbers (Binance ``u > lastUpdateId``; Bitstamp ``microtimestamp``
+  above the snapshot's), else by the recorder's clock. Recorded Bitstamp acks are not replayed
+  (the live subscribe frames are acknowledged). Implied book: Binance snapshot, drop
+  ``u <= lastUpdateId``, first kept straddles ``lastUpdateId + 1``, then ``U == previous u + 1``;
+  Bitstamp snapshot, then the diffs with a greater ``microtimestamp``.
+* **Kraken** v1 (``KRAKEN``; WebSocket at ``/``): ``{"event":"subscribe","pair":[..],
+  "subscription":{"name":"book","depth":1000}}`` (depth must be the recorded one; unknown pair ->
+  ``subscriptionStatus`` error), ``ping`` -> ``pong``; the recorded ``systemStatus`` is sent on
+  connect, everything else (acks with their ``channelID``, heartbeats, snapshots, updates) after
+  the subscribe. REST ``/0/public/AssetPairs[?pair=..]`` from the recording. Implied book:
+  snapshot, then every update in order, each side truncated to the depth after every message.
+* **Coinbase** Exchange ``level2`` (``COINBASE``; WebSocket at ``/``): ``{"type":"subscribe",
+  "product_ids":[..],"channels":[..]}`` (``level2``/``level2_batch`` carry the l2 frames,
+  ``ticker``, ``matches`` theirs); recorded ``subscriptions`` acks go to every subscribed
+  connection. REST ``/products``, ``/products/<id>`` and the Advanced Trade
+  ``/api/v3/brokerage/market/products/<id>`` from the recorded product list. Implied book:
+  snapshot, then every ``l2update``.
+* **Gemini** market data v2 (``GEMINI``; WebSocket at ``/v2/marketdata``):
+  ``{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[..]}]}``; recorded heartbeats go
+  to every subscribed connection. REST ``/v1/symbols`` and ``/v1/symbols/details/<sym>`` from
+  the recording. Implied book: the first ``l2_updates`` with ``trades`` replaces the book, then
+  every change.
+
+So a client that sends what the recorder sent gets every recorded frame, byte for byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Response
@@ -49,8 +73,8 @@ from services.simulator.venue import Conn, HttpError, VenueServer, dumps, http_r
 
 log = logging.getLogger("simulator.replay")
 
-KINDS = {"BINANCE": "binance", "BINANCE_US": "binance", "BITSTAMP": "bitstamp"}
 SETTLE = 0.2
+Side = dict[Decimal, Decimal]
 
 
 class RecordingError(ValueError):
@@ -68,19 +92,24 @@ class RestRecord:
 class WsFrame:
     ts: float
     text: str
-    key: str            # Binance: stream name; Bitstamp: channel
+    key: str | None      # subscription the frame belongs to; None: every subscribed connection
     obj: Any = field(compare=False, repr=False)
     gate: str | None = None  # symbol whose snapshot must have been served before this frame
+    at_open: bool = False    # sent as soon as the connection opens (Kraken's systemStatus)
 
 
-def detect_kind(folder: Path) -> str:
-    """'binance' or 'bitstamp', from the ``<EXCHANGE>.0`` file name."""
-    if not folder.is_dir():
-        raise RecordingError(f"{folder} is not a directory")
-    for p in sorted(folder.iterdir()):
-        if p.suffix == ".0" and p.name.count(".") == 1 and p.stem in KINDS:
-            return KINDS[p.stem]
-    raise RecordingError(f"{folder}: no <EXCHANGE>.0 file of a known exchange ({sorted(KINDS)})")
+@dataclass(frozen=True)
+class Recording:
+    """One recording folder, read: the pair list records, REST snapshots, the client's frames and
+    the received frames (every ``*.ws.*`` file, merged in recorded order)."""
+
+    folder: Path
+    stem: str
+    listing: list[RestRecord]
+    rest: list[RestRecord]
+    origin: float                    # first subscribe sent (or the opening when none was)
+    sent: list[tuple[float, str]]
+    received: list[tuple[float, str]]
 
 
 def read_rest(path: Path) -> list[RestRecord]:
@@ -96,20 +125,20 @@ def read_rest(path: Path) -> list[RestRecord]:
     return out
 
 
-def read_ws(path: Path) -> tuple[float, list[float], list[tuple[float, str]]]:
-    """(open time, times of frames the client sent, received frames (time, text))."""
+def read_ws(path: Path) -> tuple[float, list[tuple[float, str]], list[tuple[float, str]]]:
+    """(open time, frames the client sent (time, text), received frames (time, text))."""
     opened = 0.0
-    sent: list[float] = []
+    sent: list[tuple[float, str]] = []
     received: list[tuple[float, str]] = []
     for line in path.read_text(encoding="utf-8").split("\n"):
         if not line:
             continue
         if line.startswith(("ws://", "wss://")):
-            head = line.split(": ", 1)[0]
+            head, _, text = line.partition(": ")
             if " <-> " in head:
                 opened = float(head.rsplit(" <-> ", 1)[1])
             elif " <- " in head:
-                sent.append(float(head.rsplit(" <- ", 1)[1]))
+                sent.append((float(head.rsplit(" <- ", 1)[1]), text))
             continue
         ts, sep, text = line.partition(": ")
         if not sep:
@@ -118,8 +147,48 @@ def read_ws(path: Path) -> tuple[float, list[float], list[tuple[float, str]]]:
     return opened, sent, received
 
 
-def apply(side: dict[Decimal, Decimal], levels: list[list[str]]) -> None:
-    for p, a in levels:
+def find_stem(folder: Path) -> str:
+    """The ``<EXCHANGE>`` of the folder's ``<EXCHANGE>.0`` file, if it is a known venue."""
+    if not folder.is_dir():
+        raise RecordingError(f"{folder} is not a directory")
+    for p in sorted(folder.iterdir()):
+        if p.suffix == ".0" and p.name.count(".") == 1 and p.stem in STEMS:
+            return p.stem
+    raise RecordingError(f"{folder}: no <EXCHANGE>.0 file of a known exchange ({sorted(STEMS)})")
+
+
+def detect_kind(folder: Path) -> str:
+    """The venue kind ('binance', 'bitstamp', 'kraken', 'coinbase', 'gemini') of a recording."""
+    return STEMS[find_stem(folder)].kind
+
+
+def read_recording(folder: Path) -> Recording:
+    stem = find_stem(folder)
+    listing = read_rest(folder / f"{stem}.0")
+    rest = [r for p in sorted(folder.glob(f"{stem}.http.*")) for r in read_rest(p)]
+    origin: float | None = None
+    sent: list[tuple[float, str]] = []
+    received: list[tuple[float, str]] = []
+    for p in sorted(folder.glob(f"{stem}.ws.*")):
+        opened, s, r = read_ws(p)
+        first = s[0][0] if s else opened
+        origin = first if origin is None else min(origin, first)
+        sent += s
+        received += r
+    received.sort(key=lambda x: x[0])   # stable: one file keeps its order
+    return Recording(folder, stem, listing, rest, origin or 0.0, sent, received)
+
+
+def loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def apply(side: Side, levels: list[list[str]]) -> None:
+    """Absolute amounts; an amount that is zero in any spelling removes the level."""
+    for p, a, *_ in levels:
         amount = Decimal(a)
         if amount:
             side[Decimal(p)] = amount
@@ -127,36 +196,64 @@ def apply(side: dict[Decimal, Decimal], levels: list[list[str]]) -> None:
             side.pop(Decimal(p), None)
 
 
-class ReplayMixin(VenueServer):
-    """Shared replay machinery; the venue classes below add the recording's specifics."""
+# --- the skeleton --------------------------------------------------------------------------------
 
-    folder: Path
-    speed: float
-    gate_timeout: float
-    frames: list[WsFrame]
-    origin: float
-    snap_ts: dict[str, float]        # canonical symbol -> recorded time of its snapshot
-    implied: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]]
+
+class ReplayServer(VenueServer):
+    """What every replay shares: reading, the per-connection replay task, gates, ``/book``.
+    Subclasses set ``kind`` and ``stems`` and implement :meth:`load`, :meth:`frame_key` and
+    :meth:`imply`; the subscribe handling calls :meth:`subscribed`."""
+
+    stems: ClassVar[tuple[str, ...]] = ()
 
     def setup_replay(self, folder: Path, speed: float, gate_timeout: float) -> None:
         self.folder = folder
         self.source = str(folder)
         self.speed = speed
         self.gate_timeout = gate_timeout
-        self.implied = {}
-        self.snap_ts = {}
+        self.snap_ts: dict[str, float] = {}       # canonical symbol -> recorded time of its REST snapshot
+        self.specs.clear()
+        rec = read_recording(folder)
+        self.recording = rec
+        self.origin = rec.origin
+        self.load(rec)
+        frames = []
+        for ts, text in rec.received:
+            obj = loads(text)
+            if not self.skip(obj):
+                frames.append(WsFrame(ts, text, self.frame_key(obj), obj, None, self.at_open(obj)))
+        self.frames = [self.gated(f) for f in frames]
+        self.implied: dict[str, tuple[Side, Side]] = self.imply()
 
-    def files(self, pattern: str) -> list[Path]:
-        return sorted(self.folder.glob(pattern))
+    # --- the venue part ------------------------------------------------------------------------
 
-    def frame_symbol(self, f: WsFrame) -> str | None:
+    def load(self, rec: Recording) -> None:
+        """Read the pair list and snapshots; fill ``specs`` (canonical symbol -> spec)."""
         raise NotImplementedError
 
+    def frame_key(self, obj: Any) -> str | None:
+        raise NotImplementedError
+
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        raise NotImplementedError
+
+    def skip(self, obj: Any) -> bool:
+        """Recorded frames that are not replayed."""
+        return False
+
+    def at_open(self, obj: Any) -> bool:
+        return False
+
+    def gated(self, f: WsFrame) -> WsFrame:
+        return f
+
     def wants(self, conn: Conn, f: WsFrame) -> bool:
-        return f.key in conn.subs
+        return f.key is None or f.key in conn.subs
 
     def outgoing(self, conn: Conn, f: WsFrame) -> str:
         return f.text
+
+    # --- shared --------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         return {**super().health(), "mode": "replay", "source": self.source, "frames": len(self.frames)}
@@ -172,15 +269,18 @@ class ReplayMixin(VenueServer):
             if gate is not None:
                 gate.set()
 
+    def subscribed(self, conn: Conn) -> None:
+        """The connection has (or still has) subscriptions: its replay may start."""
+        if conn.subs and "subscribed" in conn.state:
+            conn.state["subscribed"].set()
+
     async def on_open(self, conn: Conn) -> None:
         conn.state["gates"] = {s: asyncio.Event() for s in self.specs}
+        conn.state["subscribed"] = asyncio.Event()
         await super().on_open(conn)
-        if conn.subs:
-            self.start_replay(conn, settle=0.0)
-
-    def start_replay(self, conn: Conn, settle: float) -> None:
-        if "replay" not in conn.state:
-            conn.state["replay"] = self.spawn(self._replay(conn, settle))
+        settle = 0.0 if conn.subs else SETTLE      # URL subscriptions: nothing more to wait for
+        self.subscribed(conn)
+        conn.state["replay"] = self.spawn(self._replay(conn, settle))
 
     async def on_close(self, conn: Conn) -> None:
         task = conn.state.get("replay")
@@ -188,27 +288,29 @@ class ReplayMixin(VenueServer):
             task.cancel()
 
     async def _replay(self, conn: Conn, settle: float) -> None:
-        await asyncio.sleep(settle)
-        start = time.monotonic()
+        start: float | None = None
         sent = 0
         for f in self.frames:
             if conn.closed:
                 return
+            if start is None and not f.at_open:
+                await conn.state["subscribed"].wait()
+                await asyncio.sleep(settle)
+                start = time.monotonic()
             if not self.wants(conn, f):
                 continue
-            sym = f.gate
-            if sym is not None:
-                gate: asyncio.Event = conn.state["gates"][sym]
+            if f.gate is not None and start is not None:
+                gate: asyncio.Event = conn.state["gates"][f.gate]
                 if not gate.is_set():
                     t0 = time.monotonic()
                     try:
                         await asyncio.wait_for(gate.wait(), self.gate_timeout)
                     except TimeoutError:
                         log.info("%s: snapshot of %s not requested within %.1f s; replay goes on",
-                                 self.id, sym, self.gate_timeout)
+                                 self.id, f.gate, self.gate_timeout)
                         gate.set()
                     start += time.monotonic() - t0
-            if self.speed > 0:
+            if self.speed > 0 and start is not None:
                 delay = start + (f.ts - self.origin) / self.speed - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -220,65 +322,103 @@ class ReplayMixin(VenueServer):
         log.info("%s: replay finished on a connection (%d frames sent)", self.id, sent)
 
 
-class ReplayBinance(ReplayMixin, BinanceServer):
+class InBandReplay(ReplayServer):
+    """Venues whose snapshot comes on the WebSocket (Kraken, Coinbase, Gemini): no REST
+    snapshots and no gates. Keys are ``<channel>:<venue symbol>``."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.names: dict[str, str] = {}       # venue symbol -> canonical
+
+    def shutdown(self, delay: float = 0.5) -> int:
+        """None of the three documents a shutdown notice: close (1001) ``delay`` s later."""
+        conns = list(self.conns)
+
+        async def _close() -> None:
+            await asyncio.sleep(delay)
+            for c in conns:
+                with contextlib.suppress(Exception):
+                    await c.ws.close(1001, "server shutdown")
+        self.spawn(_close())
+        return len(conns)
+
+    def malformed_for(self, conn: Conn, kind: int, i: int) -> str | None:
+        """Replays of recorded traffic send only truncated frames (invalid JSON) of the
+        connection's subscriptions, whatever ``kind``."""
+        keys = sorted(k for k in conn.subs)
+        if not keys:
+            return None
+        key = keys[i % len(keys)]
+        f = next((f for f in self.frames if f.key == key), None)
+        return f.text[: max(1, len(f.text) // 2)] if f is not None else None
+
+    def listed_names(self) -> set[str]:
+        return {n for n, s in self.names.items() if s not in self.unlisted}
+
+    def add_symbol(self, name: str, symbol: str, tick: Decimal) -> None:
+        self.names[name] = symbol
+        self.specs.setdefault(symbol, SymbolSpec(symbol, tick, Decimal(0)))
+
+    def key_symbol(self, key: str) -> str | None:
+        return self.names.get(key.partition(":")[2])
+
+    def _sync_symbols(self, conn: Conn) -> None:
+        conn.symbols = {s for k in conn.subs if (s := self.key_symbol(k)) is not None}
+
+
+# --- Binance / Bitstamp (REST snapshots) ------------------------------------------------------------
+
+
+class ReplayBinance(ReplayServer, BinanceServer):
     """Binance / Binance.US recording."""
 
-    def load(self) -> None:
-        pairs_file = [p for p in self.files("*.0") if p.name.count(".") == 1]
-        info_rec = next(r for r in read_rest(pairs_file[0]) if "exchangeInfo" in r.url)
+    stems = ("BINANCE", "BINANCE_US")
+
+    def load(self, rec: Recording) -> None:
+        info_rec = next(r for r in rec.listing if "exchangeInfo" in r.url)
         self.info_text = info_rec.body
         self.info = json.loads(info_rec.body)
         by_name = {s["symbol"]: s for s in self.info["symbols"]}
         self.snapshots: dict[str, str] = {}
-        self.specs.clear()
-        for path in self.files("*.http.*"):
-            for r in read_rest(path):
-                name = parse_qs(urlsplit(r.url).query).get("symbol", [""])[0]
-                if name not in by_name or "/depth" not in r.url:
-                    continue
-                s = by_name[name]
-                sym = f"{s['baseAsset']}/{s['quoteAsset']}"
-                tick = next((Decimal(f["tickSize"]) for f in s["filters"] if f["filterType"] == "PRICE_FILTER"),
-                            Decimal("0.00000001"))
-                self.specs.setdefault(sym, SymbolSpec(sym, tick.normalize(), Decimal(0)))
-                self.snapshots.setdefault(sym, r.body)
-                self.snap_ts.setdefault(sym, r.ts)
-        frames: list[WsFrame] = []
-        for path in self.files("*.ws.*"):
-            opened, _sent, received = read_ws(path)
-            self.origin = opened if not frames else min(self.origin, opened)
-            for ts, text in received:
-                try:
-                    obj = json.loads(text)
-                except ValueError:
-                    obj = None
-                key = obj.get("stream", "") if isinstance(obj, dict) else ""
-                frames.append(WsFrame(ts, text, key, obj))
-        frames.sort(key=lambda f: f.ts)
-        last_ids = {sym: json.loads(body)["lastUpdateId"] for sym, body in self.snapshots.items()}
-        self.frames = [self._gated(f, last_ids) for f in frames]
-        if not frames:
-            self.origin = 0.0
-        self._imply()
+        for r in rec.rest:
+            name = parse_qs(urlsplit(r.url).query).get("symbol", [""])[0]
+            if name not in by_name or "/depth" not in r.url:
+                continue
+            s = by_name[name]
+            sym = f"{s['baseAsset']}/{s['quoteAsset']}"
+            tick = next((Decimal(f["tickSize"]) for f in s["filters"] if f["filterType"] == "PRICE_FILTER"),
+                        Decimal("0.00000001"))
+            self.specs.setdefault(sym, SymbolSpec(sym, tick.normalize(), Decimal(0)))
+            self.snapshots.setdefault(sym, r.body)
+            self.snap_ts.setdefault(sym, r.ts)
+        self.last_ids = {sym: json.loads(body)["lastUpdateId"] for sym, body in self.snapshots.items()}
 
-    def _gated(self, f: WsFrame, last_ids: dict[str, int]) -> WsFrame:
+    def frame_key(self, obj: Any) -> str:
+        return str(obj.get("stream", "")) if isinstance(obj, dict) else ""
+
+    def frame_symbol(self, f: WsFrame) -> str | None:
+        name = (f.key or "").split("@", 1)[0].upper()
+        return self.by_venue_symbol().get(name)
+
+    def gated(self, f: WsFrame) -> WsFrame:
         """Depth events with ``u > lastUpdateId`` come after the snapshot; other frames go by the
         recorder's clock."""
         sym = self.frame_symbol(f)
-        if sym is None or sym not in last_ids:
+        if sym is None or sym not in self.last_ids:
             return f
         d = f.obj.get("data") if isinstance(f.obj, dict) else None
         if isinstance(d, dict) and d.get("e") == "depthUpdate" and isinstance(d.get("u"), int):
-            after = d["u"] > last_ids[sym]
+            after = d["u"] > self.last_ids[sym]
         else:
             after = f.ts > self.snap_ts[sym]
         return WsFrame(f.ts, f.text, f.key, f.obj, sym if after else None)
 
-    def _imply(self) -> None:
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        out = {}
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
-            bids: dict[Decimal, Decimal] = {}
-            asks: dict[Decimal, Decimal] = {}
+            bids: Side = {}
+            asks: Side = {}
             apply(bids, snap["bids"])
             apply(asks, snap["asks"])
             last = snap["lastUpdateId"]
@@ -297,11 +437,8 @@ class ReplayBinance(ReplayMixin, BinanceServer):
                 apply(bids, d["b"])
                 apply(asks, d["a"])
                 last = d["u"]
-            self.implied[sym] = (bids, asks)
-
-    def frame_symbol(self, f: WsFrame) -> str | None:
-        name = f.key.split("@", 1)[0].upper()
-        return self.by_venue_symbol().get(name)
+            out[sym] = (bids, asks)
+        return out
 
     def outgoing(self, conn: Conn, f: WsFrame) -> str:
         if self.combined(conn) or not isinstance(f.obj, dict) or "data" not in f.obj:
@@ -310,8 +447,7 @@ class ReplayBinance(ReplayMixin, BinanceServer):
 
     async def on_message(self, conn: Conn, text: str) -> None:
         await super().on_message(conn, text)
-        if conn.subs:
-            self.start_replay(conn, settle=SETTLE)
+        self.subscribed(conn)
 
     def exchange_info(self, query: dict[str, list[str]]) -> Any:
         if not self.unlisted and not query:
@@ -348,89 +484,74 @@ class ReplayBinance(ReplayMixin, BinanceServer):
         return out
 
 
-class ReplayBitstamp(ReplayMixin, BitstampServer):
+class ReplayBitstamp(ReplayServer, BitstampServer):
     """Bitstamp recording."""
 
-    def load(self) -> None:
-        pairs_file = [p for p in self.files("*.0") if p.name.count(".") == 1]
-        rec = next(r for r in read_rest(pairs_file[0]) if "trading-pairs-info" in r.url)
-        self.pairs_text = rec.body
-        self.pairs = json.loads(rec.body)
+    stems = ("BITSTAMP",)
+
+    def load(self, rec: Recording) -> None:
+        pairs_rec = next(r for r in rec.listing if "trading-pairs-info" in r.url)
+        self.pairs_text = pairs_rec.body
+        self.pairs = json.loads(pairs_rec.body)
         names = {p["url_symbol"]: p for p in self.pairs}
         self.snapshots: dict[str, str] = {}
-        self.specs.clear()
-        for path in self.files("*.http.*"):
-            for r in read_rest(path):
-                parts = [p for p in urlsplit(r.url).path.split("/") if p]
-                if len(parts) < 2 or parts[-2] != "order_book" or parts[-1] not in names:
-                    continue
-                p = names[parts[-1]]
-                sym = p["name"]
-                self.specs.setdefault(sym, SymbolSpec(sym, Decimal(1).scaleb(-int(p["counter_decimals"])),
-                                                      Decimal(0)))
-                self.snapshots.setdefault(sym, r.body)
-                self.snap_ts.setdefault(sym, r.ts)
-        frames: list[WsFrame] = []
-        origin: float | None = None
-        for path in self.files("*.ws.*"):
-            opened, sent, received = read_ws(path)
-            first = sent[0] if sent else opened
-            origin = first if origin is None else min(origin, first)
-            for ts, text in received:
-                try:
-                    obj = json.loads(text)
-                except ValueError:
-                    obj = None
-                if isinstance(obj, dict) and str(obj.get("event", "")).startswith("bts:subscription"):
-                    continue  # acks answer the live subscribe frames instead
-                key = obj.get("channel", "") if isinstance(obj, dict) else ""
-                frames.append(WsFrame(ts, text, str(key), obj))
-        frames.sort(key=lambda f: f.ts)
-        stamps = {sym: int(json.loads(body)["microtimestamp"]) for sym, body in self.snapshots.items()}
-        self.frames = [self._gated(f, stamps) for f in frames]
-        self.origin = origin or 0.0
-        self._imply()
+        for r in rec.rest:
+            parts = [p for p in urlsplit(r.url).path.split("/") if p]
+            if len(parts) < 2 or parts[-2] != "order_book" or parts[-1] not in names:
+                continue
+            p = names[parts[-1]]
+            sym = p["name"]
+            self.specs.setdefault(sym, SymbolSpec(sym, Decimal(1).scaleb(-int(p["counter_decimals"])), Decimal(0)))
+            self.snapshots.setdefault(sym, r.body)
+            self.snap_ts.setdefault(sym, r.ts)
+        self.stamps = {sym: int(json.loads(body)["microtimestamp"]) for sym, body in self.snapshots.items()}
 
-    def _gated(self, f: WsFrame, stamps: dict[str, int]) -> WsFrame:
+    def skip(self, obj: Any) -> bool:
+        # acks answer the live subscribe frames instead
+        return isinstance(obj, dict) and str(obj.get("event", "")).startswith("bts:subscription")
+
+    def frame_key(self, obj: Any) -> str:
+        return str(obj.get("channel", "")) if isinstance(obj, dict) else ""
+
+    def frame_symbol(self, f: WsFrame) -> str | None:
+        if not (f.key or "").startswith(CHANNEL_PREFIX):
+            return None
+        return self.by_url_symbol().get((f.key or "")[len(CHANNEL_PREFIX):])
+
+    def gated(self, f: WsFrame) -> WsFrame:
         """Diffs with a microtimestamp above the snapshot's come after it. (The recorder's clock
         cannot tell: it read every diff only after it had fetched all snapshots.)"""
         sym = self.frame_symbol(f)
         d = f.obj.get("data") if isinstance(f.obj, dict) else None
-        if sym is None or sym not in stamps or not isinstance(d, dict):
+        if sym is None or sym not in self.stamps or not isinstance(d, dict):
             return f
         try:
-            after = int(d["microtimestamp"]) > stamps[sym]
+            after = int(d["microtimestamp"]) > self.stamps[sym]
         except (KeyError, ValueError, TypeError):
             after = f.ts > self.snap_ts[sym]
         return WsFrame(f.ts, f.text, f.key, f.obj, sym if after else None)
 
-    def _imply(self) -> None:
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        out = {}
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
-            bids: dict[Decimal, Decimal] = {}
-            asks: dict[Decimal, Decimal] = {}
+            bids: Side = {}
+            asks: Side = {}
             apply(bids, snap["bids"])
             apply(asks, snap["asks"])
-            stamp = int(snap["microtimestamp"])
             channel = CHANNEL_PREFIX + sym.replace("/", "").lower()
             for f in self.frames:
                 d = f.obj.get("data") if isinstance(f.obj, dict) else None
                 if f.key != channel or f.obj.get("event") != "data" or not isinstance(d, dict):
                     continue
-                if int(d["microtimestamp"]) <= stamp:
-                    continue
-                apply(bids, d["bids"])
-                apply(asks, d["asks"])
-            self.implied[sym] = (bids, asks)
-
-    def frame_symbol(self, f: WsFrame) -> str | None:
-        if not f.key.startswith(CHANNEL_PREFIX):
-            return None
-        return self.by_url_symbol().get(f.key[len(CHANNEL_PREFIX):])
+                if int(d["microtimestamp"]) > self.stamps[sym]:
+                    apply(bids, d["bids"])
+                    apply(asks, d["asks"])
+            out[sym] = (bids, asks)
+        return out
 
     async def on_subscribed(self, conn: Conn, channel: str) -> None:
-        if conn.subs:
-            self.start_replay(conn, settle=SETTLE)
+        self.subscribed(conn)
 
     async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
         parts = [p for p in path.split("/") if p]
@@ -455,14 +576,333 @@ class ReplayBitstamp(ReplayMixin, BitstampServer):
         return body
 
 
+# --- Kraken v1 ------------------------------------------------------------------------------------
+
+
+def kraken_canonical(wsname: str) -> str:
+    """Kraken's v1 / REST asset names to canonical: XBT/CHF -> BTC/CHF, XDG/USD -> DOGE/USD."""
+    alias = {"XBT": "BTC", "XDG": "DOGE"}
+    return "/".join(alias.get(a, a) for a in wsname.split("/"))
+
+
+class ReplayKraken(InBandReplay):
+    """Kraken WebSocket v1 ``book`` recording (raw wire text)."""
+
+    kind = "kraken"
+    stems = ("KRAKEN",)
+
+    def load(self, rec: Recording) -> None:
+        pairs_rec = next(r for r in rec.listing if "AssetPairs" in r.url)
+        self.pairs_text = pairs_rec.body
+        self.pairs: dict[str, Any] = json.loads(pairs_rec.body)["result"]
+        decimals = {p.get("wsname"): int(p.get("pair_decimals", 8)) for p in self.pairs.values()}
+        self.depth = 10
+        self.channel_ids: dict[str, Any] = {}
+        for _ts, text in rec.received:
+            obj = loads(text)
+            if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus" and obj.get("status") == "subscribed":
+                pair = str(obj.get("pair"))
+                self.depth = int(obj.get("subscription", {}).get("depth", self.depth))
+                self.channel_ids[pair] = obj.get("channelID")
+                self.add_symbol(pair, kraken_canonical(pair), Decimal(1).scaleb(-decimals.get(pair, 8)))
+
+    def frame_key(self, obj: Any) -> str | None:
+        if isinstance(obj, list) and obj and isinstance(obj[-1], str):
+            return f"book:{obj[-1]}"
+        if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus":
+            return f"book:{obj.get('pair')}"
+        return None
+
+    def at_open(self, obj: Any) -> bool:
+        return isinstance(obj, dict) and obj.get("event") == "systemStatus"
+
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        books: dict[str, tuple[Side, Side]] = {}
+        for f in self.frames:
+            if not isinstance(f.obj, list) or f.obj[-1] not in self.names:
+                continue
+            pair = f.obj[-1]
+            for part in f.obj[1:-2]:
+                if "as" in part or "bs" in part:
+                    books[pair] = ({}, {})
+                bids, asks = books[pair]
+                apply(asks, part.get("as", part.get("a", [])))
+                apply(bids, part.get("bs", part.get("b", [])))
+            bids, asks = books[pair]
+            for side, keep in ((bids, sorted(bids, reverse=True)), (asks, sorted(asks))):
+                for p in keep[self.depth:]:
+                    del side[p]
+        return {self.names[p]: b for p, b in books.items()}
+
+    def is_ws_path(self, path: str) -> bool:
+        return path in ("", "/")
+
+    def _status(self, pair: Any, sub: Any, status: str, error: str | None = None) -> str:
+        msg: dict[str, Any] = {"event": "subscriptionStatus", "pair": pair, "status": status, "subscription": sub}
+        if error:
+            msg["errorMessage"] = error
+        else:
+            msg = {"channelID": self.channel_ids.get(pair), "channelName": f"book-{self.depth}", **msg}
+        return dumps(msg)
+
+    async def on_message(self, conn: Conn, text: str) -> None:
+        msg = loads(text)
+        event = msg.get("event") if isinstance(msg, dict) else None
+        if event == "ping":
+            conn.push(dumps({"event": "pong", "reqid": msg.get("reqid")}))
+            return
+        if event not in ("subscribe", "unsubscribe") or not isinstance(msg.get("pair"), list):
+            conn.push(dumps({"errorMessage": "Malformed request", "event": "error", "status": "error"}))
+            return
+        sub = msg.get("subscription")
+        name = sub.get("name") if isinstance(sub, dict) else None
+        depth = sub.get("depth", 10) if isinstance(sub, dict) else None
+        for pair in msg["pair"]:
+            if pair not in self.names:
+                conn.push(self._status(pair, sub, "error", f"Currency pair not supported {pair}"))
+            elif name != "book" or depth != self.depth:
+                conn.push(self._status(pair, sub, "error", f"this replay serves book depth {self.depth} only"))
+            elif event == "subscribe":
+                conn.subs.add(f"book:{pair}")     # the recorded ack answers
+            else:
+                conn.subs.discard(f"book:{pair}")
+                conn.push(self._status(pair, sub, "unsubscribed"))
+        self._sync_symbols(conn)
+        self.subscribed(conn)
+
+    async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
+        if path.rstrip("/") != "/0/public/AssetPairs":
+            raise HttpError(404, {"error": ["EGeneral:Unknown method"]})
+        fault = self.take_rest_fault(snapshot=False)
+        if fault is not None:
+            return fault
+        hidden = {p for p, s in self.names.items() if s in self.unlisted}
+        if not hidden and "pair" not in query:
+            return http_response(200, self.pairs_text)
+        result = {k: v for k, v in self.pairs.items() if v.get("wsname") not in hidden}
+        if "pair" in query:
+            wanted = query["pair"][0].split(",")
+            picked = {k: v for k, v in result.items() if k in wanted or v.get("altname") in wanted}
+            if len(picked) < len(wanted):
+                return http_response(200, {"error": ["EQuery:Unknown asset pair"]})
+            result = picked
+        return http_response(200, {"error": [], "result": result})
+
+
+# --- Coinbase Exchange ----------------------------------------------------------------------------
+
+COINBASE_KEYS = {"snapshot": "l2", "l2update": "l2", "ticker": "ticker", "match": "matches",
+                 "last_match": "matches", "heartbeat": "heartbeat"}
+COINBASE_CHANNELS = {"level2": "l2", "level2_batch": "l2", "ticker": "ticker", "matches": "matches",
+                     "heartbeat": "heartbeat"}
+
+
+class ReplayCoinbase(InBandReplay):
+    """Coinbase Exchange ``level2`` recording."""
+
+    kind = "coinbase"
+    stems = ("COINBASE",)
+
+    def load(self, rec: Recording) -> None:
+        products_rec = next(r for r in rec.listing if r.url.rstrip("/").endswith("/products"))
+        self.products_text = products_rec.body
+        self.products: dict[str, dict[str, Any]] = {p["id"]: p for p in json.loads(products_rec.body)}
+        for _ts, text in rec.received:
+            obj = loads(text)
+            if isinstance(obj, dict) and obj.get("type") == "snapshot" and obj.get("product_id") in self.products:
+                p = self.products[obj["product_id"]]
+                self.add_symbol(p["id"], f"{p['base_currency']}/{p['quote_currency']}",
+                                Decimal(p["quote_increment"]))
+
+    def frame_key(self, obj: Any) -> str | None:
+        if isinstance(obj, dict) and obj.get("type") in COINBASE_KEYS:
+            return f"{COINBASE_KEYS[obj['type']]}:{obj.get('product_id')}"
+        return None
+
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        books: dict[str, tuple[Side, Side]] = {}
+        for f in self.frames:
+            o = f.obj
+            if not isinstance(o, dict) or o.get("product_id") not in self.names:
+                continue
+            if o.get("type") == "snapshot":
+                books[o["product_id"]] = ({}, {})
+                apply(books[o["product_id"]][0], o["bids"])
+                apply(books[o["product_id"]][1], o["asks"])
+            elif o.get("type") == "l2update":
+                bids, asks = books[o["product_id"]]
+                for side, p, s in o["changes"]:
+                    apply(bids if side == "buy" else asks, [[p, s]])
+        return {self.names[p]: b for p, b in books.items()}
+
+    def is_ws_path(self, path: str) -> bool:
+        return path in ("", "/")
+
+    async def on_message(self, conn: Conn, text: str) -> None:
+        msg = loads(text)
+        if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
+            conn.push(dumps({"type": "error", "message": "Failed to parse message"}))
+            return
+        if not isinstance(msg.get("channels"), list):
+            conn.push(dumps({"type": "error", "message": "Failed to subscribe",
+                             "reason": "this replay serves the Exchange feed: 'channels' is required"}))
+            return
+        keys = []
+        for ch in msg["channels"]:
+            name, products = (ch, msg.get("product_ids")) if isinstance(ch, str) else (
+                ch.get("name"), ch.get("product_ids", msg.get("product_ids"))) if isinstance(ch, dict) else (None, None)
+            if not isinstance(name, str) or name not in COINBASE_CHANNELS:
+                conn.push(dumps({"type": "error", "message": "Failed to subscribe",
+                                 "reason": f"{name} is not a valid channel"}))
+                return
+            for pid in products or []:
+                if pid not in self.products:
+                    conn.push(dumps({"type": "error", "message": "Failed to subscribe",
+                                     "reason": f"{pid} is not a valid product"}))
+                    return
+                keys.append(f"{COINBASE_CHANNELS[name]}:{pid}")
+        if msg["type"] == "subscribe":
+            conn.subs.update(keys)       # the recorded acks answer
+        else:
+            conn.subs.difference_update(keys)
+        self._sync_symbols(conn)
+        self.subscribed(conn)
+
+    async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
+        parts = [p for p in path.split("/") if p]
+        at = parts[:5] == ["api", "v3", "brokerage", "market", "products"] and len(parts) == 6
+        if not at and not (parts[:1] == ["products"] and len(parts) <= 2):
+            raise HttpError(404, {"message": f"Unknown path {path}"})
+        fault = self.take_rest_fault(snapshot=len(parts) > 1)
+        if fault is not None:
+            return fault
+        hidden = {p for p, s in self.names.items() if s in self.unlisted}
+        if parts == ["products"]:
+            if not hidden:
+                return http_response(200, self.products_text)
+            return http_response(200, [p for i, p in self.products.items() if i not in hidden])
+        p = self.products.get(parts[-1])
+        if p is None:
+            raise HttpError(404, {"error": "NOT_FOUND", "error_details": "product not found",
+                                  "message": "product not found"} if at else {"message": "NotFound"})
+        gone = p["id"] in hidden
+        if not at:
+            return http_response(200, {**p, "status": "delisted", "trading_disabled": True} if gone else p)
+        return http_response(200, {
+            "product_id": p["id"], "base_increment": p["base_increment"], "quote_increment": p["quote_increment"],
+            "price_increment": p["quote_increment"], "base_min_size": p.get("base_min_size", ""),
+            "base_max_size": p.get("base_max_size", ""), "base_currency_id": p["base_currency"],
+            "quote_currency_id": p["quote_currency"], "status": "offline" if gone else p["status"],
+            "trading_disabled": gone or p["trading_disabled"], "cancel_only": p["cancel_only"],
+            "limit_only": p["limit_only"], "post_only": p["post_only"], "product_type": "SPOT"})
+
+
+# --- Gemini market data v2 ------------------------------------------------------------------------
+
+
+class ReplayGemini(InBandReplay):
+    """Gemini market data v2 ``l2`` recording."""
+
+    kind = "gemini"
+    stems = ("GEMINI",)
+
+    def load(self, rec: Recording) -> None:
+        symbols_rec = next(r for r in rec.listing if r.url.rstrip("/").endswith("/v1/symbols"))
+        self.symbols_text = symbols_rec.body
+        self.symbols: list[str] = json.loads(symbols_rec.body)
+        self.details: dict[str, str] = {}
+        for r in rec.listing:
+            if "/v1/symbols/details/" in r.url:
+                self.details[r.url.rstrip("/").rsplit("/", 1)[1].lower()] = r.body
+        recorded = set()
+        for _ts, text in rec.received:
+            obj = loads(text)
+            if isinstance(obj, dict) and obj.get("type") == "l2_updates":
+                recorded.add(str(obj.get("symbol")))
+        for name in sorted(recorded):
+            d = json.loads(self.details[name.lower()], parse_float=Decimal)
+            self.add_symbol(name, f"{d['base_currency']}/{d['quote_currency']}", Decimal(d["quote_increment"]))
+
+    def frame_key(self, obj: Any) -> str | None:
+        if isinstance(obj, dict) and isinstance(obj.get("symbol"), str):
+            return f"l2:{obj['symbol']}"
+        return None
+
+    def imply(self) -> dict[str, tuple[Side, Side]]:
+        books: dict[str, tuple[Side, Side]] = {}
+        for f in self.frames:
+            o = f.obj
+            if not isinstance(o, dict) or o.get("type") != "l2_updates" or o.get("symbol") not in self.names:
+                continue
+            if "trades" in o or "auction_events" in o or o["symbol"] not in books:
+                books[o["symbol"]] = ({}, {})
+            bids, asks = books[o["symbol"]]
+            for side, p, q in o["changes"]:
+                apply(bids if side == "buy" else asks, [[p, q]])
+        return {self.names[s]: b for s, b in books.items()}
+
+    def is_ws_path(self, path: str) -> bool:
+        return path.rstrip("/") == "/v2/marketdata"
+
+    async def on_message(self, conn: Conn, text: str) -> None:
+        msg = loads(text)
+        subs = msg.get("subscriptions") if isinstance(msg, dict) else None
+        if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe") or not isinstance(
+                subs, list):
+            conn.push(dumps({"result": "error", "reason": "InvalidJson", "message": "expected a subscribe message"}))
+            return
+        keys = []
+        for s in subs:
+            if not isinstance(s, dict) or s.get("name") != "l2" or not isinstance(s.get("symbols"), list):
+                conn.push(dumps({"result": "error", "reason": "InvalidSubscription",
+                                 "message": "this replay serves the l2 subscription only"}))
+                return
+            for name in s["symbols"]:
+                if name not in self.names:
+                    conn.push(dumps({"result": "error", "reason": "InvalidSymbol",
+                                     "message": f"{name} is not in this recording"}))
+                    return
+                keys.append(f"l2:{name}")
+        if msg["type"] == "subscribe":
+            conn.subs.update(keys)
+        else:
+            conn.subs.difference_update(keys)
+        self._sync_symbols(conn)
+        self.subscribed(conn)
+
+    async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] != ["v1", "symbols"] or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "details"):
+            raise HttpError(404, {"result": "error", "reason": "EndpointNotFound", "message": f"API entry point "
+                                                                                             f"{path} not found"})
+        fault = self.take_rest_fault(snapshot=False)
+        if fault is not None:
+            return fault
+        hidden = {n.lower() for n, s in self.names.items() if s in self.unlisted}
+        if len(parts) == 2:
+            if not hidden:
+                return http_response(200, self.symbols_text)
+            return http_response(200, [s for s in self.symbols if s not in hidden])
+        body = self.details.get(parts[3].lower())
+        if body is None:
+            raise HttpError(400, {"result": "error", "reason": "InvalidSymbol",
+                                  "message": f"Supplied value '{parts[3]}' is not a valid symbol"})
+        if parts[3].lower() in hidden:
+            return http_response(200, {**json.loads(body), "status": "closed"})
+        return http_response(200, body)
+
+
+REPLAYS: dict[str, type[ReplayServer]] = {
+    c.kind: c for c in (ReplayBinance, ReplayBitstamp, ReplayKraken, ReplayCoinbase, ReplayGemini)}
+STEMS: dict[str, type[ReplayServer]] = {stem: c for c in REPLAYS.values() for stem in c.stems}
+
+
 def make_replay_server(venue_id: str, kind: str, folder: Path, *, speed: float, gate_timeout: float,
                        **kw: Any) -> VenueServer:
     """A venue server of ``kind`` serving the recording in ``folder``."""
     found = detect_kind(folder)
     if found != kind:
         raise RecordingError(f"{folder} holds a {found} recording, but venue {venue_id!r} is {kind}")
-    cls: type[ReplayBinance] | type[ReplayBitstamp] = ReplayBinance if kind == "binance" else ReplayBitstamp
-    server = cls(venue_id, specs={}, **kw)
+    server = REPLAYS[kind](venue_id, specs={}, **kw)
     server.setup_replay(folder, speed, gate_timeout)
-    server.load()
     return server

@@ -1,0 +1,58 @@
+"""The one port plan of bookmux: every TCP port a process of the shipped configurations binds,
+on loopback or on a host. ``deploy/bookmux.toml`` and ``deploy/demo.toml`` follow it (a test holds
+them to it); a new process takes its ports here first.
+
+    50051        gRPC gateway (the original challenge's OrderbookAggregator, and bookmux.Books)
+    50052        publisher: merged books to subscribers (ZeroMQ PUB)
+    50053        aggregator: depletion queries (ROUTER)
+    50054/50055  aggregator: merged books to the publisher (PUB) / republish requests (ROUTER)
+    50060-50079  feeds: each venue a pair (bus PUB, snapshot ROUTER), in the order below
+    50080-50089  simulator: one port per simulated exchange (REST and WebSocket)
+    50090        simulator: HTTP control interface
+    50100-50119  reserved: metrics and health endpoints of the services
+"""
+
+from __future__ import annotations
+
+GATEWAY_GRPC = 50051
+PUBLISHER = 50052
+AGGREGATOR_QUERY = 50053
+AGGREGATOR_PUB = 50054
+AGGREGATOR_CTL = 50055
+
+#: venue id -> (bus PUB, snapshot ROUTER) of its feed process (shards of a venue take further
+#: pairs from the reserve at the end of the range).
+FEEDS: dict[str, tuple[int, int]] = {
+    "binance": (50060, 50061),
+    "bitstamp": (50062, 50063),
+    "binance_us": (50064, 50065),
+    "kraken": (50066, 50067),
+    "coinbase": (50068, 50069),
+    "gemini": (50070, 50071),
+}
+FEED_RESERVE = range(50072, 50080)
+
+#: simulated exchange (simulator venue id) -> its port.
+SIMULATOR: dict[str, int] = {
+    "binance": 50080,
+    "bitstamp": 50081,
+    "kraken": 50082,
+    "coinbase": 50083,
+    "gemini": 50084,
+}
+SIMULATOR_CONTROL = 50090
+
+METRICS_RESERVE = range(50100, 50120)
+
+
+def all_ports() -> dict[str, int]:
+    """Every planned port by name (for the test that holds the configs to the plan)."""
+    out = {"gateway_grpc": GATEWAY_GRPC, "publisher": PUBLISHER, "aggregator.query": AGGREGATOR_QUERY,
+           "aggregator.pub": AGGREGATOR_PUB, "aggregator.ctl": AGGREGATOR_CTL,
+           "simulator.control": SIMULATOR_CONTROL}
+    for v, (pub, ctl) in FEEDS.items():
+        out[f"venues.{v}.pub"] = pub
+        out[f"venues.{v}.ctl"] = ctl
+    for v, p in SIMULATOR.items():
+        out[f"simulator.venues.{v}"] = p
+    return out
