@@ -111,11 +111,19 @@ def book_line(screen: str) -> str:
 
 
 def test_watch_in_tmux_book_colours_keys_restart_and_quit(pipeline, tmp_path: Path) -> None:
-    """Shows the book (venues coloured, spread, statuses), survives an aggregator restart (new
-    epoch shown), says when nothing arrives, switches symbol with Tab, changes levels, quits on q."""
+    """Plain text into a pipe; in tmux: shows the book (venues coloured, spread, statuses), survives
+    an aggregator restart (new epoch shown), says when nothing arrives, switches symbol with Tab,
+    changes levels, quits on q."""
     ps, ep, cfg = pipeline
     endpoint = f"tcp://127.0.0.1:{ep['pub_port']}"
     wait_all_live(endpoint)
+    # Not a terminal (a pipe): today's plain text, no escape codes.
+    plain_run = subprocess.run([sys.executable, "-m", "services.client", "watch", "BTC/USDT", "--endpoint", endpoint,
+                                "--count", "2", "--config", str(cfg)], cwd=REPO, capture_output=True, text=True,
+                               timeout=60)
+    assert plain_run.returncode == 0, plain_run.stderr
+    assert len(re.findall(r"^BTC/USDT  spread \S+  epoch \d+ seq \d+", plain_run.stdout, re.M)) == 2
+    assert "\x1b" not in plain_run.stdout
     cmd = " ".join(shlex.quote(a) for a in (
         "env", "-u", "NO_COLOR", "-u", "COLUMNS", "-u", "LINES",   # the terminal's own size and colours
         sys.executable, "-m", "services.client", "watch", "BTC/USDT", "--endpoint", endpoint,
