@@ -130,6 +130,7 @@ def test_parse_keys() -> None:
     assert parse_keys("q\x1b[Cn+-\t\x1b[Z") == ["q", "\x1b[C", "n", "+", "-", "\t", "\x1b[Z"]
     assert parse_keys("") == []
     assert parse_keys("\x1b") == ["\x1b"]
+    assert parse_keys("\x1bOC\x1bODq") == ["\x1bOC", "\x1bOD", "q"]
 
 
 def book(symbol: str = "BTC/USDT", *, epoch: int = 7, seq: int = 1, missed: int = 0, new_epoch: bool = False,
@@ -232,7 +233,9 @@ def test_keys_switch_symbol_levels_and_quit() -> None:
     assert st.on_key("\t", 2.0) == view.NEXT and st.symbol == "ETH/USDT"
     assert st.book is None and st.stats.missed == 0 and st.started == 2.0
     assert st.on_key("\x1b[C", 2.0) == view.NEXT and st.symbol == "SOL/USDT"
-    assert st.on_key("n", 2.0) == view.NEXT and st.symbol == "BTC/USDT"
+    assert st.on_key("\x1bOC", 2.0) == view.NEXT and st.symbol == "BTC/USDT"
+    assert st.on_key("n", 2.0) == view.NEXT and st.symbol == "ETH/USDT"
+    assert st.on_key("\x1bOD", 2.0) == view.PREV and st.symbol == "BTC/USDT"
     assert st.on_key("p", 2.0) == view.PREV and st.symbol == "SOL/USDT"
     assert st.on_key("\x1b[Z", 2.0) == view.PREV and st.symbol == "ETH/USDT"
     assert st.on_key("1", 2.0) == view.NEXT and st.symbol == "BTC/USDT"

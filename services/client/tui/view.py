@@ -117,24 +117,22 @@ class RateMeter:
         self._trim(now)
         return len(self.times) / self.window
 
-    def reset(self) -> None:
-        self.times.clear()
-
 
 # --- keys ----------------------------------------------------------------------------------------
 
 QUIT, NEXT, PREV, MORE, FEWER = "quit", "next", "prev", "more", "fewer"
 
 #: Key sequences as the terminal sends them -> actions. Digits 1-9 pick a symbol by position.
+#: Arrows come as CSI (``ESC [ C``) or, in the terminal's application mode, SS3 (``ESC O C``).
 KEYMAP = {"q": QUIT, "Q": QUIT, "\x03": QUIT,
-          "\t": NEXT, "n": NEXT, "s": NEXT, "\x1b[C": NEXT, "\x1b[B": NEXT,
-          "\x1b[Z": PREV, "p": PREV, "\x1b[D": PREV, "\x1b[A": PREV,
+          "\t": NEXT, "n": NEXT, "\x1b[C": NEXT, "\x1b[B": NEXT, "\x1bOC": NEXT, "\x1bOB": NEXT,
+          "\x1b[Z": PREV, "p": PREV, "\x1b[D": PREV, "\x1b[A": PREV, "\x1bOD": PREV, "\x1bOA": PREV,
           "+": MORE, "=": MORE, "-": FEWER, "_": FEWER}
 
 
 def parse_keys(data: str) -> list[str]:
-    """Terminal input -> key names: CSI escape sequences (arrows, Shift-Tab) stay whole, any
-    other character is one key. ``"q\\x1b[Cn"`` -> ``["q", "\\x1b[C", "n"]``."""
+    """Terminal input -> key names: CSI and SS3 escape sequences (arrows, Shift-Tab) stay whole,
+    any other character is one key. ``"q\\x1b[Cn"`` -> ``["q", "\\x1b[C", "n"]``."""
     keys, i = [], 0
     while i < len(data):
         if data.startswith("\x1b[", i) and i + 2 < len(data):
@@ -143,6 +141,9 @@ def parse_keys(data: str) -> list[str]:
                 j += 1
             keys.append(data[i:j + 1])
             i = j + 1
+        elif data.startswith("\x1bO", i) and i + 2 < len(data):
+            keys.append(data[i:i + 3])
+            i += 3
         else:
             keys.append(data[i])
             i += 1
