@@ -38,8 +38,8 @@ EPSILON = 1e-6           # added to 1/max_hz: float rounding never fits max_hz +
 #: Fixed colours for the venues we know (away from the green bids and red asks); others get one
 #: from :data:`PALETTE` by a stable hash.
 VENUE_COLOURS = {"binance": "yellow", "binance_us": "bright_yellow", "bitstamp": "cyan",
-                 "kraken": "magenta", "coinbase": "blue", "gemini": "bright_white"}
-PALETTE = ("bright_magenta", "bright_cyan", "bright_blue", "white", "bright_green", "bright_red")
+                 "kraken": "magenta", "coinbase": "bright_blue", "gemini": "bright_white"}
+PALETTE = ("bright_magenta", "bright_cyan", "blue", "white", "bright_green", "bright_red")
 STATUS_STYLES = {"live": "bold green", "syncing": "bold yellow", "stale": "bold magenta", "down": "bold red"}
 
 
