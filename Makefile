@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[dev]'
+	@# the gRPC stubs, generated from services/gateway_grpc/protos at install time (never committed)
+	$(VPY) -m services.gateway_grpc.stubs
 	@touch $(STAMP)
 
 venv: $(STAMP)
