@@ -63,6 +63,8 @@ class Shard:
     pub: str
     ctl: str
     cpu: int | None = None
+    #: ``host:port`` of this process's metrics and health endpoint (None: none).
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,22 @@ class VenueConfig:
     shards: tuple[Shard, ...] = ()
     #: The venue's wire protocol (``common.venues``: e.g. Kraken "v2" or "v1"); "" = the kind's default.
     api: str = ""
+    #: ``host:port`` of the feed process's metrics and health endpoint (None: none). With shards,
+    #: each ``[[venues.<id>.shards]]`` has its own (``shard(i)`` carries it here).
+    metrics: str | None = None
+    #: Seconds without a change of a symbol's book on a live connection before it is marked stale
+    #: and resynced (None: never); ``quiet_after_symbols`` overrides it per symbol.
+    quiet_after: float | None = None
+    quiet_after_symbols: Mapping[str, float] = field(default_factory=dict)
+    #: Directory to capture every raw frame and REST answer into (None: no capture), rotated at
+    #: ``capture_rotate_mb`` MB or ``capture_rotate_s`` seconds, whichever comes first.
+    capture: str | None = None
+    capture_rotate_mb: float = 64.0
+    capture_rotate_s: float = 3600.0
+
+    def quiet_after_for(self, symbol: str) -> float | None:
+        """The quiet period of ``symbol``: its own ``quiet_after_symbols`` entry, else ``quiet_after``."""
+        return self.quiet_after_symbols.get(symbol, self.quiet_after)
 
     def dust_rule(self, symbol: str) -> DustRule:
         return self.dust.get(symbol, self.dust.get("*", NO_DUST))
@@ -92,7 +110,7 @@ class VenueConfig:
     def processes(self) -> tuple[Shard, ...]:
         """The feed processes of this venue: its ``[[venues.<id>.shards]]``, or one with the
         venue's own symbols and endpoints. Subscribers see one venue id whatever the split."""
-        return self.shards or (Shard(0, self.symbols, self.pub, self.ctl, self.cpu),)
+        return self.shards or (Shard(0, self.symbols, self.pub, self.ctl, self.cpu, self.metrics),)
 
     def shard(self, index: int) -> VenueConfig:
         """This venue as run by feed process ``index`` (its symbols, endpoints and CPU)."""
@@ -100,7 +118,7 @@ class VenueConfig:
         if not 0 <= index < len(procs):
             raise ConfigError(f"venues.{self.id} has {len(procs)} feed process(es); --shard {index} is not one")
         sh = procs[index]
-        return replace(self, symbols=sh.symbols, pub=sh.pub, ctl=sh.ctl, cpu=sh.cpu, shards=())
+        return replace(self, symbols=sh.symbols, pub=sh.pub, ctl=sh.ctl, cpu=sh.cpu, metrics=sh.metrics, shards=())
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class AggregatorConfig:
     query: str
     down_after: float
     depletion: Mapping[str, tuple[Decimal, ...]] = field(default_factory=dict)
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,8 @@ class PublisherConfig:
     bind: str
     port: int
     sndhwm: int
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -145,6 +167,8 @@ class GatewayGrpcConfig:
     symbol: str = ""
     levels: int = 10
     max_clients: int = 1000
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
     @property
     def address(self) -> str:
@@ -193,10 +217,11 @@ class Config:
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
              "publisher", "simulator", "security", "gateway_grpc"}
 _VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
-               "taker_fee", "cpu", "dust", "options", "shards"}
-_AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
-_PUB_KEYS = {"bind", "port", "sndhwm"}
-_GW_GRPC_KEYS = {"enabled", "bind", "port", "symbol", "levels", "max_clients"}
+               "taker_fee", "cpu", "dust", "options", "shards", "metrics", "quiet_after", "quiet_after_symbols",
+               "capture", "capture_rotate_mb", "capture_rotate_s"}
+_AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion", "metrics"}
+_PUB_KEYS = {"bind", "port", "sndhwm", "metrics"}
+_GW_GRPC_KEYS = {"enabled", "bind", "port", "symbol", "levels", "max_clients", "metrics"}
 
 
 def _unknown(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -215,6 +240,24 @@ def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: st
         v = float(v)
     if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
         raise ConfigError(f"{where}.{key} must be {getattr(typ, '__name__', typ)}, got {v!r}")
+    return v
+
+
+def _metrics(d: Mapping[str, Any], where: str) -> str | None:
+    """``metrics = "host:port"`` (absent or "" = None); port 0 = any free port (tests)."""
+    v = _get(d, "metrics", str, where, "").strip()
+    if not v:
+        return None
+    host, colon, port = v.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}.metrics must be \"host:port\" such as \"127.0.0.1:50100\", got {v!r}")
+    return v
+
+
+def _positive(d: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
+    v = _get(d, key, float, where, default)
+    if v is not None and not 0 < v < float("inf"):
+        raise ConfigError(f"{where}.{key} must be a number of seconds > 0, got {v!r}")
     return v
 
 
@@ -281,6 +324,15 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
     shards = _shards(d.get("shards"), venue_symbols, where)
     if shards:
         venue_symbols = tuple(s for sh in shards for s in sh.symbols)
+    metrics = _metrics(d, where)
+    if shards and metrics:
+        raise ConfigError(f"{where}.metrics: a venue split in shards has one metrics endpoint per process; "
+                          f"set metrics in each [[{where}.shards]] instead")
+    quiet_symbols: dict[str, float] = {}
+    for sym in _get(d, "quiet_after_symbols", dict, where, {}):
+        w = f"{where}.quiet_after_symbols"
+        quiet_symbols[_symbols([sym], w)[0]] = _positive(d["quiet_after_symbols"], sym, w, None)
+    capture = _get(d, "capture", str, where, "").strip() or None
     return VenueConfig(
         id=vid, kind=kind, api=api, enabled=_get(d, "enabled", bool, where, True),
         symbols=venue_symbols, shards=shards,
@@ -290,6 +342,9 @@ def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
         stale_after=stale_after, depth=depth,
         taker_fee=_decimal(d.get("taker_fee", "0"), where + ".taker_fee"), cpu=cpu, dust=dust,
         options=dict(_get(d, "options", dict, where, {})),
+        metrics=metrics, quiet_after=_positive(d, "quiet_after", where, None), quiet_after_symbols=quiet_symbols,
+        capture=capture, capture_rotate_mb=_positive(d, "capture_rotate_mb", where, 64.0),
+        capture_rotate_s=_positive(d, "capture_rotate_s", where, 3600.0),
     )
 
 
@@ -304,7 +359,7 @@ def _shards(raw: Any, symbols: tuple[str, ...], where: str) -> tuple[Shard, ...]
     seen: dict[str, int] = {}
     for i, t in enumerate(raw):
         w = f"{where}.shards[{i}]"
-        _unknown(w, t, {"symbols", "pub", "ctl", "cpu"})
+        _unknown(w, t, {"symbols", "pub", "ctl", "cpu", "metrics"})
         syms = _symbols(_get(t, "symbols", list, w), w + ".symbols")
         for sym in syms:
             if sym in seen:
@@ -313,7 +368,7 @@ def _shards(raw: Any, symbols: tuple[str, ...], where: str) -> tuple[Shard, ...]
         cpu = t.get("cpu")
         if cpu is not None and (not isinstance(cpu, int) or cpu < 0):
             raise ConfigError(f"{w}.cpu must be a CPU number >= 0")
-        out.append(Shard(i, syms, _get(t, "pub", str, w), _get(t, "ctl", str, w), cpu))
+        out.append(Shard(i, syms, _get(t, "pub", str, w), _get(t, "ctl", str, w), cpu, _metrics(t, w)))
     ends = [e for sh in out for e in (sh.pub, sh.ctl)]
     if len(set(ends)) != len(ends):
         raise ConfigError(f"{where}.shards: every shard needs its own pub and ctl endpoints")
@@ -353,7 +408,26 @@ def _gateway_grpc(raw: Any, *, carried: list[str], levels: int, publisher: Publi
         logging.getLogger("config").warning(
             "gateway_grpc.bind %s is not loopback: the gRPC gateway has no TLS, anyone who reaches it can read", bind)
     return GatewayGrpcConfig(enabled=_get(raw, "enabled", bool, where, False), bind=bind, port=port,
-                             symbol=symbol, levels=gw_levels, max_clients=max_clients)
+                             symbol=symbol, levels=gw_levels, max_clients=max_clients,
+                             metrics=_metrics(raw, where))
+
+
+def _distinct_metrics(venues: Mapping[str, VenueConfig], aggregator: str | None, publisher: str | None,
+                      gateway: str | None) -> None:
+    """Two processes cannot serve metrics on one address (port 0 = any free port: never a clash)."""
+    seen: dict[str, str] = {}
+    named = [("aggregator.metrics", aggregator), ("publisher.metrics", publisher), ("gateway_grpc.metrics", gateway)]
+    for v in venues.values():
+        if v.shards:
+            named += [(f"venues.{v.id}.shards[{sh.index}].metrics", sh.metrics) for sh in v.shards]
+        else:
+            named.append((f"venues.{v.id}.metrics", v.metrics))
+    for key, addr in named:
+        if addr is None or addr.endswith(":0"):
+            continue
+        if addr in seen:
+            raise ConfigError(f"{key} {addr} is also {seen[addr]}: every process needs its own metrics address")
+        seen[addr] = key
 
 
 def build(raw: Mapping[str, Any], source: str = "") -> Config:
@@ -402,9 +476,11 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
             pub.get("bind"))
     publisher = PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
-                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000))
+                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000),
+                                metrics=_metrics(pub, "publisher"))
     carried = list(dict.fromkeys([*symbols, *(s for v in venues.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(raw.get("gateway_grpc", {}), carried=carried, levels=levels, publisher=publisher)
+    _distinct_metrics(venues, agg_metrics := _metrics(agg, "aggregator"), publisher.metrics, gateway_grpc.metrics)
     return Config(
         symbols=symbols, levels=levels, log_level=log_level, security=security, gateway_grpc=gateway_grpc,
         run_dir=_get(raw, "run_dir", str, "config", "run"), max_msg_size=max_msg_size,
@@ -413,7 +489,7 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             pub=_get(agg, "pub", str, "aggregator", "tcp://127.0.0.1:50054"),
             ctl=_get(agg, "ctl", str, "aggregator", "tcp://127.0.0.1:50055"),
             query=_get(agg, "query", str, "aggregator", "tcp://127.0.0.1:50053"),
-            down_after=down_after, depletion=depletion),
+            down_after=down_after, depletion=depletion, metrics=agg_metrics),
         publisher=publisher,
         simulator=dict(_get(raw, "simulator", dict, "config", {})),
         source=source,
