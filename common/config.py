@@ -332,8 +332,8 @@ def _upper(v: Any) -> Any:
 
 Symbol = Annotated[str, AfterValidator(_symbol), WrongValues("BTCUSDT", "BTC/")]
 Symbols = Annotated[list[Symbol], BeforeValidator(_symbol_list), AfterValidator(_unique), WrongValues([5])]
-DustKey = Annotated[str, AfterValidator(lambda v: v if v == "*" else _symbol(v))]
-VenueId = Annotated[str, Field(pattern=VENUE_RE.pattern)]
+DustKey = Annotated[str, AfterValidator(lambda v: v if v == "*" else _symbol(v)), WrongValues("BTCUSD")]
+VenueId = Annotated[str, Field(pattern=VENUE_RE.pattern), WrongValues("Bad-Id", "9lives")]
 Seconds = Annotated[float, Field(gt=0)]
 NonNegDecimal = Annotated[Decimal, BeforeValidator(_decimal_in), WrongValues(0.5, "1e", "-1")]
 PosDecimal = Annotated[Decimal, BeforeValidator(_decimal_in), Field(gt=0), WrongValues(0.5, "1e", "0")]
@@ -406,7 +406,7 @@ class VenueTable(_Table):
     """``[venues.<id>]``: one venue deployment (its feed process or processes)."""
 
     kind: Kind | None = None                          # default: the venue id
-    api: str | None = None                            # default: the kind's
+    api: Annotated[str, WrongValues("nope")] | None = None      # default: the kind's
     enabled: bool = True
     symbols: Symbols | None = None
     ws_url: WsUrl
@@ -555,7 +555,9 @@ def _message(err: Mapping[str, Any], prefix: Sequence[Any]) -> str:
     if kind in _BOUND_WORDS:
         ctx = err.get("ctx") or {}
         op, name = _BOUND_WORDS[kind]
-        return f"{_key(loc)} must be {op} {ctx.get(name)}, got {got!r}"
+        bound = ctx.get(name)
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{_key(loc)} must be {op} {bound}, got {got!r}"
     if kind == "literal_error":
         return f"{_key(loc)} must be {(err.get('ctx') or {}).get('expected')}, got {got!r}"
     return f"{_key(loc)}: {err['msg'].removeprefix('Value error, ')}, got {got!r}"
@@ -788,6 +790,12 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe", p.bind)
     carried = list(dict.fromkeys([*symbols, *(s for v in venue_cfgs.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(f.gateway_grpc, carried=carried, levels=f.levels, publisher=publisher)
+    if f.simulator is not None:
+        for vid, sv in f.simulator.venues.items():
+            bad = sorted(set(sv.levels) - set(sv.symbols or symbols))
+            if bad:
+                raise ConfigError(f"simulator.venues.{vid}.levels: {bad} not among the venue's symbols "
+                                  f"{list(sv.symbols or symbols)}")
     _distinct_metrics(venue_cfgs, aggregator.metrics, publisher.metrics, gateway_grpc.metrics)
     _distinct_endpoints(venue_cfgs, aggregator)
     return Config(

@@ -19,10 +19,11 @@ from common import config, venues
 from common.config import REPO_ROOT, ConfigError
 
 
-def esc(value: object) -> str:
-    """A value as supervisord reads it back: it expands ``%(name)s`` in (nearly) every value, so a
-    literal ``%`` (in a path, a flag, a --set value) is written ``%%``."""
-    return str(value).replace("%", "%%")
+def esc(value: object, times: int = 1) -> str:
+    """A value as supervisord reads it back: it expands ``%(name)s`` in every value it reads, so a
+    literal ``%`` (in a path, a flag, a --set value) is written ``%%``; ``times``: how often it
+    expands this one (a program's ``stdout_logfile`` twice, in supervisor 4)."""
+    return str(value).replace("%", "%" * 2 ** times)
 
 
 def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> str:
@@ -54,7 +55,7 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
             "autostart=true", "autorestart=unexpected", "exitcodes=0,2", f"startsecs={config.SUPERVISOR_STARTSECS}",
             "startretries=100",
             "stopsignal=TERM", "stopwaitsecs=5", "killasgroup=true", "stopasgroup=true",
-            "redirect_stderr=true", f"stdout_logfile={esc(logs)}/{name}.log",
+            "redirect_stderr=true", f"stdout_logfile={esc(logs, 2)}/{name}.log",
             "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=3",
             "environment=PYTHONUNBUFFERED=\"1\"", "",
         ])
