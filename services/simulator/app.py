@@ -17,17 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import venues as registry
 from common.config import ConfigError, validate_simulator
-from services.simulator.binance import BinanceServer
 from services.simulator.bitstamp import BitstampServer
-from services.simulator.coinbase import CoinbaseServer
 from services.simulator.market import Market, canonical, spec_for
 from services.simulator.venue import RestFault, VenueServer
 
 log = logging.getLogger("simulator")
 
-SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer,
-                                         "coinbase": CoinbaseServer}
 #: Faults every venue takes. A server class may add its own in ``FAULTS`` (kind -> one line of
 #: help) and handle them, or change a generic one, in ``venue_fault(kind, symbol, params)``, which
 #: returns the reply's extra keys (None: the generic handling applies; ValueError: a bad request).
@@ -70,11 +67,6 @@ class Settings:
     venues: tuple[VenueSettings, ...] = field(default_factory=tuple)
 
 
-def _replay_kinds() -> set[str]:
-    from services.simulator.replay import REPLAYS
-    return set(REPLAYS)
-
-
 def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides: Any) -> Settings:
     """Validate the config's ``[simulator]`` table with flag overrides applied (``None`` = keep),
     against the one schema of common/config.py (every key typed and ranged, unknown keys refused,
@@ -92,9 +84,7 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
         where = f"simulator.venues.{vid}"
         kind = v.kind or vid
         replay = replays.pop(vid, None) or v.replay
-        if kind not in SERVERS and not (replay and kind in _replay_kinds()):
-            raise SettingsError(f"{where}.kind {kind!r}: the simulator speaks {sorted(SERVERS)}"
-                                f" (and replays {sorted(_replay_kinds())})")
+        server_class(kind, f"{where}.kind")
         syms = tuple(v.symbols) if v.symbols is not None else tuple(s.upper() for s in symbols)
         bad = sorted(set(v.levels) - set(syms))
         if bad:
@@ -107,6 +97,23 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
                     pong_timeout=t.pong_timeout, history_seconds=t.history_seconds, min_levels=t.min_levels,
                     max_levels=t.max_levels, replay_speed=t.replay_speed,
                     replay_gate_timeout=t.replay_gate_timeout, venues=tuple(venues))
+
+
+def server_class(kind: str, where: str = "kind") -> type[VenueServer]:
+    """The simulator's server class of ``kind`` (from the venue registry); SettingsError names the
+    kinds the simulator can play when ``kind`` is not one of them."""
+    try:
+        cls: type[VenueServer] = registry.load_simulator(kind)
+    except (registry.UnknownVenue, ImportError, AttributeError) as e:
+        playable = []
+        for k in sorted(registry.KINDS):
+            try:
+                registry.load_simulator(k)
+                playable.append(k)
+            except (ImportError, AttributeError):
+                pass
+        raise SettingsError(f"{where} {kind!r}: the simulator speaks {playable} ({e})") from None
+    return cls
 
 
 def _int(params: Mapping[str, str], key: str, default: int, lo: int = 0) -> int:
@@ -159,7 +166,7 @@ class Simulator:
             return make_replay_server(vs.id, vs.kind, Path(vs.replay), speed=s.replay_speed,
                                       gate_timeout=s.replay_gate_timeout, **common)
         specs = {sym: spec_for(sym) for sym in vs.symbols}
-        server = SERVERS[vs.kind](vs.id, specs=specs, **common)
+        server = server_class(vs.kind)(vs.id, specs=specs, **common)
         deep = dict(vs.levels)
         for sym, spec in specs.items():
             rng = random.Random(f"{s.seed}:{vs.id}:{sym}")
@@ -170,6 +177,9 @@ class Simulator:
             if vs.kind == "bitstamp":
                 assert isinstance(server, BitstampServer)
                 server.markets[sym].marker = server.next_us()
+            added = getattr(server, "market_added", None)
+            if added is not None:
+                added(sym)
         return server
 
     @property
@@ -262,14 +272,20 @@ class Simulator:
             raise FaultError(f"venue {v.id!r} does not serve symbol {symbol!r}; it serves {list(v.specs)}")
         return s
 
-    def book(self, venue_id: str | None, symbol: str | None) -> dict[str, Any]:
+    def book(self, venue_id: str | None, symbol: str | None, depth: str | None = None) -> dict[str, Any]:
+        """The true book of ``symbol`` on ``venue_id``; with ``depth`` only its best ``depth`` levels
+        per side (what a client of a depth-limited subscription, e.g. Kraken's, holds)."""
         v = self.venue(venue_id)
         sym = self.symbol(v, symbol)
         assert sym is not None
+        n = _int({"depth": depth} if depth else {}, "depth", 0, lo=1) or None
         bids, asks = v.book_levels(sym)
-        return {"venue": v.id, "symbol": sym,
-                "bids": [[canonical(p), canonical(a)] for p, a in bids],
-                "asks": [[canonical(p), canonical(a)] for p, a in asks]}
+        out: dict[str, Any] = {"venue": v.id, "symbol": sym,
+                               "bids": [[canonical(p), canonical(a)] for p, a in bids[:n]],
+                               "asks": [[canonical(p), canonical(a)] for p, a in asks[:n]]}
+        if n is not None:
+            out["depth"] = n
+        return out
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
