@@ -297,7 +297,7 @@ def _host_port(v: str) -> str:
     """``host:port`` (IPv6 in brackets); port 0 = any free port."""
     host, colon, port = v.rpartition(":")
     if not colon or not host.strip("[]") or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"must be \"host:port\" such as \"127.0.0.1:50100\", got {v!r}")
+        raise ValueError(f"{v!r} is not \"host:port\" such as \"127.0.0.1:50100\"")
     return v
 
 
@@ -470,7 +470,7 @@ class GatewayGrpcTable(_Table):
 class SimulatorVenueTable(_Table):
     """``[simulator.venues.<id>]``: one simulated exchange."""
 
-    kind: Annotated[str, Field(min_length=1)] | None = None   # default: the id
+    kind: Kind | None = None                          # default: the id
     port: AnyPort = 0
     symbols: Symbols | None = None                    # default: the top-level symbols
     replay: OptPath = None
@@ -560,7 +560,9 @@ def _message(err: Mapping[str, Any], prefix: Sequence[Any]) -> str:
         return f"{_key(loc)} must be {op} {bound}, got {got!r}"
     if kind == "literal_error":
         return f"{_key(loc)} must be {(err.get('ctx') or {}).get('expected')}, got {got!r}"
-    return f"{_key(loc)}: {err['msg'].removeprefix('Value error, ')}, got {got!r}"
+    if kind == "value_error":                     # our validators' messages show the value themselves
+        return f"{_key(loc)}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{_key(loc)}: {err['msg']}, got {got!r}"
 
 
 def _strip(annotation: Any) -> Any:
@@ -792,6 +794,9 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     gateway_grpc = _gateway_grpc(f.gateway_grpc, carried=carried, levels=f.levels, publisher=publisher)
     if f.simulator is not None:
         for vid, sv in f.simulator.venues.items():
+            if sv.kind is None and vid not in KNOWN_KINDS:
+                raise ConfigError(f"simulator.venues.{vid}.kind: the id {vid!r} is not a kind; "
+                                  f"give kind = one of {list(KNOWN_KINDS)}")
             bad = sorted(set(sv.levels) - set(sv.symbols or symbols))
             if bad:
                 raise ConfigError(f"simulator.venues.{vid}.levels: {bad} not among the venue's symbols "
