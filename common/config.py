@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ipaddress
 import logging
 import os
 import re
@@ -156,12 +157,18 @@ class PublisherConfig:
     bind: str
     port: int
     sndhwm: int
+    #: The latest-per-symbol endpoint (ROUTER, see services/publisher/latest.py); None: not served.
+    latest_port: int | None = None
     #: ``host:port`` of the metrics and health endpoint (None: none).
     metrics: str | None = None
 
     @property
     def endpoint(self) -> str:
         return f"tcp://{self.bind}:{self.port}"
+
+    @property
+    def latest_endpoint(self) -> str | None:
+        return None if self.latest_port is None else f"tcp://{self.bind}:{self.latest_port}"
 
 
 @dataclass(frozen=True)
@@ -449,7 +456,14 @@ class PublisherTable(_Table):
     bind: Host = "127.0.0.1"
     port: TcpPort = 50052
     sndhwm: Annotated[int, Field(ge=1)] = 1000        # 0 would be ZeroMQ's "no limit": unbounded memory
+    latest_port: TcpPort | None = None                # the latest-per-symbol endpoint
     metrics: Metrics = None
+
+    @model_validator(mode="after")
+    def _own_latest_port(self) -> PublisherTable:
+        if self.latest_port == self.port:
+            raise _KeyedError("latest_port", f"{self.latest_port} is not a TCP port other than publisher.port")
+        return self
 
 
 class SecurityTable(_Table):
@@ -519,6 +533,9 @@ class ConfigFile(_Table):
     simulator: SimulatorTable | None = None
     security: SecurityTable = SecurityTable()
     gateway_grpc: GatewayGrpcTable = GatewayGrpcTable()
+    #: ``[cluster.hosts.<name>]``: hosts and their programs, validated by deploy/supervisor.py
+    #: (--cluster) only; the services ignore it.
+    cluster: dict[str, Any] = {}
 
 
 _BOUND_WORDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
@@ -766,6 +783,39 @@ def _distinct_endpoints(venue_cfgs: Mapping[str, VenueConfig], agg: AggregatorCo
         seen[ep] = key
 
 
+def is_loopback(host: str) -> bool:
+    """``host`` (an address as bound, IPv6 with or without brackets) is on this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False      # a wildcard ("*", "0.0.0.0" is parsed above) or an interface name
+
+
+def _loopback_only(publisher: PublisherConfig, aggregator: AggregatorConfig,
+                   venue_cfgs: Mapping[str, VenueConfig]) -> None:
+    """Without CURVE every ZeroMQ endpoint a service binds must be loopback (or ipc/inproc): on
+    any other address anyone who reaches it could read the books or inject into the bus."""
+    ends = {"aggregator.pub": aggregator.pub, "aggregator.ctl": aggregator.ctl, "aggregator.query": aggregator.query}
+    for v in venue_cfgs.values():
+        if v.enabled:
+            for sh in v.processes:
+                w = f"venues.{v.id}" if not v.shards else f"venues.{v.id}.shards[{sh.index}]"
+                ends[f"{w}.pub"], ends[f"{w}.ctl"] = sh.pub, sh.ctl
+    hosts = {"publisher.bind": publisher.bind}
+    for key, ep in ends.items():
+        scheme, _, rest = ep.partition("://")
+        if scheme == "tcp":
+            hosts[key] = rest.rpartition(":")[0]
+    for key, host in hosts.items():
+        if not is_loopback(host):
+            raise ConfigError(f"{key}: {host!r} is not a loopback address and security.curve is off: anyone who "
+                              "reaches it could read or inject; set [security] curve = true (make keys) "
+                              "or bind 127.0.0.1")
+
+
 def validate_simulator(raw: Mapping[str, Any]) -> SimulatorTable:
     """The ``[simulator]`` table validated (services/simulator turns it into its Settings)."""
     return _validate(SimulatorTable, dict(raw), ("simulator",))
@@ -785,11 +835,9 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     aggregator = AggregatorConfig(pub=a.pub, ctl=a.ctl, query=a.query, down_after=a.down_after,
                                   depletion={s: tuple(sizes) for s, sizes in a.depletion.items()},
                                   metrics=a.metrics)
-    publisher = PublisherConfig(bind=p.bind, port=p.port, sndhwm=p.sndhwm, metrics=p.metrics)
+    publisher = PublisherConfig(bind=p.bind, port=p.port, sndhwm=p.sndhwm, latest_port=p.latest_port,
+                                metrics=p.metrics)
     security = SecurityConfig(curve=f.security.curve, keys_dir=f.security.keys_dir)
-    if not security.curve and p.bind not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("config").warning(
-            "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe", p.bind)
     carried = list(dict.fromkeys([*symbols, *(s for v in venue_cfgs.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(f.gateway_grpc, carried=carried, levels=f.levels, publisher=publisher)
     if f.simulator is not None:
@@ -803,6 +851,8 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
                                   f"{list(sv.symbols or symbols)}")
     _distinct_metrics(venue_cfgs, aggregator.metrics, publisher.metrics, gateway_grpc.metrics)
     _distinct_endpoints(venue_cfgs, aggregator)
+    if not security.curve:
+        _loopback_only(publisher, aggregator, venue_cfgs)
     return Config(
         symbols=symbols, levels=f.levels, log_level=f.log_level, security=security, gateway_grpc=gateway_grpc,
         run_dir=f.run_dir, max_msg_size=f.max_msg_size, venues=venue_cfgs, aggregator=aggregator,

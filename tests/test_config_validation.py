@@ -264,6 +264,10 @@ def test_runner_options_schema_matches_the_runner() -> None:
     (["venues.bitstamp.pub='tcp://127.0.0.1:50060'"], "venues.bitstamp.pub tcp://127.0.0.1:50060 is also venues."),
     (["gateway_grpc.metrics='127.0.0.1:50110'"], "venues.binance.metrics 127.0.0.1:50110 is also gateway_grpc"),
     (["venues.coinbase.api='pro'"], "venues.coinbase.api 'pro': a coinbase venue speaks ['advanced', 'exchange']"),
+    (["publisher.latest_port=50052"], "publisher.latest_port: 50052 is not a TCP port other than publisher.port"),
+    (["aggregator.pub='tcp://10.0.0.1:50054'"], "aggregator.pub: '10.0.0.1' is not a loopback address and "
+                                                "security.curve is off"),
+    (["simulator.venues.zeta.port=1"], "simulator.venues.zeta.kind: the id 'zeta' is not a kind"),
 ])
 def test_cross_key_rules_name_the_key(sets: list[str], message: str) -> None:
     """Rules spanning keys (bounds against each other, the venue's own, duplicates) name the key too."""
