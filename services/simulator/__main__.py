@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from common import logs
-from common.config import ConfigError, add_config_args, from_args, hold_for_supervisor
+from common.config import ConfigError, add_config_args, from_args
 from services.simulator.app import Settings, SettingsError, Simulator, settings_from
 from services.simulator.control import ControlServer
 
@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
     except (ConfigError, SettingsError, OSError) as e:
-        hold_for_supervisor()           # exit 2 only once supervisord takes it for an exit, not a failed start
         log.error("%s", e)
         return 2
     try:
