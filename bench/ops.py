@@ -76,16 +76,15 @@ def endpoints(cfg: config.Config) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for v in cfg.enabled_venues:
         for sh in v.processes:
-            addr = getattr(sh, "metrics", None)
+            addr = sh.metrics
             if addr:
                 out[f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"] = ("feed", addr)
-    for name in ("aggregator", "publisher"):
-        addr = getattr(getattr(cfg, name), "metrics", None)
-        if addr:
-            out[name] = (name, addr)
-    addr = getattr(cfg.gateway_grpc, "metrics", None)
-    if cfg.gateway_grpc.enabled and addr:
-        out["gateway_grpc"] = ("gateway_grpc", addr)
+    if cfg.aggregator.metrics:
+        out["aggregator"] = ("aggregator", cfg.aggregator.metrics)
+    if cfg.publisher.metrics:
+        out["publisher"] = ("publisher", cfg.publisher.metrics)
+    if cfg.gateway_grpc.enabled and cfg.gateway_grpc.metrics:
+        out["gateway_grpc"] = ("gateway_grpc", cfg.gateway_grpc.metrics)
     return out
 
 
@@ -137,7 +136,7 @@ def venue_status(samples: dict[str, float], venue: str, symbols: list[str], stat
 
 def kill(cfg: config.Config, venue: str, shard: int, pid: int | None, conf: Path, timeout: float,
          every: float) -> int:
-    agg = getattr(cfg.aggregator, "metrics", None)
+    agg = cfg.aggregator.metrics
     if not agg:
         print("aggregator.metrics is not set in the config", file=sys.stderr)
         return 2
