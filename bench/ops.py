@@ -155,25 +155,31 @@ def kill(cfg: config.Config, venue: str, shard: int, pid: int | None, conf: Path
     os.kill(pid, signal.SIGKILL)
     marks: dict[str, float] = {}
     wanted = ("status down", "readyz 503", "status live", "readyz 200")
+    rounds, reading = 0, 0.0
     while len(marks) < len(wanted) and time.monotonic() - t0 < timeout:
-        samples = scrape(agg)
+        r0 = time.monotonic()
+        samples = scrape(agg)           # each mark is the time its own answer came back
+        scraped = time.monotonic() - t0
         ready, _ = get(agg, "/readyz")
-        now = time.monotonic() - t0
+        answered = time.monotonic() - t0
         if "status down" not in marks and venue_status(samples, venue, symbols, "down"):
-            marks["status down"] = now
+            marks["status down"] = scraped
         if "readyz 503" not in marks and ready == 503:
-            marks["readyz 503"] = now
+            marks["readyz 503"] = answered
         if "status down" in marks and "status live" not in marks and venue_status(samples, venue, symbols, "live"):
-            marks["status live"] = now
+            marks["status live"] = scraped
         if "readyz 503" in marks and "readyz 200" not in marks and ready == 200:
-            marks["readyz 200"] = now
+            marks["readyz 200"] = answered
+        rounds += 1
+        reading += time.monotonic() - r0
         time.sleep(every)
     for what in wanted:
         took = marks.get(what)
         print(f"  aggregator {what:12s} "
               + (f"after {took:7.3f} s" if took is not None else f"not seen in {timeout:g} s"))
-    print("  (down and 503: the aggregator's view of the dead feed; live and 200: supervisord restarted the "
-          "feed, it resynced and the aggregator took its snapshots)")
+    print(f"  (resolution: one read of /metrics and /readyz took {reading / max(rounds, 1) * 1000:.0f} ms on "
+          f"average, then {every * 1000:.0f} ms pause; down and 503: the aggregator's view of the dead feed; "
+          "live and 200: supervisord restarted the feed, it resynced and the aggregator took its snapshots)")
     return 0 if len(marks) == len(wanted) else 1
 
 
