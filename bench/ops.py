@@ -6,6 +6,10 @@ not tests: they report figures and never assert times.
       every service's /healthz and /readyz, and its main counters scraped twice ``--seconds``
       apart: which moved.
 
+  python -m bench.ops targets [--config deploy/bookmux.toml]
+      a Prometheus ``scrape_configs`` section with one job per process (``bookmux_<program>``,
+      the job names deploy/alerts.yml expects), to paste into prometheus.yml.
+
   python -m bench.ops kill [--config deploy/demo.toml] [--venue binance] [--shard 0]
       ``kill -9`` of one feed process (its pid from supervisorctl, or ``--pid``), then how long
       until the aggregator's venue status metric (``bookmux_aggregator_venue_status{status="down"}``)
@@ -86,6 +90,19 @@ def endpoints(cfg: config.Config) -> dict[str, tuple[str, str]]:
     if cfg.gateway_grpc.enabled and cfg.gateway_grpc.metrics:
         out["gateway_grpc"] = ("gateway_grpc", cfg.gateway_grpc.metrics)
     return out
+
+
+def targets(cfg: config.Config) -> int:
+    """Print a scrape_configs section: one job per process with a metrics address."""
+    eps = endpoints(cfg)
+    if not eps:
+        print("no service has a metrics address in the config (metrics = \"host:port\")", file=sys.stderr)
+        return 2
+    print("scrape_configs:")
+    for name, (_, addr) in eps.items():
+        print(f"  - job_name: bookmux_{name}\n    scrape_interval: 5s\n    static_configs:\n"
+              f"      - targets: [\"{addr}\"]")
+    return 0
 
 
 def check(cfg: config.Config, seconds: float) -> int:
@@ -191,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="health, readiness and moving counters of every service")
     c.add_argument("--seconds", type=float, default=5.0, help="between the two scrapes (default: %(default)s)")
+    sub.add_parser("targets", help="a Prometheus scrape_configs section for the config's processes")
     k = sub.add_parser("kill", help="kill -9 a feed; time the aggregator's status metric and readiness")
     k.add_argument("--venue", default="binance", help="venue id of the feed to kill (default: %(default)s)")
     k.add_argument("--shard", type=int, default=0, help="its feed process, when sharded (default: %(default)s)")
@@ -206,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cmd == "check":
         return check(cfg, args.seconds)
+    if args.cmd == "targets":
+        return targets(cfg)
     conf = Path(args.supervisor) if args.supervisor else (REPO / cfg.run_dir / "supervisord.conf")
     return kill(cfg, args.venue, args.shard, args.pid, conf, args.timeout, args.every)
 
