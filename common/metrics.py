@@ -305,8 +305,9 @@ class MetricsServer:
             self._server = None
 
 
-def serve(address: str | None, service: str, collectors: Iterable[Any], health: Health) -> MetricsServer | None:
-    """Start the endpoint of ``service`` on ``address``; None when no address is configured."""
+def serve(address: str | None, collectors: Iterable[Any], health: Health) -> MetricsServer | None:
+    """Start the endpoint of ``health.service`` on ``address`` serving ``collectors``; None when no
+    address is configured. Raises :class:`MetricsError` when it cannot bind."""
     if not address:
         return None
     server = MetricsServer(address, registry(*collectors), health)

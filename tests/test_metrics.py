@@ -119,7 +119,7 @@ def test_server_endpoints() -> None:
 
     health = Health("test", ready=lambda: (state["why"], {}))
     port = free_port()
-    server = metrics.serve(f"127.0.0.1:{port}", "test", [metrics.FunctionCollector(families)], health)
+    server = metrics.serve(f"127.0.0.1:{port}", [metrics.FunctionCollector(families)], health)
     assert isinstance(server, MetricsServer)
     try:
         assert value(scrape(port), "bookmux_test_things_total", kind="a") == 1.0
@@ -134,11 +134,11 @@ def test_server_endpoints() -> None:
         assert status == 200 and json.loads(body) == {"service": "test", "ready": True}
         assert get(port, "/nothing")[0] == 404
         with pytest.raises(MetricsError, match=f"127.0.0.1:{port}"):
-            metrics.serve(f"127.0.0.1:{port}", "again", [], Health("again"))
+            metrics.serve(f"127.0.0.1:{port}", [], Health("again"))
     finally:
         server.close()
     assert get(port, "/healthz")[0] == 0
-    assert metrics.serve(None, "none", [], Health("none")) is None
+    assert metrics.serve(None, [], Health("none")) is None
 
 
 def test_publisher_counts_open_subscriptions(tmp_path: Path) -> None:

@@ -102,10 +102,8 @@ def readiness(runner: FeedRunner) -> Readiness:
 def start(runner: FeedRunner) -> MetricsServer | None:
     """Serve the feed's endpoint on ``cfg.metrics`` (none when unset), ticking from the running
     loop. Raises :class:`common.metrics.MetricsError` when it cannot bind."""
-    address = runner.cfg.metrics
     health = Health(f"feed {runner.cfg.id}", ready=lambda: readiness(runner))
-    server = metrics.serve(address, f"feed {runner.cfg.id}", [metrics.FunctionCollector(lambda: collect(runner))],
-                           health)
+    server = metrics.serve(runner.cfg.metrics, [metrics.FunctionCollector(lambda: collect(runner))], health)
     if server is not None:
         server.tick_on_loop()
     return server

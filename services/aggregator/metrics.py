@@ -110,5 +110,5 @@ def start(agg: Aggregator) -> MetricsServer | None:
     """Serve the aggregator's endpoint on ``aggregator.metrics`` (none when unset). Raises
     :class:`common.metrics.MetricsError` when it cannot bind."""
     health = Health("aggregator", ready=lambda: readiness(agg), ticked=lambda: agg.ticked)
-    return metrics.serve(agg.cfg.aggregator.metrics, "aggregator",
+    return metrics.serve(agg.cfg.aggregator.metrics,
                          [metrics.FunctionCollector(lambda: collect(agg))], health)

@@ -61,7 +61,7 @@ def start(gw: Gateway) -> MetricsServer | None:
     """Serve the gateway's endpoint on ``gateway_grpc.metrics`` (none when unset), ticking from the
     running loop. Raises :class:`common.metrics.MetricsError` when it cannot bind."""
     health = Health("gateway_grpc", ready=lambda: readiness(gw))
-    server = metrics.serve(gw.gw.metrics, "gateway_grpc",
+    server = metrics.serve(gw.gw.metrics,
                            [metrics.FunctionCollector(lambda: collect(gw))], health)
     if server is not None:
         server.tick_on_loop()

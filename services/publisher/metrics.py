@@ -82,5 +82,5 @@ def start(pub: Publisher) -> MetricsServer | None:
     :class:`common.metrics.MetricsError` when it cannot bind."""
     symbols = set(pub.cfg.all_symbols)
     health = Health("publisher", ready=lambda: readiness(pub), ticked=lambda: pub.ticked)
-    return metrics.serve(pub.cfg.publisher.metrics, "publisher",
+    return metrics.serve(pub.cfg.publisher.metrics,
                          [metrics.FunctionCollector(lambda: collect(pub, symbols))], health)
