@@ -28,6 +28,7 @@ import asyncio
 import bisect
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -225,6 +226,10 @@ class _Server(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log (Prometheus scrapes every few seconds)."""
@@ -279,7 +284,8 @@ class MetricsServer:
         """Bind and serve in a daemon thread; returns the bound port. :class:`MetricsError` when
         the address cannot be bound."""
         try:
-            self._server = make_server(self.host, self.port, self.app, server_class=_Server,
+            self._server = make_server(self.host, self.port, self.app,
+                                       server_class=_Server6 if ":" in self.host else _Server,
                                        handler_class=_QuietHandler)
         except OSError as e:
             raise MetricsError(f"cannot serve metrics on {self.address}: {e}") from None
