@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -191,7 +192,7 @@ class Config:
 # --- loading ----------------------------------------------------------------------------------
 
 _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
-             "publisher", "simulator", "security", "gateway_grpc"}
+             "publisher", "simulator", "security", "gateway_grpc", "cluster"}
 _VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
                "taker_fee", "cpu", "dust", "options", "shards"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
@@ -356,6 +357,38 @@ def _gateway_grpc(raw: Any, *, carried: list[str], levels: int, publisher: Publi
                              symbol=symbol, levels=gw_levels, max_clients=max_clients)
 
 
+def is_loopback(host: str) -> bool:
+    """``host`` (an address as bound, IPv6 with or without brackets) is on this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False      # a wildcard ("*", "0.0.0.0" is parsed above) or an interface name
+
+
+def _loopback_only(publisher: PublisherConfig, aggregator: AggregatorConfig, venues: Mapping[str, VenueConfig]) -> None:
+    """Without CURVE every ZeroMQ endpoint a service binds must be loopback (or ipc/inproc): on
+    any other address anyone who reaches it could read the books or inject into the bus."""
+    ends = {"aggregator.pub": aggregator.pub, "aggregator.ctl": aggregator.ctl, "aggregator.query": aggregator.query}
+    for v in venues.values():
+        if v.enabled:
+            for sh in v.processes:
+                w = f"venues.{v.id}" if not v.shards else f"venues.{v.id}.shards[{sh.index}]"
+                ends[f"{w}.pub"], ends[f"{w}.ctl"] = sh.pub, sh.ctl
+    hosts = {"publisher.bind": publisher.bind}
+    for key, ep in ends.items():
+        scheme, _, rest = ep.partition("://")
+        if scheme == "tcp":
+            hosts[key] = rest.rpartition(":")[0]
+    for key, host in hosts.items():
+        if not is_loopback(host):
+            raise ConfigError(f"{key}: {host!r} is not a loopback address and security.curve is off: anyone who "
+                              "reaches it could read or inject; set [security] curve = true (make keys) "
+                              "or bind 127.0.0.1")
+
+
 def build(raw: Mapping[str, Any], source: str = "") -> Config:
     """Validate a raw mapping (as read from TOML) into a frozen :class:`Config`."""
     _unknown("config", raw, _TOP_KEYS)
@@ -395,26 +428,22 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     _unknown("security", sec, {"curve", "keys_dir"})
     security = SecurityConfig(curve=_get(sec, "curve", bool, "security", False),
                               keys_dir=_get(sec, "keys_dir", str, "security", "keys"))
-    if security.curve is False and pub.get("bind", "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
-        import logging
-
-        logging.getLogger("config").warning(
-            "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
-            pub.get("bind"))
     publisher = PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
                                 sndhwm=_get(pub, "sndhwm", int, "publisher", 1000))
     carried = list(dict.fromkeys([*symbols, *(s for v in venues.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(raw.get("gateway_grpc", {}), carried=carried, levels=levels, publisher=publisher)
+    _get(raw, "cluster", dict, "config", {})    # hosts and their programs: read by deploy/supervisor.py only
+    aggregator = AggregatorConfig(
+        pub=_get(agg, "pub", str, "aggregator", "tcp://127.0.0.1:50054"),
+        ctl=_get(agg, "ctl", str, "aggregator", "tcp://127.0.0.1:50055"),
+        query=_get(agg, "query", str, "aggregator", "tcp://127.0.0.1:50053"),
+        down_after=down_after, depletion=depletion)
+    if not security.curve:
+        _loopback_only(publisher, aggregator, venues)
     return Config(
         symbols=symbols, levels=levels, log_level=log_level, security=security, gateway_grpc=gateway_grpc,
         run_dir=_get(raw, "run_dir", str, "config", "run"), max_msg_size=max_msg_size,
-        venues=venues,
-        aggregator=AggregatorConfig(
-            pub=_get(agg, "pub", str, "aggregator", "tcp://127.0.0.1:50054"),
-            ctl=_get(agg, "ctl", str, "aggregator", "tcp://127.0.0.1:50055"),
-            query=_get(agg, "query", str, "aggregator", "tcp://127.0.0.1:50053"),
-            down_after=down_after, depletion=depletion),
-        publisher=publisher,
+        venues=venues, aggregator=aggregator, publisher=publisher,
         simulator=dict(_get(raw, "simulator", dict, "config", {})),
         source=source,
     )
