@@ -16,7 +16,7 @@ comma     := ,
 
 OPTS = $(if $(SYMBOLS),--symbols $(SYMBOLS)) $(if $(LEVELS),--levels $(LEVELS)) $(if $(PORT),--port $(PORT))
 
-.PHONY: help venv run demo watch deplete stop status test lint typecheck clean bench bench-quick keys
+.PHONY: help venv run demo watch deplete stop status test lint typecheck clean bench bench-quick keys netns-tools
 
 help:
 	@echo "make run      set up and run everything under supervisord against the live exchanges (Ctrl-C stops)"
@@ -66,9 +66,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy common services deploy
 
-test: $(STAMP)
+test: $(STAMP) netns-tools
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q
+
+# The namespace test (tests/test_cluster_netns.py) needs `ip` (iproute2): installed here only when
+# missing and running as root (as CI does); otherwise the test says why it skips (fails under CI=true).
+netns-tools:
+	@command -v ip >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing iproute2 for the namespace test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 \
+	      || echo "could not install iproute2: the namespace test will skip (fail under CI=true)"; \
+	  else echo "note: no \`ip\` command (iproute2) and not root: the namespace test will skip"; fi; }
 
 bench: $(STAMP)
 	$(VPY) -m bench.run --full

@@ -503,6 +503,30 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         print("\n" + "\n".join(REPORT))
 
 
+def test_namespaces_of_a_killed_run_are_removed() -> None:
+    """A namespace named after a pid that is gone is deleted, and what still ran in it killed."""
+    namespaces_or_skip()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(30)                      # its pid: a run that no longer exists
+    ns = f"{NS_PREFIX}{dead.pid}core"
+    ip("netns", "add", ns)
+    left = None
+    try:
+        left = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", "import time; time.sleep(600)"],
+                                start_new_session=True)
+        wait_until(lambda: str(left.pid) in ip("netns", "pids", ns).stdout.split(), timeout=30,
+                   what="a process left in the namespace")
+        assert ns in remove_stale_namespaces()
+        assert ns not in _netns_list()
+        assert left.wait(30) == -signal.SIGKILL
+    finally:
+        if left is not None and left.poll() is None:
+            left.kill()
+            left.wait(30)
+        if ns in _netns_list():
+            ip("netns", "delete", ns, check=False)
+
+
 #: How the feeds host's link is cut: its interface down (the sender's packets fail to leave, TCP
 #: retries them at a fixed short interval), the core host's interface down, or every frame lost in
 #: flight (each side's neighbour entry points to a MAC nobody has: packets leave and vanish, as on a
