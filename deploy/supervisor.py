@@ -36,40 +36,6 @@ from common import config, venues
 from common.config import REPO_ROOT, ConfigError
 
 
-@dataclass(frozen=True)
-class Program:
-    """One supervisord program: its name, command line and start priority (lower starts first)."""
-
-    name: str
-    command: str
-    priority: int
-
-
-def feed_name(v: config.VenueConfig, index: int) -> str:
-    return f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{index}"
-
-
-def programs(cfg: config.Config, *, common: str, demo: bool, python: str) -> list[Program]:
-    """Every program of the deployment, in start order; ``common``: the flags every program gets,
-    quoted. Raises ConfigError when a venue's own config rules (its spec's ``check_config``) reject it."""
-    out = []
-    if demo:
-        out.append(Program("simulator", f"{python} -m services.simulator {common}", 10))
-    for v in cfg.enabled_venues:
-        module = venues.kind(v.kind).feed
-        spec = venues.load_spec(v.kind, v.api or None)
-        if spec.check_config is not None:
-            spec.check_config(v)       # e.g. Kraken's depths: a wrong value stops `make run` here
-        for sh in v.processes:
-            out.append(Program(feed_name(v, sh.index),
-                               f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20))
-    out.append(Program("aggregator", f"{python} -m services.aggregator {common}", 30))
-    out.append(Program("publisher", f"{python} -m services.publisher {common}", 40))
-    if cfg.gateway_grpc.enabled:   # its --levels is its depth: the same as the publisher's when given
-        out.append(Program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50))
-    return out
-
-
 def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str,
            only: Collection[str] | None = None) -> str:
     """The supervisord configuration of every program, or of the ``only`` ones (one host's)."""
@@ -106,6 +72,40 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str,
             names.append(p.name)
     out += ["[group:bookmux]", f"programs={','.join(names)}", ""]
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervisord program: its name, command line and start priority (lower starts first)."""
+
+    name: str
+    command: str
+    priority: int
+
+
+def feed_name(v: config.VenueConfig, index: int) -> str:
+    return f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{index}"
+
+
+def programs(cfg: config.Config, *, common: str, demo: bool, python: str) -> list[Program]:
+    """Every program of the deployment, in start order; ``common``: the flags every program gets,
+    quoted. Raises ConfigError when a venue's own config rules (its spec's ``check_config``) reject it."""
+    out = []
+    if demo:
+        out.append(Program("simulator", f"{python} -m services.simulator {common}", 10))
+    for v in cfg.enabled_venues:
+        module = venues.kind(v.kind).feed
+        spec = venues.load_spec(v.kind, v.api or None)
+        if spec.check_config is not None:
+            spec.check_config(v)       # e.g. Kraken's depths: a wrong value stops `make run` here
+        for sh in v.processes:
+            out.append(Program(feed_name(v, sh.index),
+                               f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20))
+    out.append(Program("aggregator", f"{python} -m services.aggregator {common}", 30))
+    out.append(Program("publisher", f"{python} -m services.publisher {common}", 40))
+    if cfg.gateway_grpc.enabled:   # its --levels is its depth: the same as the publisher's when given
+        out.append(Program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50))
+    return out
 
 
 # --- across hosts -------------------------------------------------------------------------------
