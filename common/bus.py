@@ -6,6 +6,8 @@ Rules kept by every stage:
   only; the receiver's sequence check sees the drop);
 * ``LINGER`` is short so a stopping process never hangs on unsent data;
 * nothing busy-polls: loops block in ``poll``/``recv`` with a timeout for their timers;
+* a connecting tcp socket sends ZMTP heartbeats and drops a connection silent for 3 s, then
+  re-dials (a network cut closes no connection; see :data:`HEARTBEAT_TIMEOUT_MS`);
 * with ``sec`` (CURVE on, see common/security.py) a binding socket is a CURVE server admitting
   only the allowed client keys and a connecting one a CURVE client.
 """
