@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             names = [p.name for p in programs(cfg, common="", demo=True, python=sys.executable)]
             hosts = load_cluster(read_cluster(args.cluster), names)
             if args.host not in hosts:
-                raise ConfigError(f"--host {args.host!r}: hosts of {args.cluster}: {sorted(hosts)}")
+                which = "give --host NAME" if args.host is None else f"--host {args.host!r} is not a host"
+                raise ConfigError(f"{which}; hosts of {args.cluster}: {sorted(hosts)}")
             demo = any("simulator" in h.programs for h in hosts.values())
             eps = endpoints(cfg, simulator=demo)
             check_cluster(cfg, hosts, eps)

@@ -105,6 +105,16 @@ def test_firewall_ports_per_host(capsys: pytest.CaptureFixture[str]) -> None:
                         ("gemini", "pub", 50070), ("gemini", "ctl", 50071))]
 
 
+def test_cluster_needs_a_known_host(capsys: pytest.CaptureFixture[str]) -> None:
+    """--cluster without --host, or with a host it does not have, is an error listing the hosts."""
+    assert supervisor.main(["--cluster", str(CLUSTER), "--print"]) == 2
+    assert capsys.readouterr().err == (
+        f"configuration error: give --host NAME; hosts of {CLUSTER}: ['core', 'feeds-a', 'feeds-b']\n")
+    assert supervisor.main(["--cluster", str(CLUSTER), "--host", "feeds-c"]) == 2
+    assert capsys.readouterr().err == (
+        f"configuration error: --host 'feeds-c' is not a host; hosts of {CLUSTER}: ['core', 'feeds-a', 'feeds-b']\n")
+
+
 def test_supervisor_help_names_the_cluster_mode() -> None:
     """python -m deploy.supervisor --help documents --cluster, --host and --ports."""
     out = subprocess.run([sys.executable, "-m", "deploy.supervisor", "--help"], cwd=REPO, capture_output=True,
