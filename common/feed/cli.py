@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from common import logs, venues
 from common.config import ConfigError, add_config_args, from_args
+from common.feed.capture import CaptureError
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
 from common.security import KeyError_, Security
@@ -37,6 +38,9 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
     ap.add_argument("--shard", type=int, default=0,
                     help="which feed process of the venue to be, when [[venues.<id>.shards]] splits its "
                          "symbols over several (default: %(default)s)")
+    ap.add_argument("--capture", default=None, metavar="DIR",
+                    help="record every frame, REST answer and bus message of this feed to compressed files "
+                         "in DIR for replay (docs/capture.md); default: the venue's capture key, else off")
     add_config_args(ap)
     args = ap.parse_args(argv)
     try:
@@ -47,9 +51,17 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
         spec = fixed or venues.load_spec(kind, vcfg.api or None)
         if spec.check_config is not None:
             spec.check_config(vcfg)
-        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))
+        # capture / capture_rotate_mb / capture_rotate_s: read defensively (keys of [venues.<id>])
+        capture = args.capture or getattr(vcfg, "capture", None) or None
+        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg),
+                            capture=capture,
+                            capture_rotate_mb=float(getattr(vcfg, "capture_rotate_mb", None) or 64.0),
+                            capture_rotate_s=float(getattr(vcfg, "capture_rotate_s", None) or 3600.0))
     except (ConfigError, KeyError_) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CaptureError as e:
+        print(f"error: venues.{args.venue}.capture (--capture): {e}", file=sys.stderr)
         return 2
     log = logs.setup(f"feed.{vcfg.id}", cfg.log_level)
     runner.log = log
