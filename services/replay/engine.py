@@ -74,7 +74,7 @@ class ReplayAggregator(Aggregator):
         self.poller.unregister(real_pub)
         real_pub.close(0)
         self.recorder = _Recorder()
-        self.pub = self.recorder
+        self.pub = self.recorder  # type: ignore[assignment]  # only send_multipart is used
         for lk in self.links:
             lk.last_heard = start_ns / 1e9
 
