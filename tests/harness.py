@@ -346,3 +346,142 @@ def raw_socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool = False
 def set_top_level(path: Path, line: str) -> None:
     """Put a top-level TOML ``key = value`` line in a config written by :func:`write_config`."""
     path.write_text(line + "\n" + path.read_text())
+
+
+# --- one simulator, several venues, the whole pipeline (end-to-end tests per venue) ------------
+
+#: WebSocket / REST paths of each (kind, api) on the simulator's port for that venue.
+SIM_PATHS: dict[tuple[str, str], tuple[str, str]] = {
+    ("binance", "spot"): ("", ""), ("bitstamp", "v2"): ("", "/api/v2"),
+    ("kraken", "v2"): ("/v2", ""), ("kraken", "v1"): ("", ""),
+    ("coinbase", "advanced"): ("", ""), ("coinbase", "exchange"): ("", ""),
+    ("gemini", "ws"): ("", ""), ("gemini", "v2"): ("/v2/marketdata", ""),
+}
+
+
+def check_snapshot(m: dict[str, Any]) -> None:
+    """A venue that is not live never has levels in the merged book."""
+    live = {v for v, st in m["venues"].items() if st == "live"}
+    for lv in m["bids"] + m["asks"]:
+        assert lv[2] in live, f"{lv} from a venue that is {m['venues'][lv[2]]} (seq {m['seq']})"
+
+
+class SimPipeline:
+    """The simulator playing ``venues`` ({id: {"kind", "api", ...venue config keys}}), one feed
+    process per venue, the aggregator, the publisher and one subscriber per symbol, on fresh
+    loopback ports. :meth:`settle` pauses the market and waits until every published top-N
+    equals the merged truth of the simulator's books."""
+
+    def __init__(self, tmp: Path, venues: dict[str, dict[str, Any]], symbols: list[str], *, n: int = 10,
+                 rate: float = 20.0, stale_after: float = 2.0, down_after: float = 2.0, seed: int = 11) -> None:
+        self.tmp, self.symbols, self.n = tmp, symbols, n
+        self.ctl_port = free_port()
+        self.dust = {vid: ("0.0001", "1") for vid in venues}
+        extra = [f'[simulator]\nhost = "127.0.0.1"\ncontrol_port = {self.ctl_port}\nseed = {seed}\nrate = {rate}\n']
+        cfg_venues: dict[str, dict[str, Any]] = {}
+        self.kinds: dict[str, str] = {}
+        self.listed: dict[str, list[str]] = {vid: list(v["symbols"]) for vid, v in venues.items() if "symbols" in v}
+        for vid, v in venues.items():
+            v = dict(v)
+            kind, api = v.pop("kind"), v.pop("api")
+            port = free_port()
+            ws_path, rest_path = SIM_PATHS[(kind, api)]
+            listed = v.get("symbols", symbols)
+            extra.append(f'[simulator.venues.{vid}]\nkind = "{kind}"\nport = {port}\n'
+                         + "symbols = [" + ", ".join(f'"{x}"' for x in listed) + "]\n")
+            cfg_venues[vid] = {"kind": kind, "api": api, "ws_url": f"ws://127.0.0.1:{port}{ws_path}",
+                               "rest_url": f"http://127.0.0.1:{port}{rest_path}", "stale_after": stale_after,
+                               "dust": {s: self.dust[vid] for s in symbols}, **v}
+            self.kinds[vid] = kind
+        self.cfg = tmp / "bookmux.toml"
+        self.ep = write_config(self.cfg, symbols=symbols, levels=n, down_after=down_after, venues=cfg_venues,
+                               extra="\n".join(extra))
+        self.sim = SimControl(self.ctl_port)
+        self.ctx = zmq.Context()
+        self.subs = {s: Subscriber(f"tcp://127.0.0.1:{self.ep['pub_port']}", s, self.ctx) for s in symbols}
+        self.procs = Procs(tmp)
+
+    @property
+    def venues(self) -> list[str]:
+        return list(self.kinds)
+
+    def start_feed(self, vid: str) -> None:
+        from common import venues
+
+        self.procs.start(f"feed_{vid}", venues.kind(self.kinds[vid]).feed, "--venue", vid, "--config", str(self.cfg))
+
+    def start(self) -> None:
+        c = str(self.cfg)
+        self.procs.start("simulator", "services.simulator", "--config", c)
+        wait_until(self.sim.up, timeout=30, what="simulator up")
+        for vid in self.kinds:
+            self.start_feed(vid)
+        self.procs.start("aggregator", "services.aggregator", "--config", c)
+        self.procs.start("publisher", "services.publisher", "--config", c)
+
+    def drain(self) -> None:
+        for s in self.subs.values():
+            s.drain(10)
+            for m in s.received[-50:]:
+                check_snapshot(m)
+
+    def carriers(self, symbol: str) -> list[str]:
+        """The venues that carry ``symbol`` (their own ``symbols`` list, else all)."""
+        return [v for v in self.kinds if symbol in self.listed.get(v, self.symbols)]
+
+    def truth(self, symbol: str) -> tuple[list[list[str]], list[list[str]]]:
+        return reference_merge({v: self.sim.truth(v, symbol) for v in self.carriers(symbol)}, self.n, self.dust)
+
+    def settled(self, symbol: str) -> bool:
+        m = self.subs[symbol].last
+        if m is None or set(m["venues"].values()) != {"live"}:
+            return False
+        bids, asks = self.truth(symbol)
+        return bool(m["bids"] == bids and m["asks"] == asks)
+
+    def diff(self, symbol: str) -> str:
+        m = self.subs[symbol].last
+        if m is None:
+            return f"{symbol}: nothing received"
+        bids, asks = self.truth(symbol)
+        lines = [f"{symbol} seq {m['seq']} venues {m['venues']}"]
+        for name, got, want in (("bids", m["bids"], bids), ("asks", m["asks"], asks)):
+            for i, (g, w) in enumerate(zip(got, want, strict=False)):
+                if g != w:
+                    lines.append(f"  {name}[{i}] published {g} truth {w}")
+        return "\n".join(lines)
+
+    def all_live(self) -> bool:
+        return all((m := self.subs[s].last) is not None and set(m["venues"].values()) == {"live"}
+                   for s in self.symbols)
+
+    def statuses_since(self, marks: dict[str, int], venue: str) -> set[str]:
+        return {m["venues"][venue] for s in self.symbols for m in self.subs[s].received[marks[s]:]}
+
+    def marks(self) -> dict[str, int]:
+        return {s: len(self.subs[s].received) for s in self.symbols}
+
+    def settle(self, what: str, timeout: float = 60) -> float:
+        """With every venue live, pause the market and wait until every published book equals
+        the merged truth; if a venue leaves live meanwhile, resume and start again."""
+        t0 = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - t0)
+            wait_until(self.all_live, timeout=max(left, 1), pump=self.drain, what=f"all venues live ({what})")
+            self.sim.get("/pause")
+            try:
+                wait_until(lambda: all(self.settled(s) for s in self.symbols) or not self.all_live(),
+                           timeout=max(timeout - (time.monotonic() - t0), 1), pump=self.drain,
+                           what=f"published books = simulator truth ({what})")
+                if self.all_live():
+                    return time.monotonic() - t0
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n" + "\n".join(self.diff(s) for s in self.symbols)) from None
+            finally:
+                self.sim.get("/resume")
+
+    def close(self) -> None:
+        self.procs.close()
+        for s in self.subs.values():
+            s.sock.close(0)
+        self.ctx.term()

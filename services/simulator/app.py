@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.simulator.binance import BinanceServer
+from common import venues as registry
 from services.simulator.bitstamp import BitstampServer
-from services.simulator.coinbase import CoinbaseServer
 from services.simulator.market import Market, canonical, spec_for
 from services.simulator.venue import RestFault, VenueServer
 
 log = logging.getLogger("simulator")
 
-SERVERS: dict[str, type[VenueServer]] = {"binance": BinanceServer, "bitstamp": BitstampServer,
-                                         "coinbase": CoinbaseServer}
 #: Faults every venue takes. A server class may add its own in ``FAULTS`` (kind -> one line of
 #: help) and handle them, or change a generic one, in ``venue_fault(kind, symbol, params)``, which
 #: returns the reply's extra keys (None: the generic handling applies; ValueError: a bad request).
@@ -82,11 +79,6 @@ def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) ->
     return v
 
 
-def _replay_kinds() -> set[str]:
-    from services.simulator.replay import REPLAYS
-    return set(REPLAYS)
-
-
 def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides: Any) -> Settings:
     """Validate the config's ``[simulator]`` table (unknown keys are errors) and apply flag
     overrides (``None`` = keep)."""
@@ -116,9 +108,7 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
             raise SettingsError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_VENUE_KEYS)}")
         kind = _num(v, "kind", str, vid, where)
         replay = replays.pop(vid, None) or v.get("replay")
-        if kind not in SERVERS and not (replay and kind in _replay_kinds()):
-            raise SettingsError(f"{where}.kind {kind!r}: the simulator speaks {sorted(SERVERS)}"
-                                f" (and replays {sorted(_replay_kinds())})")
+        server_class(kind, where)
         port = _num(v, "port", int, 0, where)
         if not 0 <= port < 65536:
             raise SettingsError(f"{where}.port {port} is not a TCP port")
@@ -144,6 +134,23 @@ def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides:
     if s.rate < 0 or s.ping_interval <= 0 or s.min_levels < 1 or s.max_levels < s.min_levels:
         raise SettingsError("simulator: need rate >= 0, ping_interval > 0, 1 <= min_levels <= max_levels")
     return s
+
+
+def server_class(kind: str, where: str = "kind") -> type[VenueServer]:
+    """The simulator's server class of ``kind`` (from the venue registry); SettingsError names the
+    kinds the simulator can play when ``kind`` is not one of them."""
+    try:
+        cls: type[VenueServer] = registry.load_simulator(kind)
+    except (registry.UnknownVenue, ImportError, AttributeError) as e:
+        playable = []
+        for k in sorted(registry.KINDS):
+            try:
+                registry.load_simulator(k)
+                playable.append(k)
+            except (ImportError, AttributeError):
+                pass
+        raise SettingsError(f"{where} {kind!r}: the simulator speaks {playable} ({e})") from None
+    return cls
 
 
 def _int(params: Mapping[str, str], key: str, default: int, lo: int = 0) -> int:
@@ -196,7 +203,7 @@ class Simulator:
             return make_replay_server(vs.id, vs.kind, Path(vs.replay), speed=s.replay_speed,
                                       gate_timeout=s.replay_gate_timeout, **common)
         specs = {sym: spec_for(sym) for sym in vs.symbols}
-        server = SERVERS[vs.kind](vs.id, specs=specs, **common)
+        server = server_class(vs.kind)(vs.id, specs=specs, **common)
         deep = dict(vs.levels)
         for sym, spec in specs.items():
             rng = random.Random(f"{s.seed}:{vs.id}:{sym}")
@@ -207,6 +214,9 @@ class Simulator:
             if vs.kind == "bitstamp":
                 assert isinstance(server, BitstampServer)
                 server.markets[sym].marker = server.next_us()
+            added = getattr(server, "market_added", None)
+            if added is not None:
+                added(sym)
         return server
 
     @property
@@ -299,14 +309,20 @@ class Simulator:
             raise FaultError(f"venue {v.id!r} does not serve symbol {symbol!r}; it serves {list(v.specs)}")
         return s
 
-    def book(self, venue_id: str | None, symbol: str | None) -> dict[str, Any]:
+    def book(self, venue_id: str | None, symbol: str | None, depth: str | None = None) -> dict[str, Any]:
+        """The true book of ``symbol`` on ``venue_id``; with ``depth`` only its best ``depth`` levels
+        per side (what a client of a depth-limited subscription, e.g. Kraken's, holds)."""
         v = self.venue(venue_id)
         sym = self.symbol(v, symbol)
         assert sym is not None
+        n = _int({"depth": depth} if depth else {}, "depth", 0, lo=1) or None
         bids, asks = v.book_levels(sym)
-        return {"venue": v.id, "symbol": sym,
-                "bids": [[canonical(p), canonical(a)] for p, a in bids],
-                "asks": [[canonical(p), canonical(a)] for p, a in asks]}
+        out: dict[str, Any] = {"venue": v.id, "symbol": sym,
+                               "bids": [[canonical(p), canonical(a)] for p, a in bids[:n]],
+                               "asks": [[canonical(p), canonical(a)] for p, a in asks[:n]]}
+        if n is not None:
+            out["depth"] = n
+        return out
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -12,10 +12,11 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
     ``/pause`` returns ``{"ok": true, "paused": true}`` only once every event already queued has
     been written to its socket: after the reply, no further book event is sent.
 
-``GET /book?venue=binance&symbol=BTC/USDT``
+``GET /book?venue=binance&symbol=BTC/USDT[&depth=N]``
     ``{"venue": "binance", "symbol": "BTC/USDT", "bids": [["43250.1", "0.5"], ..], "asks": [..]}``:
     the complete true book, best first, canonical decimal strings (no exponent, no trailing
-    zeros). In replay mode: the book the recording implies (snapshot + later diffs).
+    zeros). In replay mode: the book the recording implies (snapshot + later diffs). ``depth=N``:
+    the best N levels per side only, i.e. what a Kraken client subscribed at depth N holds.
 
 ``GET /fault?venue=V&kind=K[&symbol=S][&count=N][&seconds=X][&status=C][&ms=M]``
     Replies ``{"ok": true, "fault": {"venue": V, "kind": K, ..parameters used..}}``. Kinds:
@@ -50,6 +51,13 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
     ``crossed``     [symbol]: Coinbase Exchange: an ``l2update`` with a bid one tick above the best
                     ask (not in the truth) on each Exchange connection subscribed to S (default:
                     every symbol). Live mode only. Reply adds ``connections``.
+
+    Kraken adds ``bad_checksum`` [symbol] [count=1] (the next ``count`` updates of S on every
+    connection carry a wrong checksum, the book is right) and ``status``
+    system=maintenance|cancel_only|post_only|online (broadcast on v2 ``status`` and v1
+    ``systemStatus``). Gemini's ``drop`` [remove=3] also deletes the best ``remove`` levels per
+    side from the truth while nobody is connected (listed in the reply's ``removed``), and
+    ``no_initial_book`` [count=1] serves the next ``count`` subscriptions without their initial book.
 
 ``GET /stats``
     ``{"paused": false, "venues": {"binance": {"connections": 1, "connections_total": 3,
@@ -118,7 +126,7 @@ class ControlServer:
             sim.resume()
             return {"ok": True, "paused": False}
         if path == "/book":
-            return sim.book(params.get("venue"), params.get("symbol"))
+            return sim.book(params.get("venue"), params.get("symbol"), params.get("depth"))
         if path == "/fault":
             return {"ok": True, "fault": sim.fault(params)}
         if path == "/stats":

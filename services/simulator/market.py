@@ -311,3 +311,66 @@ def apply_levels(side: dict[Decimal, Decimal], levels: Iterable[Level]) -> None:
             side[p] = a
         else:
             side.pop(p, None)
+
+
+Sent = tuple[Decimal, Decimal, bool]  # (price, amount, republished); amount 0 = delete
+
+
+class DepthView:
+    """What a client of a depth-limited book subscription holds (Kraken's ``depth``): the best
+    ``depth`` levels per side of the truth, kept in step with it by :meth:`advance`.
+
+    The venue's rule, which the client follows too: apply every level of a message, then cut each
+    side to ``depth``; levels pushed out of scope that way get no delete on the wire, and a level
+    that enters the scope because another one left is sent ("republished"). Invariant: after
+    every :meth:`advance`, ``bids``/``asks`` equal the best ``depth`` levels of the truth.
+    """
+
+    def __init__(self, depth: int, book: Book) -> None:
+        self.depth = depth
+        self.bids: dict[Decimal, Decimal] = dict(heapq.nlargest(depth, book.bids.items()))
+        self.asks: dict[Decimal, Decimal] = dict(heapq.nsmallest(depth, book.asks.items()))
+
+    def sorted_bids(self) -> list[Level]:
+        return sorted(self.bids.items(), reverse=True)
+
+    def sorted_asks(self) -> list[Level]:
+        return sorted(self.asks.items())
+
+    def advance(self, book: Book, changes: Changes) -> tuple[list[Sent], list[Sent]]:
+        """Move the view to ``book`` (the truth with ``changes`` already applied) and return what
+        the venue sends for it, per side, in order: the changes that touch the scope (in their
+        order), then the republished levels, best first. O(depth + changes), plus O(levels) when
+        levels have to be republished."""
+        return (_advance(self.bids, book.bids, changes.bids, self.depth, True),
+                _advance(self.asks, book.asks, changes.asks, self.depth, False))
+
+
+def _advance(held: dict[Decimal, Decimal], truth: dict[Decimal, Decimal], changes: list[Level],
+             depth: int, is_bid: bool) -> list[Sent]:
+    # Before the changes ``held`` is the truth's best ``depth`` levels, so every truth level better
+    # than its worst (``bound``) is in it; a new level better than ``bound`` enters the scope.
+    bound = (min(held) if is_bid else max(held)) if len(held) >= depth and held else None
+    out: list[Sent] = []
+    for p, q in changes:
+        if p in held:
+            if q:
+                held[p] = q
+            else:
+                del held[p]
+            out.append((p, q, False))
+        elif q and (bound is None or (p > bound if is_bid else p < bound)):
+            held[p] = q
+            out.append((p, q, False))
+    excess = len(held) - depth
+    if excess > 0:  # pushed out of scope: the client cuts them too, nothing is sent
+        for p in (heapq.nsmallest if is_bid else heapq.nlargest)(excess, held):
+            del held[p]
+    missing = depth - len(held)
+    if missing > 0 and len(truth) > len(held):
+        # every truth level outside ``held`` is worse than all of it: the best of them come in
+        pick = heapq.nlargest if is_bid else heapq.nsmallest
+        for p in pick(missing, (p for p in truth if p not in held)):
+            held[p] = truth[p]
+            out.append((p, truth[p], True))
+    return out
