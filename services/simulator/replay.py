@@ -68,7 +68,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 from websockets.http11 import Response
 
 from common.feed import capture as cap
-from common.feed.capture import find_runs, is_capture
+from common.feed.capture import CaptureError, find_runs, is_capture
 from common.feed.replay import final_books
 from services.simulator.binance import BinanceServer, venue_symbol
 from services.simulator.bitstamp import CHANNEL_PREFIX, BitstampServer
@@ -970,11 +970,11 @@ class CaptureReplay(VenueServer):
     def setup_capture(self, folder: Path, kind: str, speed: float, gate_timeout: float) -> None:
         runs = [r for r in find_runs(folder) if r.venue == self.id]
         if not runs:
-            raise RecordingError(f"{folder}: no capture of venue {self.id!r} (captured: "
+            raise CaptureError(f"{folder}: no capture of venue {self.id!r} (captured: "
                                  f"{sorted(capture_venues(folder))})")
         found = {str(r.header.get("kind")) for r in runs}
         if found != {kind}:
-            raise RecordingError(f"{folder}: venue {self.id!r} was captured as {sorted(found)}, "
+            raise CaptureError(f"{folder}: venue {self.id!r} was captured as {sorted(found)}, "
                                  f"but is configured as {kind}")
         self.kind = kind
         self.folder = folder
