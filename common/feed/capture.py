@@ -246,7 +246,7 @@ class CaptureWriter:
     def _open_part(self) -> None:
         self._part += 1
         path = self._path(self._part)
-        self._file = open(path, "xb")  # noqa: SIM115 - closed by _close_part
+        self._file = self._open_file(path)
         self._z = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)     # 31: a gzip stream
         self._opened_at = time.monotonic()
         self._file_bytes = 0
@@ -254,6 +254,10 @@ class CaptureWriter:
         self.stats.paths.append(str(path))
         hdr = [HDR, time.monotonic(), time.time_ns(), {**self.header, "part": self._part}]
         self._write_chunk([msgpack.packb(hdr, use_bin_type=True)], sync=True)
+
+    def _open_file(self, path: Path) -> Any:
+        """A new file for writing (never one that exists)."""
+        return open(path, "xb")
 
     def _write_chunk(self, recs: list[bytes], *, sync: bool) -> None:
         z, f = self._z, self._file
