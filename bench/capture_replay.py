@@ -37,7 +37,7 @@ from bench.util import REPO, Procs, free_port, install_cleanup, progress, wait_u
 from common import schema, venues
 from common.config import load
 from common.feed.capture import WS, find_runs
-from common.feed.replay import final_books
+from common.feed.replay import final_books, verify_runs
 from services.replay.engine import replay
 
 DEMO = REPO / "deploy" / "demo.toml"
@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- 2. deterministic replay -----------------------------------------------------------
         base = load(DEMO, sets=base_sets, venues=args.venues)
+        feeds_only = verify_runs(runs)
+        print(f"feed cores only (no aggregator): {feeds_only.inputs} inputs ({feeds_only.frames} frames) in "
+              f"{feeds_only.seconds:.2f} s: {feeds_only.frames / feeds_only.seconds:,.0f} frames/s; books "
+              f"{'EQUAL' if feeds_only.book_mismatches == 0 else 'DIFFERENT'} after every input")
         r1 = replay(runs, base)
         r2 = replay(runs, base)
         print(f"deterministic run 1: {r1.summary()}")
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             "x_real_time": [round(r1.speedup, 1), round(r2.speedup, 1)],
             "book_checks": r1.verdict.book_checks, "book_mismatches": r1.verdict.book_mismatches,
             "bus_identical_steps": r1.verdict.inputs - r1.verdict.bus_mismatches, "published": r1.published,
-            "identical_runs": same}
+            "identical_runs": same, "feed_cores_only_s": round(feeds_only.seconds, 2),
+            "feed_cores_only_frames_per_s": round(feeds_only.frames / feeds_only.seconds)}
 
         # --- 3. through the simulator ------------------------------------------------------------
         result["simulator"] = [simulator_replay(speed, raw, work, folder, ids, args, ctx, runs, r1.span_s)

@@ -276,6 +276,41 @@ def test_simulator_replay_as_fast_as_possible(captured: Captured, tmp_path: Path
         ctx.term()
 
 
+def test_a_killed_feed_leaves_a_capture_that_replays(tmp_path: Path) -> None:
+    """A feed killed with SIGKILL while capturing leaves a file without its end; it reads up to
+    the last written batch and replays equal to the recorded run up to there."""
+    port, ctl = free_port(), free_port()
+    cfg = tmp_path / "c.toml"
+    ep = write_config(cfg, symbols=SYMS, extra=sim_section(port, ctl), venues={"binance": binance(port)})
+    sim = SimControl(ctl)
+    ctx = zmq.Context()
+    procs = Procs(tmp_path)
+    try:
+        procs.start("simulator", "services.simulator", "--config", str(cfg))
+        wait_until(sim.up, timeout=60, what="simulator up")
+        procs.start("feed", "services.feed_binance", "--venue", "binance", "--config", str(cfg),
+                    "--capture", str(tmp_path / "cap"))
+        wait_until(lambda: set(feed_books(ctx, ep["binance"]["ctl"]) or {}) == set(SYMS), timeout=60,
+                   what="both books synced")
+
+        def frames_on_disk() -> int:
+            try:
+                return sum(1 for rec in find_runs(tmp_path / "cap")[0].records() if rec[0] == cap.WS)
+            except CaptureError:
+                return 0
+
+        wait_until(lambda: frames_on_disk() >= 60, timeout=60, what="60 frames on disk")
+        procs.kill("feed", signal.SIGKILL)
+    finally:
+        procs.close()
+        ctx.term()
+    (run,) = find_runs(tmp_path / "cap")
+    v = verify_runs([run])
+    assert run.truncated and v.truncated
+    assert v.frames >= 60
+    assert (v.book_mismatches, v.bus_mismatches, v.first_mismatch) == (0, 0, None)
+
+
 # --- the writer -----------------------------------------------------------------------------------
 
 
