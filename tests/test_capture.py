@@ -185,6 +185,20 @@ def test_replay_equals_the_recorded_run_after_every_input(captured: Captured) ->
     assert v.books == final_books(captured.runs, before_stop=False)
 
 
+def test_replay_command(captured: Captured) -> None:
+    """``python -m services.replay DIR --twice --json``: exit 0, equal books, identical runs."""
+    import json
+
+    p = subprocess.run([sys.executable, "-m", "services.replay", str(captured.folder), "--config", str(captured.cfg),
+                        "--twice", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    v = verify_runs(captured.runs)
+    assert (out["inputs"], out["frames"], out["book_mismatches"], out["bus_mismatches"]) == (v.inputs, v.frames, 0, 0)
+    assert out["deterministic"] is True and out["first_mismatch"] is None
+    assert [r["venue"] for r in out["runs"]] == ["binance"]
+
+
 class WithoutFrame(CaptureRun):
     """A capture run with one WebSocket frame left out."""
 
