@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from common import logs, venues
+from common import config, logs, venues
 from common.config import ConfigError, add_config_args, from_args
 from common.feed.capture import CaptureError
 from common.feed.runner import FeedRunner, options_doc
@@ -58,6 +58,7 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
                             capture_rotate_mb=float(getattr(vcfg, "capture_rotate_mb", None) or 64.0),
                             capture_rotate_s=float(getattr(vcfg, "capture_rotate_s", None) or 3600.0))
     except (ConfigError, KeyError_) as e:
+        config.hold_for_supervisor()    # exit 2 once supervisord takes it for an exit, not a failed start
         print(f"error: {e}", file=sys.stderr)
         return 2
     except CaptureError as e:
