@@ -51,17 +51,15 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
         spec = fixed or venues.load_spec(kind, vcfg.api or None)
         if spec.check_config is not None:
             spec.check_config(vcfg)
-        # capture / capture_rotate_mb / capture_rotate_s: read defensively (keys of [venues.<id>])
-        capture = args.capture or getattr(vcfg, "capture", None) or None
         runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg),
-                            capture=capture,
-                            capture_rotate_mb=float(getattr(vcfg, "capture_rotate_mb", None) or 64.0),
-                            capture_rotate_s=float(getattr(vcfg, "capture_rotate_s", None) or 3600.0))
+                            capture=args.capture or vcfg.capture or None, capture_rotate_mb=vcfg.capture_rotate_mb,
+                            capture_rotate_s=vcfg.capture_rotate_s)
     except (ConfigError, KeyError_) as e:
         config.hold_for_supervisor()    # exit 2 once supervisord takes it for an exit, not a failed start
         print(f"error: {e}", file=sys.stderr)
         return 2
     except CaptureError as e:
+        config.hold_for_supervisor()
         print(f"error: venues.{args.venue}.capture (--capture): {e}", file=sys.stderr)
         return 2
     log = logs.setup(f"feed.{vcfg.id}", cfg.log_level)
