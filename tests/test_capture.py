@@ -144,7 +144,7 @@ def test_capture_holds_every_input_and_the_bus(captured: Captured) -> None:
     assert run.venue == "binance" and run.header["kind"] == "binance" and run.header["format"] == cap.FORMAT
     assert run.cfg.symbols == tuple(SYMS) and run.cfg.depth == 1000
     assert kinds[cap.START] == 1 and kinds[cap.STOP] == 1
-    assert kinds[cap.OPEN] == 2 and kinds[cap.CLOSE] == 1
+    assert kinds[cap.OPEN] >= 2 and kinds[cap.CLOSE] == kinds[cap.OPEN] - 1   # the last one open at the stop
     snapshots = [rec for rec in run.records() if rec[0] == cap.REST and rec[4] is not None]
     assert Counter(rec[4] for rec in snapshots if rec[6] is not None) >= Counter({"BTC/USDT": 3, "ETH/USDT": 2})
     assert all(rec[3].startswith("http://127.0.0.1:") and "limit=1000" in rec[3] for rec in snapshots)
