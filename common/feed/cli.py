@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from common import config, logs, venues
 from common.config import ConfigError, add_config_args, from_args
+from common.feed.capture import CaptureError
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
 from common.metrics import MetricsError
@@ -38,6 +39,9 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
     ap.add_argument("--shard", type=int, default=0,
                     help="which feed process of the venue to be, when [[venues.<id>.shards]] splits its "
                          "symbols over several (default: %(default)s)")
+    ap.add_argument("--capture", default=None, metavar="DIR",
+                    help="record every frame, REST answer and bus message of this feed to compressed files "
+                         "in DIR for replay (docs/capture.md); default: the venue's capture key, else off")
     add_config_args(ap)
     args = ap.parse_args(argv)
     try:
@@ -48,10 +52,16 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
         spec = fixed or venues.load_spec(kind, vcfg.api or None)
         if spec.check_config is not None:
             spec.check_config(vcfg)
-        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))
+        runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg),
+                            capture=args.capture or vcfg.capture or None, capture_rotate_mb=vcfg.capture_rotate_mb,
+                            capture_rotate_s=vcfg.capture_rotate_s)
     except (ConfigError, KeyError_) as e:
         config.hold_for_supervisor()    # exit 2 once supervisord takes it for an exit, not a failed start
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CaptureError as e:
+        config.hold_for_supervisor()
+        print(f"error: venues.{args.venue}.capture (--capture): {e}", file=sys.stderr)
         return 2
     log = logs.setup(f"feed.{vcfg.id}", cfg.log_level)
     runner.log = log

@@ -43,6 +43,7 @@ from common.feed import metrics as feed_metrics
 from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
+from common.feed.capture import CaptureWriter, CapturingCore, header_for
 from common.feed.core import FeedCore
 from common.feed.feedbus import FeedBus
 from common.feed.pairs import pair_check
@@ -141,14 +142,24 @@ class FeedRunner:
 
     def __init__(self, spec: FeedSpec, cfg: VenueConfig, *, max_msg_size: int = 64 * 1024 * 1024,
                  log: logging.Logger | None = None, rng: random.Random | None = None,
-                 sec: Security | None = None) -> None:
+                 sec: Security | None = None, capture: str | None = None, capture_rotate_mb: float = 64.0,
+                 capture_rotate_s: float = 3600.0) -> None:
         self.sec = sec                 # CURVE (common/security.py) on both sockets when set
         self.spec = spec
         self.cfg = cfg
         self.opts = resolve_options(spec, cfg)
         self.max_msg_size = max_msg_size
         self.rng = rng or random.Random()
-        self.core = FeedCore(spec, cfg, self.opts, sess=time.time_ns(), log=log, rng=self.rng)
+        # Capture (common/feed/capture.py): the same core, recording every input and bus batch.
+        core_cls = CapturingCore if capture else FeedCore
+        self.core = core_cls(spec, cfg, self.opts, sess=time.time_ns(), log=log, rng=self.rng)
+        self.capture: CaptureWriter | None = None
+        if capture:
+            assert isinstance(self.core, CapturingCore)
+            self.capture = CaptureWriter(capture, cfg.id, self.core.sess, header_for(self.core),
+                                         rotate_mb=capture_rotate_mb, rotate_s=capture_rotate_s,
+                                         log=self.core.log, counters=self.core.counters)
+            self.core.writer = self.capture
         self.connects = 0
         self.delays_slept: list[float] = []
         self._stop: asyncio.Event | None = None
@@ -198,6 +209,8 @@ class FeedRunner:
         self._rest_sem = asyncio.Semaphore(int(self.opts["rest_concurrency"]))
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
+        if self.capture is not None:
+            self.log.info("%s: capturing every input to %s", self.cfg.id, self.capture.folder)
         tasks: list[asyncio.Task[Any]] = []
         endpoint: MetricsServer | None = None
         try:
@@ -220,12 +233,17 @@ class FeedRunner:
                 t.cancel()
             self._cancel_fetches()
             await asyncio.gather(*tasks, return_exceptions=True)
+            rts = time.time_ns()
+            if isinstance(self.core, CapturingCore):
+                self.core.record_stop(rts)
             for st in self.symbols.values():
                 if st.listed:
-                    self.core.out.status(st, DOWN, "feed stopping", time.time_ns())
+                    self.core.out.status(st, DOWN, "feed stopping", rts)
             self.bus.close()
             if endpoint is not None:
                 endpoint.close()
+            if self.capture is not None:
+                self.capture.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._session.close()
             self.log.info("%s feed stopped; counters %s", self.cfg.id, dict(self.counters))
@@ -243,10 +261,22 @@ class FeedRunner:
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    async def _get(self, url: str) -> tuple[bytes, int]:
+    async def _get(self, url: str, symbol: str | None = None) -> tuple[bytes, int]:
+        """GET ``url`` off the loop (``symbol``: a snapshot of it; None: the pair check). When
+        capturing, the answer (or the error) is recorded here, on the loop, in input order."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
-                                          float(self.opts["rest_timeout"]))
+        core = self.core
+        if not isinstance(core, CapturingCore):
+            return await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
+                                              float(self.opts["rest_timeout"]))
+        try:
+            body, rts = await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
+                                                   float(self.opts["rest_timeout"]))
+        except rest.RestError as e:
+            core.record_rest(url, symbol, e.status, None, str(e), getattr(e, "delay", None), time.time_ns())
+            raise
+        core.record_rest(url, symbol, 200, body, None, None, rts)
+        return body, rts
 
     # --- core outputs -------------------------------------------------------------------------
 
@@ -281,7 +311,7 @@ class FeedRunner:
         url = self.spec.snapshot_url(self.cfg, st.key)
         try:
             async with self._rest_sem:
-                body, rts = await self._get(url)
+                body, rts = await self._get(url, f.symbol)
         except rest.RateLimited as e:
             self.core.snapshot_failed(f.symbol, str(e), e.delay)
         except rest.RestError as e:

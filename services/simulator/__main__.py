@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common import logs
 from common.config import ConfigError, add_config_args, from_args
+from common.feed.capture import CaptureError
 from services.simulator.app import Settings, SettingsError, Simulator, settings_from
 from services.simulator.control import ControlServer
 
@@ -33,21 +34,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--replay", action="append", default=[], metavar="[VENUE=]DIR",
                    help="serve a recording folder (fixtures/recorded/{binance,binance_us,bitstamp,kraken,"
                         "coinbase,gemini}) instead of the model; without VENUE= it goes to the configured "
-                        "venue of the recording's kind")
+                        "venue of the recording's kind. A feed capture folder (--capture of a feed, "
+                        "docs/capture.md) is played back too: every captured venue on the simulator venue "
+                        "of the same id")
     g.add_argument("--replay-speed", type=float, default=None,
                    help="1 = recorded pace (default), 2 = twice as fast, 0 = as fast as possible")
     return ap.parse_args(argv)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
+    """The settings of the config's [simulator] table with the flags applied."""
     cfg = from_args(args)
     raw = cfg.simulator
     replays: dict[str, str] = {}
     if args.replay:
-        from services.simulator.replay import detect_kind
+        from services.simulator.replay import capture_venues, detect_kind, is_capture
         kinds = {vid: v.get("kind", vid) for vid, v in raw.get("venues", {}).items() if isinstance(v, dict)}
         for item in args.replay:
             vid, eq, folder = item.partition("=")
+            if not eq and is_capture(item):
+                # a feed capture: each captured venue goes to the simulator venue of the same id
+                captured = capture_venues(Path(item))
+                matched = [v for v in captured if v in kinds]
+                if not matched:
+                    raise SettingsError(f"--replay {item}: a capture of {sorted(captured)}, but the config's "
+                                        f"simulator venues are {sorted(kinds)}")
+                for v in matched:
+                    replays[v] = item
+                continue
             if not eq:
                 folder = item
                 kind = detect_kind(Path(folder))
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logs.setup("simulator", args.log_level or "INFO")
     try:
         settings = load_settings(args)
-    except (ConfigError, SettingsError, OSError) as e:
+    except (ConfigError, SettingsError, OSError, CaptureError) as e:
         log.error("%s", e)
         return 2
     try:
@@ -91,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # port in use, etc.
         log.error("cannot serve: %s", e)
         return 1
+    except CaptureError as e:  # a capture folder that does not fit the config (venue kind)
+        log.error("%s", e)
+        return 2
     return 0
 
 

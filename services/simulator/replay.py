@@ -58,14 +58,18 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from websockets.http11 import Response
 
+from common.feed import capture as cap
+from common.feed.capture import CaptureError, find_runs, is_capture
+from common.feed.replay import final_books
 from services.simulator.binance import BinanceServer, venue_symbol
 from services.simulator.bitstamp import CHANNEL_PREFIX, BitstampServer
 from services.simulator.market import SymbolSpec
@@ -899,10 +903,205 @@ STEMS: dict[str, type[ReplayServer]] = {stem: c for c in REPLAYS.values() for st
 
 def make_replay_server(venue_id: str, kind: str, folder: Path, *, speed: float, gate_timeout: float,
                        **kw: Any) -> VenueServer:
-    """A venue server of ``kind`` serving the recording in ``folder``."""
+    """A venue server of ``kind`` serving the recording in ``folder`` (a feed capture, see
+    :class:`CaptureReplay`, or a cryptofeed recording)."""
+    if is_capture(folder):
+        cap = CaptureReplay(venue_id, specs={}, **kw)
+        cap.setup_capture(folder, kind, speed, gate_timeout)
+        return cap
     found = detect_kind(folder)
     if found != kind:
         raise RecordingError(f"{folder} holds a {found} recording, but venue {venue_id!r} is {kind}")
     server = REPLAYS[kind](venue_id, specs={}, **kw)
     server.setup_replay(folder, speed, gate_timeout)
     return server
+
+
+# --- feed captures (common/feed/capture.py) -------------------------------------------------------
+
+
+def capture_venues(folder: Path) -> dict[str, str]:
+    """Venue id -> kind of every feed session in a capture folder."""
+    return {r.venue: str(r.header.get("kind", "")) for r in find_runs(folder)}
+
+
+def _rest_key(url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    u = urlsplit(url)
+    return u.path.rstrip("/"), tuple(sorted(parse_qsl(u.query, keep_blank_values=True)))
+
+
+@dataclass
+class _CapConn:
+    frames: list[tuple[float, str | bytes]]
+    opened: float                     # captured monotonic time of the opening
+    first: int                        # index of its first frame in the whole capture
+    closed: float | None = None       # captured close (None: the feed stopped with it open)
+    close_reason: str = ""
+
+
+@dataclass
+class _CapRest:
+    mono: float
+    needs: int                        # frames captured before this answer (all must have been sent)
+    status: int | None
+    body: bytes | None
+    error: str | None
+    delay: float | None
+
+
+class CaptureReplay(VenueServer):
+    """One venue of a feed capture played back on the wire, whatever the venue: the frames are
+    the ones the feed received, verbatim, so no venue protocol is needed here.
+
+    * The k-th WebSocket connection (any path) gets the frames the feed received on its k-th
+      captured connection, paced at the captured gaps divided by ``speed`` (0: as fast as the
+      connection takes them), then is closed where the captured one ended (kept open when the
+      feed stopped with it open). What the client sends is read and ignored (the captured
+      answers are already among the frames). Connections beyond the captured ones get nothing.
+    * REST: each GET is answered with the next captured answer of the same path and query (the
+      last one again once they are used up; 404 when there is none), errors with their HTTP
+      status (and ``Retry-After``) -- held until every frame captured before that answer has been
+      sent (or ``gate_timeout`` passed), so a feed meets its snapshot where it met it live.
+    * ``/book`` answers the book the feed had published when the capture ended.
+    """
+
+    kind = "capture"
+
+    def setup_capture(self, folder: Path, kind: str, speed: float, gate_timeout: float) -> None:
+        runs = [r for r in find_runs(folder) if r.venue == self.id]
+        if not runs:
+            raise CaptureError(f"{folder}: no capture of venue {self.id!r} (captured: "
+                                 f"{sorted(capture_venues(folder))})")
+        found = {str(r.header.get("kind")) for r in runs}
+        if found != {kind}:
+            raise CaptureError(f"{folder}: venue {self.id!r} was captured as {sorted(found)}, "
+                                 f"but is configured as {kind}")
+        self.kind = kind
+        self.folder = folder
+        self.source = f"capture {folder}"
+        self.speed = speed
+        self.gate_timeout = gate_timeout
+        self.cap_conns: list[_CapConn] = []
+        self.cap_rest: dict[tuple[str, tuple[tuple[str, str], ...]], list[_CapRest]] = {}
+        frames = 0
+        cur: _CapConn | None = None
+        for run in runs:
+            for rec in run.records():
+                kind_ = rec[0]
+                if kind_ == cap.OPEN:
+                    cur = _CapConn([], float(rec[1]), frames)
+                    self.cap_conns.append(cur)
+                elif kind_ == cap.WS and cur is not None:
+                    cur.frames.append((float(rec[1]), rec[3]))
+                    frames += 1
+                elif kind_ == cap.CLOSE and cur is not None:
+                    cur.closed, cur.close_reason = float(rec[1]), str(rec[4])
+                    cur = None
+                elif kind_ == cap.REST:
+                    self.cap_rest.setdefault(_rest_key(rec[3]), []).append(
+                        _CapRest(float(rec[1]), frames, rec[5], rec[6], rec[7], rec[8]))
+            cur = None             # a new session starts with a new connection
+        self.frames_total = frames
+        self.sent_upto = 0         # every frame below this index has been sent (or skipped)
+        self.rest_served: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._progress = asyncio.Event()
+        self._accepted = 0
+        books = final_books(runs)
+        self.final = {sym: sides for (v, sym), sides in books.items() if v == self.id}
+        for sym in dict.fromkeys(s for r in runs for s in r.cfg.symbols):
+            self.specs[sym] = SymbolSpec(sym, Decimal("0.00000001"), Decimal(0))
+        log.info("%s: capture of %d connection(s), %d frames, %d REST answers from %s", self.id,
+                 len(self.cap_conns), frames, sum(len(v) for v in self.cap_rest.values()), folder)
+
+    def health(self) -> dict[str, Any]:
+        return {**super().health(), "mode": "replay", "source": self.source, "frames": self.frames_total,
+                "sent": self.sent_upto, "finished": self.finished}
+
+    @property
+    def finished(self) -> bool:
+        """Every captured frame has been sent (or its connection ended first)."""
+        return self.sent_upto >= self.frames_total and self._accepted >= len(self.cap_conns)
+
+    def book_levels(self, symbol: str) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]]:
+        bids, asks = self.final.get(symbol, ({}, {}))
+        return sorted(bids.items(), reverse=True), sorted(asks.items())
+
+    def is_ws_path(self, path: str) -> bool:
+        return True
+
+    def _advance(self, upto: int) -> None:
+        if upto > self.sent_upto:
+            self.sent_upto = upto
+            self._progress.set()
+
+    async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
+        key = (path.rstrip("/"), tuple(sorted((k, v) for k, vs in query.items() for v in vs)))
+        answers = self.cap_rest.get(key)
+        if not answers:
+            raise HttpError(404, {"error": f"no captured answer for {path}", "captured": len(self.cap_rest)})
+        i = self.rest_served[key]
+        self.rest_served[key] += 1
+        a = answers[min(i, len(answers) - 1)]
+        deadline = time.monotonic() + self.gate_timeout
+        while i < len(answers) and self.sent_upto < a.needs and time.monotonic() < deadline:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), max(0.0, deadline - time.monotonic()))
+        self.stats["rest_answers"] += 1
+        if a.body is not None:
+            return http_response(a.status or 200, a.body)
+        headers = [("Retry-After", f"{a.delay:g}")] if a.delay is not None else []
+        return http_response(a.status or 503, {"error": a.error or "captured failure"}, headers)
+
+    async def on_open(self, conn: Conn) -> None:
+        k = self._accepted
+        self._accepted += 1
+        if k >= len(self.cap_conns):
+            log.info("%s: connection %d is beyond the %d captured: nothing to send", self.id, k + 1,
+                     len(self.cap_conns))
+            return
+        conn.state["replay"] = self.spawn(self._play(conn, self.cap_conns[k]))
+
+    async def on_message(self, conn: Conn, text: str) -> None:
+        self.stats["client_frames_ignored"] += 1
+
+    async def on_close(self, conn: Conn) -> None:
+        task = conn.state.get("replay")
+        if task is not None:
+            task.cancel()
+        c = conn.state.get("cap")
+        if c is not None:
+            self._advance(c.first + len(c.frames))      # what it did not get is passed over
+
+    async def _play(self, conn: Conn, c: _CapConn) -> None:
+        conn.state["cap"] = c
+        self._advance(c.first)
+        start = time.monotonic()
+        sent = 0
+        for i, (mono, text) in enumerate(c.frames):
+            if conn.closed:
+                return
+            if self.speed > 0:
+                delay = start + (mono - c.opened) / self.speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif len(conn._out) > 1000:          # as fast as possible, but not faster than the socket
+                await conn.idle.wait()
+            conn.push(text if isinstance(text, str) else text.decode("utf-8", "replace"))
+            sent += 1
+            self.stats["events_sent"] += 1
+            self._advance(c.first + i + 1)
+        self._advance(c.first + len(c.frames))
+        if c.closed is None:
+            log.info("%s: capture replayed on a connection (%d frames); the feed stopped with it open: "
+                     "keeping it open", self.id, sent)
+            return
+        if self.speed > 0:
+            delay = start + (c.closed - c.opened) / self.speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await conn.idle.wait()
+        log.info("%s: capture replayed on a connection (%d frames); closing it as captured (%s)", self.id,
+                 sent, c.close_reason[:80])
+        with contextlib.suppress(Exception):
+            await conn.ws.close(1000, "captured close")
