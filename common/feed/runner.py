@@ -42,7 +42,7 @@ from common.config import ConfigError, VenueConfig
 from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
-from common.feed.core import FeedCore
+from common.feed.core import QUIET_RESYNCS_PER_MIN, FeedCore
 from common.feed.feedbus import FeedBus
 from common.feed.pairs import pair_check
 from common.feed.spec import FeedSpec
@@ -69,6 +69,7 @@ RUNNER_OPTIONS: dict[str, Any] = {
     "max_conn_age": None,       # s before a proactive reconnect; None: the spec's
     "pair_check": True,         # check the symbols against the venue's pair list at start-up
     "precision": None,          # [price decimals, qty decimals] for checksums when the venue does not say
+    "quiet_resyncs_per_min": QUIET_RESYNCS_PER_MIN,  # resyncs of quiet symbols (quiet_after) a minute
 }
 
 TICK = 0.25             # s between the core's timeout checks
