@@ -1,0 +1,261 @@
+"""quiet_after: a symbol whose book stops changing inside a live connection goes ``stale`` and is
+resynced, within a per-venue budget. In-process with an injected clock (the toy venues of
+tests/test_feed_core.py and a toy REST venue here), then end to end against the simulator's
+``silence_symbol`` fault."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from common.config import ConfigError, VenueConfig
+from common.feed.actions import Fetch, Reconnect, Send
+from common.feed.core import FeedCore, TokenBucket
+from common.feed.runner import resolve_options
+from common.feed.spec import RECONNECT, REST, FeedSpec
+from common.feed.types import DepthEvent, Frame, Snapshot
+from common.schema import DELTA, LIVE, SNAP, STALE, SYNCING, BookMsg, StatusMsg
+from services.feed_binance.sync import BinanceSequencer
+from tests.test_feed_core import Wire, snap, spec
+
+D = Decimal
+SYMS = ("BTC/USD", "ETH/USD")
+
+
+@dataclasses.dataclass(frozen=True)
+class _QuietConfig(VenueConfig):
+    """TEMPORARY until common/config.py has the keys (branch opsconfig): the same two fields."""
+
+    quiet_after: float | None = None
+    quiet_after_symbols: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+CFG = VenueConfig if "quiet_after" in {f.name for f in dataclasses.fields(VenueConfig)} else _QuietConfig
+
+
+def venue_cfg(**kw: Any) -> VenueConfig:
+    """The toy venue's config with ``quiet_after`` / ``quiet_after_symbols`` / options."""
+    base = CFG(id="toy", kind="binance", enabled=True, symbols=SYMS, ws_url="ws://x",
+                       rest_url="http://x", pub="inproc://p", ctl="inproc://c", stale_after=5.0, depth=3,
+                       taker_fee=D(0), cpu=None)
+    return dataclasses.replace(base, **kw)
+
+
+def core_for(sp: FeedSpec, **kw: Any) -> FeedCore:
+    cfg = venue_cfg(**kw)
+    c = FeedCore(sp, cfg, resolve_options(sp, cfg), sess=1)
+    c.start(0)
+    c.take_bus()
+    return c
+
+
+def bus(c: FeedCore) -> list[tuple[str, str, str]]:
+    """The bus messages as (symbol, kind or status, first words of the reason)."""
+    c.flush()
+    out = []
+    for m in c.take_bus():
+        if isinstance(m, StatusMsg):
+            out.append((m.symbol, m.status, m.reason.split(";")[0]))
+        elif isinstance(m, BookMsg):
+            out.append((m.symbol, m.kind, ""))
+    return out
+
+
+def upd(k: str, price: str, qty: str) -> dict[str, Any]:
+    return {"t": "upd", "k": k, "b": [[price, qty]]}
+
+
+def live_pair(c: FeedCore, w: Wire, t: float) -> None:
+    """Connect at ``t`` and make both toy symbols live from their in-band snapshots."""
+    c.connected(t, 1)
+    c.take_actions()
+    c.frame(w(snap("BTCUSD", [["10", "1"]], [["11", "1"]]), snap("ETHUSD", [["2", "1"]], [["3", "1"]])), 2, t)
+    assert bus(c) == [("BTC/USD", SNAP, ""), ("ETH/USD", SNAP, "")]
+
+
+def test_token_bucket_sequence() -> None:
+    """Full at first use; one token per 1/rate s after that; never above capacity."""
+    b = TokenBucket(2, 0.5)
+    assert [b.take(0.0), b.take(0.0), b.take(0.0)] == [True, True, False]
+    assert b.wait(0.0) == 2.0 and b.wait(1.0) == 1.0
+    assert [b.take(1.9), b.take(2.0), b.take(2.0)] == [False, True, False]
+    assert [b.take(100.0), b.take(100.0), b.take(100.0)] == [True, True, False]
+    with pytest.raises(ValueError):
+        TokenBucket(0, 1.0)
+
+
+def test_quiet_symbol_goes_stale_resubscribes_and_comes_back_live() -> None:
+    """BTC unchanged for quiet_after -> stale, resubscribe, live on its new book; ETH, updating, stays live."""
+    sp = spec(checksum=None, conn_seq=False)
+    c = core_for(sp, quiet_after=2.0)
+    w = Wire()
+    live_pair(c, w, 0.0)
+    for i in range(1, 9):                   # ETH changes every 0.5 s; BTC never
+        t = i * 0.5
+        c.frame(w(upd("ETHUSD", "2", str(i + 1))), 3, t)
+        c.flush()                           # as the transport does once the frame is handled
+        c.tick(t, 3)
+    # t = 2.0: BTC unchanged for exactly quiet_after (not more): still live. t = 2.5: stale.
+    out = bus(c)
+    assert [m for m in out if m[0] == "BTC/USD"] == [
+        ("BTC/USD", STALE, "book unchanged for 2.5 s (quiet_after 2 s)"),
+        ("BTC/USD", SYNCING, "quiet for 2 s: resync (resubscribe)")]
+    assert [m for m in out if m[0] == "ETH/USD"] == [("ETH/USD", DELTA, "")] * 8
+    assert c.take_actions() == [Send(["unsub BTCUSD", "sub BTCUSD"])]
+    assert c.streams["BTC/USD"].book.levels(0) == []          # its levels are out
+    assert (c.counters["quiet"], c.counters["quiet_resyncs"], c.counters["quiet_resyncs_held"]) == (1, 1, 0)
+    # An update of the old subscription is dropped; the resubscription's book makes BTC live again.
+    c.frame(w(upd("BTCUSD", "10", "5")), 4, 4.1)
+    c.frame(w(snap("BTCUSD", [["10", "2"]], [["11", "1"]])), 5, 4.2)
+    c.tick(4.25, 5)
+    assert bus(c) == [("BTC/USD", SNAP, "")]
+    assert c.streams["BTC/USD"].status == LIVE and c.streams["BTC/USD"].book.levels(0) == [(D(10), D(2))]
+    # Its quiet clock restarted with the new book: quiet again only quiet_after later.
+    c.frame(w(upd("ETHUSD", "2", "50")), 6, 6.0)
+    c.tick(6.2, 6)
+    assert bus(c) == [("ETH/USD", DELTA, "")]
+    c.tick(6.25, 6)
+    assert [m[:2] for m in bus(c)] == [("BTC/USD", STALE), ("BTC/USD", SYNCING)]
+    assert c.streams["ETH/USD"].status == LIVE
+
+
+def test_per_symbol_quiet_after_overrides_the_venue() -> None:
+    """quiet_after_symbols sets one symbol's period; a symbol without any is never taken for quiet."""
+    c = core_for(spec(checksum=None, conn_seq=False), quiet_after_symbols={"ETH/USD": 1.0})
+    w = Wire()
+    live_pair(c, w, 0.0)
+    assert (c.streams["BTC/USD"].quiet_after, c.streams["ETH/USD"].quiet_after) == (None, 1.0)
+    c.tick(1.5, 3)
+    c.tick(100.0, 3)
+    assert [m[:2] for m in bus(c)] == [("ETH/USD", STALE), ("ETH/USD", SYNCING)]
+    c2 = core_for(spec(checksum=None, conn_seq=False), quiet_after=5.0, quiet_after_symbols={"ETH/USD": 1.0})
+    assert (c2.streams["BTC/USD"].quiet_after, c2.streams["ETH/USD"].quiet_after) == (5.0, 1.0)
+
+
+def test_budget_holds_quiet_resyncs_until_a_token_is_back() -> None:
+    """quiet_resyncs_per_min = 1: of two symbols quiet at once, one resyncs, the other waits a minute (counted once)."""
+    c = core_for(spec(checksum=None, conn_seq=False), quiet_after=1.0, options={"quiet_resyncs_per_min": 1})
+    w = Wire()
+    live_pair(c, w, 0.0)
+    c.tick(1.5, 3)
+    assert [m[:2] for m in bus(c)] == [("BTC/USD", STALE), ("ETH/USD", STALE), ("BTC/USD", SYNCING)]
+    assert c.take_actions() == [Send(["unsub BTCUSD", "sub BTCUSD"])]
+    assert c.counters["quiet_resyncs_held"] == 1
+    c.frame(w(snap("BTCUSD", [["10", "2"]], [["11", "1"]])), 4, 1.6)
+    for t in (2.0, 30.0, 61.4):            # the token comes back at 1.5 + 60 s
+        c.frame(w(upd("BTCUSD", "10", str(t))), 5, t)
+        c.flush()
+        c.tick(t, 5)
+    assert [m[:2] for m in bus(c)] == [("BTC/USD", SNAP)] + [("BTC/USD", DELTA)] * 3
+    assert c.take_actions() == [] and c.streams["ETH/USD"].status == STALE
+    assert c.counters["quiet_resyncs_held"] == 1          # one wait, counted once
+    c.frame(w(upd("BTCUSD", "10", "62")), 6, 61.5)
+    c.tick(61.5, 6)
+    assert [m[:2] for m in bus(c)] == [("BTC/USD", DELTA), ("ETH/USD", SYNCING)]
+    assert c.take_actions() == [Send(["unsub ETHUSD", "sub ETHUSD"])]
+    assert c.counters["quiet_resyncs"] == 2
+
+
+def test_reconnect_venue_quiet_symbol_reconnects() -> None:
+    """A venue whose book only comes with a new connection: a quiet symbol asks for a reconnect."""
+    c = core_for(spec(checksum=None, conn_seq=False, resync=RECONNECT, resubscribe=None), quiet_after=1.0)
+    w = Wire()
+    live_pair(c, w, 0.0)
+    c.frame(w(upd("ETHUSD", "2", "3")), 3, 1.0)
+    c.tick(1.5, 3)
+    assert [m[:2] for m in bus(c)] == [("ETH/USD", DELTA), ("BTC/USD", STALE), ("BTC/USD", SYNCING)]
+    acts = c.take_actions()
+    assert len(acts) == 1 and isinstance(acts[0], Reconnect) and acts[0].status == SYNCING
+    assert acts[0].reason.startswith("BTC/USD: quiet for 1 s: resync (reconnect)")
+
+
+def test_connection_end_forgets_waiting_quiet_resyncs() -> None:
+    """A quiet resync waiting for budget is dropped when the connection ends: the new one rebuilds every book."""
+    c = core_for(spec(checksum=None, conn_seq=False), quiet_after=1.0, options={"quiet_resyncs_per_min": 1})
+    w = Wire()
+    live_pair(c, w, 0.0)
+    c.tick(1.5, 3)
+    c.take_actions()
+    assert c.quiet_queue == [c.streams["ETH/USD"]]
+    c.disconnected("down", "connection lost", 4)
+    assert c.quiet_queue == [] and not c.streams["ETH/USD"].quiet_wait
+    c.connected(100.0, 5)
+    assert c.take_actions() == [Send(["sub BTCUSD ETHUSD"])]
+    c.tick(100.25, 5)
+    assert c.take_actions() == []
+
+
+def test_bad_budget_option_is_a_config_error_naming_the_key() -> None:
+    """quiet_resyncs_per_min must be a number > 0."""
+    for bad in (0, -1, "4", True, float("inf")):
+        with pytest.raises(ConfigError, match=r"venues\.toy\.options\.quiet_resyncs_per_min"):
+            core_for(spec(), options={"quiet_resyncs_per_min": bad})
+
+
+# --- a toy REST venue: Binance's sync rule, a book from a REST snapshot -----------------------
+
+
+def rest_parse(text: str | bytes) -> Frame | list[Frame]:
+    """{"k": key, "U": first, "u": last, "b": [[p, q]], "a": [..]}"""
+    m = json.loads(text)
+    return DepthEvent(m["k"], m["U"], m["u"], 0, [(D(p), D(q)) for p, q in m.get("b", [])],
+                      [(D(p), D(q)) for p, q in m.get("a", [])])
+
+
+def rest_snapshot(text: str | bytes, key: str) -> Snapshot:
+    m = json.loads(text)
+    return Snapshot(key, m["last"], 0, [(D(p), D(q)) for p, q in m["b"]], [(D(p), D(q)) for p, q in m["a"]])
+
+
+def rest_spec() -> FeedSpec:
+    return FeedSpec(kind="toyrest", key_of=lambda s: s.replace("/", ""), ws_url=lambda cfg, keys: "ws://x",
+                    subscribe=lambda cfg, keys: [], parse_frame=rest_parse, pairs_url=lambda cfg: None,
+                    parse_pairs=lambda t: {}, sequencer=BinanceSequencer, snapshot=REST,
+                    snapshot_url=lambda cfg, key: f"http://x/{key}", parse_snapshot=rest_snapshot, resync=REST)
+
+
+def ev(k: str, first: int, last: int, price: str = "10", qty: str = "1") -> str:
+    return json.dumps({"k": k, "U": first, "u": last, "b": [[price, qty]]})
+
+
+def body(last: int, bid: str = "10") -> str:
+    return json.dumps({"last": last, "b": [[bid, "1"]], "a": [["11", "1"]]})
+
+
+def test_rest_venue_quiet_resync_fetches_once_the_stream_speaks_again() -> None:
+    """REST venue: stale at quiet_after; no fetch while the symbol's stream is silent (the sequencer
+    would refuse the snapshot); its first event brings one fetch, and the book is live again."""
+    c = core_for(rest_spec(), quiet_after=2.0)
+    c.connected(0.0, 1)
+    assert c.take_actions() == [Fetch("BTC/USD"), Fetch("ETH/USD")]
+    c.frame(ev("BTCUSD", 100, 100), 2, 0.1)
+    c.frame(ev("ETHUSD", 500, 500), 2, 0.1)
+    c.snapshot_body("BTC/USD", body(100), 3)
+    c.snapshot_body("ETH/USD", body(500, "2"), 3)
+    assert bus(c) == [("BTC/USD", SNAP, ""), ("ETH/USD", SNAP, "")]
+    n = 500
+    for i in range(1, 21):                 # ETH changes every 0.5 s for 10 s; BTC is silent
+        t = 0.1 + i * 0.5
+        n += 1
+        c.frame(ev("ETHUSD", n, n, "2", str(i)), 4, t)
+        c.flush()
+        c.tick(t, 4)
+    out = bus(c)
+    assert [m for m in out if m[0] == "BTC/USD"] == [("BTC/USD", STALE, "book unchanged for 2.5 s (quiet_after 2 s)")]
+    assert all(m[1] == DELTA for m in out if m[0] == "ETH/USD")
+    assert c.take_actions() == []          # nothing fetched while BTC says nothing
+    assert c.counters["quiet_resyncs"] == 0
+    # BTC speaks again (its ids jumped: the venue went on without sending): one fetch, then live.
+    c.frame(ev("BTCUSD", 140, 141, "10", "7"), 5, 10.2)
+    c.tick(10.25, 5)
+    assert bus(c) == [("BTC/USD", SYNCING, "quiet for 2 s: resync (REST snapshot)")]
+    assert c.take_actions() == [Fetch("BTC/USD")]
+    c.snapshot_body("BTC/USD", body(140), 6)
+    assert bus(c) == [("BTC/USD", SNAP, "")]
+    assert c.streams["BTC/USD"].book.levels(0) == [(D(10), D(7))]
+    assert c.streams["ETH/USD"].status == LIVE and c.counters["quiet_resyncs"] == 1
