@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import zmq
 
+from common import schema
 from common.config import ConfigError, VenueConfig
 from common.feed.actions import Fetch, Reconnect, Send
 from common.feed.core import FeedCore, TokenBucket
 from common.feed.runner import resolve_options
 from common.feed.spec import RECONNECT, REST, FeedSpec
 from common.feed.types import DepthEvent, Frame, Snapshot
-from common.schema import DELTA, LIVE, SNAP, STALE, SYNCING, BookMsg, StatusMsg
+from common.schema import DELTA, LIVE, SNAP, STALE, SYNCING, BookMsg, FeedMsg, StatusMsg
 from services.feed_binance.sync import BinanceSequencer
+from tests.harness import SimPipeline, wait_until
 from tests.test_feed_core import Wire, snap, spec
 
 D = Decimal
@@ -259,3 +263,112 @@ def test_rest_venue_quiet_resync_fetches_once_the_stream_speaks_again() -> None:
     assert bus(c) == [("BTC/USD", SNAP, "")]
     assert c.streams["BTC/USD"].book.levels(0) == [(D(10), D(7))]
     assert c.streams["ETH/USD"].status == LIVE and c.counters["quiet_resyncs"] == 1
+
+
+# --- end to end: the simulator's silence_symbol fault through real feeds -----------------------
+
+QUIET_AFTER = 2.0      # s; the market ticks 20 times a second per symbol, so a healthy book never waits this long
+SILENCE = 5.0          # s the silenced symbol's events stop
+E2E_SYMS = ["BTC/USDT", "ETH/USDT"]
+SILENCED, OTHER = E2E_SYMS
+#: venue -> (config, the venue's resync is per symbol: do the other symbols stay live?)
+E2E_VENUES: dict[str, tuple[dict[str, Any], bool]] = {
+    "binance": ({"kind": "binance", "api": "spot"}, True),              # REST refetch
+    "bitstamp": ({"kind": "bitstamp", "api": "v2"}, True),              # REST refetch
+    "coinbase": ({"kind": "coinbase", "api": "advanced"}, True),        # resubscribe (sequence_num)
+    "kraken": ({"kind": "kraken", "api": "v2", "depth": 25}, True),     # resubscribe (checksum)
+    "gemini": ({"kind": "gemini", "api": "ws"}, False),                 # reconnect: every symbol resyncs
+}
+
+
+class FeedTap:
+    """A SUB socket on one feed's bus: every message of that venue, decoded, in order."""
+
+    def __init__(self, endpoint: str, venue: str, ctx: zmq.Context) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, f"md.{venue}.".encode())
+        self.sock.connect(endpoint)
+        self.msgs: list[FeedMsg] = []
+
+    def drain(self) -> None:
+        while self.sock.poll(0):
+            self.msgs.append(schema.decode_feed(self.sock.recv_multipart()))
+
+    def live(self, symbol: str) -> bool:
+        """The last message of ``symbol`` left it live (a snap or a delta)."""
+        last = next((m for m in reversed(self.msgs) if m.symbol == symbol), None)   # type: ignore[union-attr]
+        return isinstance(last, BookMsg)
+
+
+@pytest.fixture(scope="module")
+def quiet_pipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimPipeline, dict[str, FeedTap]]]:
+    if CFG is _QuietConfig:
+        pytest.skip("TEMPORARY: common/config.py does not read quiet_after yet (branch opsconfig)")
+    venues = {vid: {**cfg, "quiet_after": QUIET_AFTER} for vid, (cfg, _) in E2E_VENUES.items()}
+    p = SimPipeline(tmp_path_factory.mktemp("quiet"), venues, E2E_SYMS)
+    # A high budget: settle() pauses the market, so every book goes quiet while it compares for
+    # longer than QUIET_AFTER; the budget itself is tested in-process above.
+    with open(p.cfg, "a") as f:
+        for vid in E2E_VENUES:
+            f.write(f"\n[venues.{vid}.options]\nquiet_resyncs_per_min = 600\n")
+    taps = {vid: FeedTap(p.ep[vid]["pub"], vid, p.ctx) for vid in E2E_VENUES}
+    try:
+        p.start()
+        p.settle("start-up", timeout=120)
+        yield p, taps
+    finally:
+        for t in taps.values():
+            t.sock.close(0)
+        p.close()
+        print("\n" + "\n".join(E2E_REPORT))
+
+
+E2E_REPORT: list[str] = []
+
+
+@pytest.mark.parametrize("venue", list(E2E_VENUES))
+def test_silenced_symbol_goes_stale_and_comes_back_live(quiet_pipe: tuple[SimPipeline, dict[str, FeedTap]],
+                                                        venue: str) -> None:
+    """A symbol silenced on a connection that keeps sending the others: ``stale`` (levels out),
+    ``live`` again after a resync, the others never leave ``live`` (but where the venue's resync
+    is a reconnect); then the published books equal the truth."""
+    pipe, taps = quiet_pipe
+    tap = taps[venue]
+
+    def pump() -> None:
+        pipe.drain()              # also checks that no snapshot carries levels of a venue not live
+        for t in taps.values():
+            t.drain()
+    wait_until(lambda: pipe.all_live() and all(tap.live(s) for s in E2E_SYMS), timeout=60, pump=pump,
+               what=f"{venue} live before the fault")
+    mark = len(tap.msgs)
+    pipe.sim.get("/fault", venue=venue, kind="silence_symbol", symbol=SILENCED, seconds=SILENCE)
+    t0 = time.monotonic()
+
+    def stale_then_live() -> bool:
+        mine = [m for m in tap.msgs[mark:] if m.symbol == SILENCED]  # type: ignore[union-attr]
+        i = next((i for i, m in enumerate(mine) if isinstance(m, StatusMsg) and m.status == STALE), None)
+        return i is not None and any(isinstance(m, BookMsg) and m.kind == SNAP for m in mine[i:])
+    wait_until(stale_then_live, timeout=60, pump=pump, what=f"{venue} {SILENCED} stale, then live again")
+    back = time.monotonic() - t0
+    wait_until(lambda: not pipe.sim.get("/stats")["venues"][venue]["symbols_silenced"], timeout=60, pump=pump,
+               what="the silence over")
+    wait_until(lambda: all(tap.live(s) for s in E2E_SYMS), timeout=60, pump=pump, what=f"{venue} live after it")
+    window = tap.msgs[mark:]      # before settle() pauses the market (a pause makes every book quiet)
+
+    statuses = [(m.status, m.reason) for m in window if isinstance(m, StatusMsg) and m.symbol == SILENCED]
+    assert statuses[0][0] == STALE and f"(quiet_after {QUIET_AFTER:g} s)" in statuses[0][1]
+    assert {st for st, _ in statuses} <= {STALE, SYNCING}
+    other = [m for m in window if m.symbol == OTHER]  # type: ignore[union-attr]
+    assert any(isinstance(m, BookMsg) and m.kind == DELTA for m in other)
+    other_statuses = [(m.status, m.reason) for m in other if isinstance(m, StatusMsg)]
+    if E2E_VENUES[venue][1]:
+        assert other_statuses == []
+    else:                         # the reconnect resyncs the connection's every symbol
+        assert other_statuses and all(st == SYNCING for st, _ in other_statuses)
+        assert f"{SILENCED}: quiet for {QUIET_AFTER:g} s" in other_statuses[0][1]
+    silenced = sum(1 for m in window if isinstance(m, StatusMsg) and m.symbol == SILENCED and m.status == STALE)
+    took = pipe.settle(f"{venue} silence_symbol")
+    E2E_REPORT.append(f"{venue:9s} silence_symbol {SILENCE:g} s (quiet_after {QUIET_AFTER:g} s): stale then live "
+                      f"after {back:.2f} s, stale {silenced} time(s); settled to truth in {took:.2f} s")
