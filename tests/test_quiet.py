@@ -24,6 +24,8 @@ from common.feed.spec import RECONNECT, REST, FeedSpec
 from common.feed.types import DepthEvent, Frame, Snapshot
 from common.schema import DELTA, LIVE, SNAP, STALE, SYNCING, BookMsg, FeedMsg, StatusMsg
 from services.feed_binance.sync import BinanceSequencer
+from tests import test_simulator as tsim
+from tests import test_simulator_coinbase as tsim_cb
 from tests.harness import SimPipeline, wait_until
 from tests.test_feed_core import Wire, snap, spec
 
@@ -263,6 +265,68 @@ def test_rest_venue_quiet_resync_fetches_once_the_stream_speaks_again() -> None:
     assert bus(c) == [("BTC/USD", SNAP, "")]
     assert c.streams["BTC/USD"].book.levels(0) == [(D(10), D(7))]
     assert c.streams["ETH/USD"].status == LIVE and c.counters["quiet_resyncs"] == 1
+
+
+# --- the simulator's silence_symbol fault on the wire ------------------------------------------
+
+
+def test_silence_symbol_binance_stops_one_symbol_answers_rest_and_resumes_with_a_jump() -> None:
+    """Binance: BTC events stop on the connection while ETH goes on; the REST snapshot is answered
+    (the truth moved on); after the silence BTC resumes with U jumping over the ids used meanwhile."""
+    r = tsim.make(rate=200.0, venues={"binance": {"kind": "binance", "port": 0}})
+    try:
+        assert r.ctl("/fault", venue="binance", kind="silence_symbol").status_code == 400   # symbol= required
+        with r.ws("binance", "/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms") as ws:
+            before = [f["data"] for f in tsim.frames(ws, 20)]
+            reply = r.ctl("/fault", venue="binance", kind="silence_symbol", symbol="BTC/USDT", seconds=3).json()
+            assert reply["fault"] == {"venue": "binance", "kind": "silence_symbol", "symbol": "BTC/USDT",
+                                      "seconds": 3.0}
+            id1 = r.rest("binance", "/api/v3/depth", symbol="BTCUSDT", limit=5).json()["lastUpdateId"]
+            during = [f["data"] for f in tsim.frames(ws, 200)]
+            snap2 = r.rest("binance", "/api/v3/depth", symbol="BTCUSDT", limit=5)
+            stats = r.ctl("/stats").json()["venues"]["binance"]
+            after: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while not any(d["s"] == "BTCUSDT" and d["u"] > id1 for d in after) and time.monotonic() < deadline:
+                after += [f["data"] for f in tsim.frames(ws, 50)]
+        assert snap2.status_code == 200 and snap2.json()["lastUpdateId"] > id1
+        assert "BTC/USDT" in stats["symbols_silenced"] and stats["events_muted"] > 0
+        assert {d["s"] for d in before} == {"BTCUSDT", "ETHUSDT"}
+        assert all(d["u"] <= id1 for d in during if d["s"] == "BTCUSDT")      # only what was sent before
+        assert sum(d["s"] == "ETHUSDT" for d in during) >= 190
+        resumed = next(d for d in after if d["s"] == "BTCUSDT" and d["u"] > id1)
+        assert resumed["U"] > snap2.json()["lastUpdateId"]
+        assert r.ctl("/stats").json()["venues"]["binance"]["symbols_silenced"] == {}
+    finally:
+        r.close()
+
+
+def test_silence_symbol_coinbase_keeps_sequence_num_and_answers_a_resubscribe() -> None:
+    """Coinbase Advanced Trade: BTC updates stop, ETH and heartbeats go on, sequence_num stays
+    contiguous (the other products see no jump), and a resubscription still brings BTC's snapshot."""
+    r = tsim_cb.make()
+    try:
+        with r.ws("coinbase", "/") as ws:
+            tsim_cb.at_subscribe(ws, "BTC-USD", "ETH-USD")
+            before = tsim_cb.recv_all(ws, until=lambda fs: len(fs) >= 5)
+            r.ctl("/fault", venue="coinbase", kind="silence_symbol", symbol="BTC/USD", seconds=60)
+            during = tsim_cb.recv_all(ws, until=lambda fs: sum(f["channel"] == "heartbeats" for f in fs) >= 2)
+            for kind in ("unsubscribe", "subscribe"):
+                ws.send(json.dumps({"type": kind, "product_ids": ["BTC-USD"], "channel": "level2"}))
+            after = tsim_cb.recv_all(ws, until=lambda fs: any(
+                e["type"] == "snapshot" for f in fs if f["channel"] == "l2_data" for e in f["events"]))
+    finally:
+        r.close()
+    seqs = [f["sequence_num"] for f in before + during + after]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    def updates(fs: list[Any], product: str) -> int:
+        return sum(1 for f in fs if f["channel"] == "l2_data" for e in f["events"]
+                   if e["type"] == "update" and e["product_id"] == product)
+    assert updates(during, "BTC-USD") <= 1          # at most the batch collected before the fault
+    assert updates(during, "ETH-USD") >= 10
+    snaps = [e for f in after if f["channel"] == "l2_data" for e in f["events"] if e["type"] == "snapshot"]
+    assert [e["product_id"] for e in snaps] == ["BTC-USD"] and len(snaps[0]["updates"]) > 100
 
 
 # --- end to end: the simulator's silence_symbol fault through real feeds -----------------------
