@@ -33,7 +33,8 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 #: (setup, venue, fault kind, parameters, must the venue's status leave live?)
-FAULTS: list[tuple[str, str, str, dict[str, Any], bool]] = [
+Fault = tuple[str, str, str, dict[str, Any], bool]
+FAULTS: list[Fault] = [
     ("live", "kraken", "bad_checksum", {"symbol": "BTC/USD"}, True),
     ("live", "kraken", "drop", {}, True),
     ("live", "kraken", "malformed", {"count": 5}, False),
@@ -53,35 +54,65 @@ FAULTS: list[tuple[str, str, str, dict[str, Any], bool]] = [
 ]
 
 
-@pytest.fixture(scope="module", params=list(SETUPS))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each class runs the faults of its own pipeline."""
+    if "fault" in metafunc.fixturenames and metafunc.cls is not None:
+        mine = [f for f in FAULTS if f[0] == metafunc.cls.SETUP]
+        metafunc.parametrize("fault", mine, ids=[f"{v}-{k}" for _, v, k, _, _ in mine])
+
+
+@pytest.fixture(scope="class")
 def pipe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimPipeline]:
-    p = SimPipeline(tmp_path_factory.mktemp(f"e2e-{request.param}"), SETUPS[request.param], SYMS)
-    p.name = request.param  # type: ignore[attr-defined]
+    setup = request.cls.SETUP
+    p = SimPipeline(tmp_path_factory.mktemp(f"e2e-{setup}"), SETUPS[setup], SYMS)
     try:
         p.start()
         took = p.settle("start-up", timeout=90)
-        REPORT.append(f"[{request.param}] start-up to synced and equal to truth: {took:.2f} s")
+        REPORT.append(f"[{setup}] start-up to synced and equal to truth: {took:.2f} s")
         yield p
     finally:
         p.close()
         print("\n" + "\n".join(REPORT))
 
 
-def test_startup_books_equal_truth(pipe: SimPipeline) -> None:
-    """Every venue live in one snapshot of each symbol; the top-N equals the merged truth."""
-    for s in SYMS:
-        m = pipe.subs[s].last
-        assert m is not None and m["venues"] == dict.fromkeys(pipe.venues, "live")
-        assert {lv[2] for lv in m["bids"] + m["asks"]} <= set(pipe.venues)
+class _Venues:
+    """The tests of one pipeline (the ``pipe`` fixture: started once per class, closed after its
+    last test)."""
+
+    SETUP = ""
+
+    def test_startup_books_equal_truth(self, pipe: SimPipeline) -> None:
+        """Every venue live in one snapshot of each symbol; the top-N equals the merged truth."""
+        for s in SYMS:
+            m = pipe.subs[s].last
+            assert m is not None and m["venues"] == dict.fromkeys(pipe.venues, "live")
+            assert {lv[2] for lv in m["bids"] + m["asks"]} <= set(pipe.venues)
+
+    def test_fault_recovers_to_truth(self, pipe: SimPipeline, fault: Fault) -> None:
+        """Inject the fault; the venue's status leaves live where it must; then books equal truth."""
+        setup, venue, kind, params, leaves_live = fault
+        recover(pipe, setup, venue, kind, params, leaves_live)
+
+    def test_kraken_maintenance_down_then_exact_again(self, pipe: SimPipeline) -> None:
+        """Kraken's system status ``maintenance``: the venue goes ``down`` (levels out) while the
+        other venues stay live; ``cancel_only`` keeps it live and says so in ``venue_modes``;
+        ``online`` brings it back exact."""
+        maintenance(pipe, self.SETUP)
 
 
-@pytest.mark.parametrize("setup,venue,kind,params,leaves_live", FAULTS,
-                         ids=[f"{s}-{v}-{k}" for s, v, k, _, _ in FAULTS])
-def test_fault_recovers_to_truth(pipe: SimPipeline, setup: str, venue: str, kind: str, params: dict[str, Any],
-                                 leaves_live: bool) -> None:
-    """Inject the fault; the venue's status leaves live where it must; then books equal truth."""
-    if pipe.name != setup:  # type: ignore[attr-defined]
-        pytest.skip(f"runs in the {setup!r} pipeline")
+class TestLiveApis(_Venues):
+    """Kraken v2, Coinbase Advanced Trade, Gemini's current API."""
+
+    SETUP = "live"
+
+
+class TestAlternativeApis(_Venues):
+    """Kraken v1, Coinbase Exchange, Gemini market data v2."""
+
+    SETUP = "alternative"
+
+
+def recover(pipe: SimPipeline, setup: str, venue: str, kind: str, params: dict[str, Any], leaves_live: bool) -> None:
     marks = pipe.marks()
     log_mark = len(pipe.procs.log("aggregator"))
     params = dict(params)
@@ -104,10 +135,7 @@ def test_fault_recovers_to_truth(pipe: SimPipeline, setup: str, venue: str, kind
     REPORT.append(f"[{setup}] {venue:9s} {kind:12s}: live again after {back:.2f} s; settled to truth in {took:.2f} s")
 
 
-def test_kraken_maintenance_down_then_exact_again(pipe: SimPipeline) -> None:
-    """Kraken's system status ``maintenance``: the venue goes ``down`` (levels out) while the other
-    venues stay live; ``cancel_only`` keeps it live and says so in ``venue_modes``; ``online``
-    brings it back exact."""
+def maintenance(pipe: SimPipeline, setup: str) -> None:
     marks = pipe.marks()
     pipe.sim.get("/fault", venue="kraken", kind="status", system="maintenance")
     t0 = time.monotonic()
@@ -128,5 +156,5 @@ def test_kraken_maintenance_down_then_exact_again(pipe: SimPipeline) -> None:
     wait_until(lambda: all(pipe.subs[s].last.get("venue_modes", {}).get("kraken") == "online" for s in SYMS),
                timeout=30, pump=pipe.drain, what="kraken online")
     took = pipe.settle("kraken online")
-    REPORT.append(f"[{pipe.name}] kraken maintenance: down after {down:.2f} s; cancel_only live after "  # type: ignore[attr-defined]
+    REPORT.append(f"[{setup}] kraken maintenance: down after {down:.2f} s; cancel_only live after "
                   f"{back:.2f} s; online settled in {took:.2f} s")
