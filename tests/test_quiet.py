@@ -5,17 +5,19 @@ tests/test_feed_core.py and a toy REST venue here), then end to end against the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
-from collections.abc import Iterator, Mapping
+import tomllib
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import zmq
 
-from common import schema
+from common import config, schema
 from common.config import ConfigError, VenueConfig
 from common.feed.actions import Fetch, Reconnect, Send
 from common.feed.core import FeedCore, TokenBucket
@@ -26,27 +28,16 @@ from common.schema import DELTA, LIVE, SNAP, STALE, SYNCING, BookMsg, FeedMsg, S
 from services.feed_binance.sync import BinanceSequencer
 from tests import test_simulator as tsim
 from tests import test_simulator_coinbase as tsim_cb
-from tests.harness import SimPipeline, wait_until
+from tests.harness import REPO, SimPipeline, wait_until
 from tests.test_feed_core import Wire, snap, spec
 
 D = Decimal
 SYMS = ("BTC/USD", "ETH/USD")
 
 
-@dataclasses.dataclass(frozen=True)
-class _QuietConfig(VenueConfig):
-    """TEMPORARY until common/config.py has the keys (branch opsconfig): the same two fields."""
-
-    quiet_after: float | None = None
-    quiet_after_symbols: Mapping[str, float] = dataclasses.field(default_factory=dict)
-
-
-CFG = VenueConfig if "quiet_after" in {f.name for f in dataclasses.fields(VenueConfig)} else _QuietConfig
-
-
 def venue_cfg(**kw: Any) -> VenueConfig:
     """The toy venue's config with ``quiet_after`` / ``quiet_after_symbols`` / options."""
-    base = CFG(id="toy", kind="binance", enabled=True, symbols=SYMS, ws_url="ws://x",
+    base = VenueConfig(id="toy", kind="binance", enabled=True, symbols=SYMS, ws_url="ws://x",
                        rest_url="http://x", pub="inproc://p", ctl="inproc://c", stale_after=5.0, depth=3,
                        taker_fee=D(0), cpu=None)
     return dataclasses.replace(base, **kw)
@@ -197,10 +188,18 @@ def test_connection_end_forgets_waiting_quiet_resyncs() -> None:
 
 
 def test_bad_budget_option_is_a_config_error_naming_the_key() -> None:
-    """quiet_resyncs_per_min must be a number > 0."""
-    for bad in (0, -1, "4", True, float("inf")):
-        with pytest.raises(ConfigError, match=r"venues\.toy\.options\.quiet_resyncs_per_min"):
-            core_for(spec(), options={"quiet_resyncs_per_min": bad})
+    """quiet_resyncs_per_min must be a finite number > 0; quiet_after and its per-symbol values > 0."""
+    raw = tomllib.loads((REPO / "deploy" / "demo.toml").read_text())
+    good = copy.deepcopy(raw)
+    good["venues"]["binance"]["options"] = {"quiet_resyncs_per_min": 0.5}
+    assert config.build(good).venue("binance").options == {"quiet_resyncs_per_min": 0.5}
+    for key, bad in (("options", {"quiet_resyncs_per_min": 0}), ("options", {"quiet_resyncs_per_min": "4"}),
+                     ("options", {"quiet_resyncs_per_min": float("inf")}), ("quiet_after", 0),
+                     ("quiet_after_symbols", {"BTC/USDT": -1.0})):
+        r = copy.deepcopy(raw)
+        r["venues"]["binance"][key] = bad
+        with pytest.raises(ConfigError, match=r"venues\.binance\.(options\.quiet_resyncs_per_min|quiet_after)"):
+            config.build(r)
 
 
 # --- a toy REST venue: Binance's sync rule, a book from a REST snapshot -----------------------
@@ -367,8 +366,6 @@ class FeedTap:
 
 @pytest.fixture(scope="module")
 def quiet_pipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimPipeline, dict[str, FeedTap]]]:
-    if CFG is _QuietConfig:
-        pytest.skip("TEMPORARY: common/config.py does not read quiet_after yet (branch opsconfig)")
     venues = {vid: {**cfg, "quiet_after": QUIET_AFTER} for vid, (cfg, _) in E2E_VENUES.items()}
     p = SimPipeline(tmp_path_factory.mktemp("quiet"), venues, E2E_SYMS)
     # A high budget: settle() pauses the market, so every book goes quiet while it compares for

@@ -40,7 +40,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from common.config import ConfigError, VenueConfig
+from common.config import VenueConfig
 from common.feed import handlers
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
@@ -58,15 +58,6 @@ RESUBSCRIBE_CAP = 30.0
 #: start per minute (and at once). A Binance depth-5000 snapshot weighs 250 of the 6000 allowed a
 #: minute: 4 of them use at most 1000 (17 %), leaving the rest to start-ups and gaps.
 QUIET_RESYNCS_PER_MIN = 4.0
-
-
-def quiet_rate(venue: str, v: Any) -> float:
-    """The ``quiet_resyncs_per_min`` option checked: a finite number > 0, else ConfigError."""
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf")
-    if not ok:
-        raise ConfigError(f"venues.{venue}.options.quiet_resyncs_per_min must be a number > 0 (quiet "
-                          f"resyncs allowed per minute), got {v!r}")
-    return float(v)
 
 
 class TokenBucket:
@@ -101,14 +92,6 @@ class TokenBucket:
         return max(0.0, (1 - self.tokens) / self.per_second)
 
 
-def quiet_after_of(cfg: VenueConfig, symbol: str) -> float | None:
-    """``symbol``'s quiet period: its ``quiet_after_symbols`` entry, else the venue's
-    ``quiet_after`` (None: never). Read defensively: older configs have neither key."""
-    per: Any = getattr(cfg, "quiet_after_symbols", None) or {}
-    q = per.get(symbol, getattr(cfg, "quiet_after", None))
-    return None if q is None else float(q)
-
-
 class FeedCore:
     """One venue's feed process, without I/O. See the module docstring."""
 
@@ -139,8 +122,8 @@ class FeedCore:
         self.synced_on_conn = False      # a book was published on this connection (backoff reset)
         self.handlers = handlers.Handlers(self)
         for st in self.streams.values():
-            st.quiet_after = quiet_after_of(cfg, st.symbol)
-        per_min = quiet_rate(cfg.id, opts.get("quiet_resyncs_per_min", QUIET_RESYNCS_PER_MIN))
+            st.quiet_after = cfg.quiet_after_for(st.symbol)
+        per_min = float(opts.get("quiet_resyncs_per_min", QUIET_RESYNCS_PER_MIN))   # > 0: config-checked
         #: quiet resyncs: at most ``per_min`` a minute (and that many at once); symbols marked
         #: stale for quiet wait here, oldest first.
         self.quiet_budget = TokenBucket(max(1.0, per_min), per_min / 60)
