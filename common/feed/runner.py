@@ -14,7 +14,8 @@ Life of a connection::
 
 * Liveness is per connection: any frame, WebSocket ping or pong counts. The runner pings every
   ``ping_every`` s so a quiet but healthy connection still answers; silence for ``stale_after``
-  s marks every symbol ``stale`` and reconnects. A quiet symbol on a live connection is not stale.
+  s marks every symbol ``stale`` and reconnects. A quiet symbol on a live connection is not stale
+  by this rule; the core's ``quiet_after`` watches each symbol's book (see :mod:`common.feed.core`).
 * Reconnect delays come from :func:`common.feed.backoff.backoff`; a fresh generator (a reset) is
   made only after a synced book was published on the connection that just ended.
 """
