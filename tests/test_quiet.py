@@ -145,11 +145,13 @@ def test_budget_holds_quiet_resyncs_until_a_token_is_back() -> None:
     assert c.counters["quiet_resyncs_held"] == 1
     c.frame(w(snap("BTCUSD", [["10", "2"]], [["11", "1"]])), 4, 1.6)
     for t in (2.0, 30.0, 61.4):            # the token comes back at 1.5 + 60 s
-        c.frame(w(upd("BTCUSD", "10", str(t))), 5, t)
+        c.frame(w(upd("BTCUSD", "10", str(t)), upd("ETHUSD", "2", str(t))), 5, t)
         c.flush()
         c.tick(t, 5)
+    # ETH's updates while it waits are dropped: its levels stay out until its resync's book.
     assert [m[:2] for m in bus(c)] == [("BTC/USD", SNAP)] + [("BTC/USD", DELTA)] * 3
     assert c.take_actions() == [] and c.streams["ETH/USD"].status == STALE
+    assert c.streams["ETH/USD"].book.levels(0) == []
     assert c.counters["quiet_resyncs_held"] == 1          # one wait, counted once
     c.frame(w(upd("BTCUSD", "10", "62")), 6, 61.5)
     c.tick(61.5, 6)
