@@ -401,6 +401,7 @@ class RunnerOptions(_Table):
     max_conn_age: Annotated[float, Field(ge=1)] | None = None    # None: the spec's
     pair_check: bool = True
     precision: Annotated[list[Annotated[int, Field(ge=0, le=18)]], Field(min_length=2, max_length=2)] | None = None
+    quiet_resyncs_per_min: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 4.0   # quiet_after's budget
 
     @model_validator(mode="after")
     def _cap_not_below_initial(self) -> RunnerOptions:

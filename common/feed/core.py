@@ -7,7 +7,7 @@ Inputs (``now`` is a monotonic time in s, ``rts`` a wall-clock receive time in n
     connected(now)                  a new WebSocket connection is open
     frame(text, rts, now)           one received text frame
     snapshot_body(symbol, body, rts) / snapshot_failed(symbol, why, delay)   a REST snapshot answer
-    tick(now)                       about twice a second: timeouts
+    tick(now, rts)                  about four times a second: timeouts, quiet symbols
     disconnected(status, reason)    the connection ended
     heartbeat(rts)                  once a second: the bus heartbeat
 
@@ -20,6 +20,17 @@ that voids one symbol's book — a gap, a checksum mismatch, a crossed book, a m
 a snapshot that never came — resyncs that symbol only (``spec.resync``: refetch, resubscribe, or
 reconnect when the venue's book only comes with a new connection); a jump of the connection's
 sequence number (Coinbase) or the venue's maintenance affect the whole connection.
+
+Quiet symbols (``quiet_after``, per venue or per symbol): a ``live`` book that has not changed
+for that long while its connection stays up may belong to a stream the venue stopped feeding.
+:meth:`FeedCore.tick` marks it ``stale`` at once (its levels leave the merged book) and resyncs it
+the venue's way (``spec.resync``), paced by a per-venue token bucket (option
+``quiet_resyncs_per_min``) so that quiet symbols cannot spend the venue's REST weight or message
+rate; a resync beyond the budget waits, logged and counted. REST venues also wait for the
+symbol's first buffered event: the sequencers refuse a snapshot nothing proves current, so a
+fetch before it would cost weight for nothing. The connection's other symbols are not touched
+(except for venues whose resync is a reconnect). The price: a symbol that is merely calm for
+``quiet_after`` s is taken out of the merged book and resynced too.
 """
 
 from __future__ import annotations
@@ -34,15 +45,51 @@ from common.feed import handlers
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
 from common.feed.outbox import Outbox
-from common.feed.spec import REST, FeedSpec
+from common.feed.spec import REST, RESUBSCRIBE, FeedSpec
 from common.feed.stream import SymbolStream
 from common.feed.types import ParseError, Snapshot, Verdict
 from common.logs import RateLimitedLog
-from common.schema import DOWN, LIVE, SYNCING, FeedMsg, StatusMsg, feed_payload, pack
+from common.schema import DOWN, LIVE, STALE, SYNCING, FeedMsg, StatusMsg, feed_payload, pack
 
 #: Backoff of repeated resubscriptions of one symbol (s): 0 for the first, then 0.5, 1, 2 ... 30.
 RESUBSCRIBE_BASE = 0.5
 RESUBSCRIBE_CAP = 30.0
+#: Default of the ``quiet_resyncs_per_min`` option: resyncs of quiet symbols a venue's feed may
+#: start per minute (and at once). A Binance depth-5000 snapshot weighs 250 of the 6000 allowed a
+#: minute: 4 of them use at most 1000 (17 %), leaving the rest to start-ups and gaps.
+QUIET_RESYNCS_PER_MIN = 4.0
+
+
+class TokenBucket:
+    """``capacity`` tokens, refilled at ``per_second``; full at the first call. Pure: the caller
+    passes the (monotonic) time. O(1) per call."""
+
+    def __init__(self, capacity: float, per_second: float) -> None:
+        if capacity < 1 or per_second <= 0:
+            raise ValueError(f"a token bucket needs capacity >= 1 and a rate > 0 (got {capacity}, {per_second})")
+        self.capacity = capacity
+        self.per_second = per_second
+        self.tokens = capacity
+        self.at: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self.at is not None and now > self.at:
+            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_second)
+        if self.at is None or now > self.at:
+            self.at = now
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one."""
+        self._refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0: now)."""
+        self._refill(now)
+        return max(0.0, (1 - self.tokens) / self.per_second)
 
 
 class FeedCore:
@@ -74,6 +121,13 @@ class FeedCore:
         self.ending = False              # a Reconnect is queued: ignore further frames
         self.synced_on_conn = False      # a book was published on this connection (backoff reset)
         self.handlers = handlers.Handlers(self)
+        for st in self.streams.values():
+            st.quiet_after = cfg.quiet_after_for(st.symbol)
+        per_min = float(opts.get("quiet_resyncs_per_min", QUIET_RESYNCS_PER_MIN))   # > 0: config-checked
+        #: quiet resyncs: at most ``per_min`` a minute (and that many at once); symbols marked
+        #: stale for quiet wait here, oldest first.
+        self.quiet_budget = TokenBucket(max(1.0, per_min), per_min / 60)
+        self.quiet_queue: list[SymbolStream] = []
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -154,6 +208,7 @@ class FeedCore:
         self.ending = False
         self.synced_on_conn = False
         active = self.active
+        self._forget_quiet()
         for st in active:
             st.refused = False
         frames = self.spec.subscribe(self.cfg, [st.key for st in active])
@@ -165,6 +220,7 @@ class FeedCore:
     def disconnected(self, status: str, reason: str, rts: int) -> None:
         """The connection ended: every book is void until the next connection rebuilds it."""
         self.connected_at = None
+        self._forget_quiet()
         for st in self.active:
             st.void()
             st.fetching = False
@@ -191,7 +247,7 @@ class FeedCore:
         st.awaiting_since = now if now is not None else self.now
         if not send:
             return
-        if self.spec.resync == "resubscribe" and self.spec.resubscribe is not None:
+        if self.spec.resync == RESUBSCRIBE and self.spec.resubscribe is not None:
             # The first resubscription since the book was last whole goes at once; repeated ones
             # (a checksum that keeps failing) back off, so they cannot exhaust the venue's
             # message rate.
@@ -224,7 +280,8 @@ class FeedCore:
 
     def tick(self, now: float, rts: int) -> None:
         """Timeouts: a STREAM symbol still without its book ``snapshot_timeout`` s after its
-        (re)subscription resyncs again."""
+        (re)subscription resyncs again; a live book unchanged for its ``quiet_after`` goes
+        ``stale`` and resyncs within the quiet-resync budget. O(symbols)."""
         self.now = now
         if self.connected_at is None:
             return
@@ -239,6 +296,62 @@ class FeedCore:
                 self.log.warning("%s %s: no book %.1f s after subscribing; resyncing", self.cfg.id,
                                  st.symbol, now - st.awaiting_since)
                 self.resync(st, f"no book within {limit:g} s of subscribing", rts, now=now)
+            elif (st.quiet_after is not None and st.status == LIVE and not self.ending
+                  and now - st.changed > st.quiet_after):
+                self._quiet(st, now, rts)
+        if self.quiet_queue and not self.ending:
+            self._quiet_resyncs(now, rts)
+
+    # --- quiet symbols ------------------------------------------------------------------------
+
+    def _quiet(self, st: SymbolStream, now: float, rts: int) -> None:
+        """``st``'s live book has not changed for ``quiet_after`` s: void it (``stale``: its levels
+        leave the merged book) and queue its resync."""
+        idle = now - st.changed
+        self.counters["quiet"] += 1
+        self.log.warning("%s %s: book unchanged for %.1f s on a live connection (quiet_after %g s): stale, "
+                         "resyncing", self.cfg.id, st.symbol, idle, st.quiet_after)
+        st.void()
+        self.out.discard(st)
+        self.set_status(st, STALE, f"book unchanged for {idle:.1f} s (quiet_after {st.quiet_after:g} s); "
+                                   "resyncing", rts)
+        st.quiet_wait, st.quiet_held = True, False
+        self.quiet_queue.append(st)
+
+    def _quiet_resyncs(self, now: float, rts: int) -> None:
+        """Start the queued quiet resyncs the budget allows, oldest first. A symbol that left
+        ``stale`` meanwhile (resynced for another reason, down) leaves the queue; on a REST venue
+        one whose stream has still sent nothing keeps waiting without holding up the others."""
+        waiting: list[SymbolStream] = []
+        for st in self.quiet_queue:
+            if not st.quiet_wait or st.status != STALE or not st.listed:
+                st.quiet_wait = False
+                continue
+            if self.spec.snapshot == REST and st.seqr.buffered == 0:
+                waiting.append(st)
+                continue
+            if self.ending or not self.quiet_budget.take(now):
+                if not st.quiet_held and not self.ending:
+                    st.quiet_held = True
+                    self.counters["quiet_resyncs_held"] += 1
+                    self.rlog.warning("quiet_budget", "%s %s: quiet resync waits for the budget "
+                                      "(quiet_resyncs_per_min %g; next in %.1f s)", self.cfg.id, st.symbol,
+                                      self.quiet_budget.per_second * 60, self.quiet_budget.wait(now))
+                waiting.append(st)
+                continue
+            st.quiet_wait = False
+            self.counters["quiet_resyncs"] += 1
+            how = {REST: "REST snapshot", RESUBSCRIBE: "resubscribe"}.get(self.spec.resync, "reconnect")
+            self.log.info("%s %s: quiet resync (%s)", self.cfg.id, st.symbol, how)
+            # reset=False: on a REST venue the events buffered while stale prove the snapshot current.
+            self.resync(st, f"quiet for {st.quiet_after:g} s: resync ({how})", rts, now=now, reset=False)
+        self.quiet_queue = waiting
+
+    def _forget_quiet(self) -> None:
+        """A connection starts or ends: every book is rebuilt anyway."""
+        for st in self.quiet_queue:
+            st.quiet_wait = st.quiet_held = False
+        self.quiet_queue = []
 
     # --- frames -------------------------------------------------------------------------------
 
@@ -305,6 +418,7 @@ class FeedCore:
         st.resubs = 0
         st.resub_at = None
         st.rts = rts
+        st.changed = self.now
         st.status, st.reason = LIVE, "synced"
         self.out.snap(st, self.depth is not None)
         self.synced_on_conn = True

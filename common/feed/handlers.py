@@ -67,7 +67,7 @@ class Handlers:
                 bids[p] = q
             for p, q in ev.asks:
                 asks[p] = q
-            st.ets, st.rts = ev.ets, rts
+            st.ets, st.rts, st.changed = ev.ets, rts, now   # quiet_after: the book changed
             self.checked(st, ev.checksum, bids, asks, rts, now, f"{core.spec.id_name} {ev.last}")
         elif v is Verdict.SNAPSHOT:
             st.ets = ev.ets

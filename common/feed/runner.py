@@ -14,7 +14,8 @@ Life of a connection::
 
 * Liveness is per connection: any frame, WebSocket ping or pong counts. The runner pings every
   ``ping_every`` s so a quiet but healthy connection still answers; silence for ``stale_after``
-  s marks every symbol ``stale`` and reconnects. A quiet symbol on a live connection is not stale.
+  s marks every symbol ``stale`` and reconnects. A quiet symbol on a live connection is not stale
+  by this rule; the core's ``quiet_after`` watches each symbol's book (see :mod:`common.feed.core`).
 * Reconnect delays come from :func:`common.feed.backoff.backoff`; a fresh generator (a reset) is
   made only after a synced book was published on the connection that just ended.
 """
@@ -44,7 +45,7 @@ from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
 from common.feed.capture import CaptureWriter, CapturingCore, header_for
-from common.feed.core import FeedCore
+from common.feed.core import QUIET_RESYNCS_PER_MIN, FeedCore
 from common.feed.feedbus import FeedBus
 from common.feed.pairs import pair_check
 from common.feed.spec import FeedSpec
@@ -72,6 +73,7 @@ RUNNER_OPTIONS: dict[str, Any] = {
     "max_conn_age": None,       # s before a proactive reconnect; None: the spec's
     "pair_check": True,         # check the symbols against the venue's pair list at start-up
     "precision": None,          # [price decimals, qty decimals] for checksums when the venue does not say
+    "quiet_resyncs_per_min": QUIET_RESYNCS_PER_MIN,  # resyncs of quiet symbols (quiet_after) a minute
 }
 
 TICK = 0.25             # s between the core's timeout checks

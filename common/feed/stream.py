@@ -48,6 +48,15 @@ class SymbolStream:
     #: resubscriptions since the book was last whole, and when the next one is due (backoff).
     resubs: int = 0
     resub_at: float | None = None
+    #: monotonic time the book last changed: an update applied or a whole book loaded and
+    #: published (set by the core, O(1) per message). A live book unchanged for ``quiet_after`` s
+    #: (None: never checked) is taken for a stream that went silent inside a live connection.
+    changed: float = 0.0
+    quiet_after: float | None = None
+    #: marked ``stale`` for quiet and waiting for its resync (the venue's quiet-resync budget; REST
+    #: venues also wait for the first buffered event); ``quiet_held``: that wait was for budget.
+    quiet_wait: bool = False
+    quiet_held: bool = False
 
     def void(self) -> None:
         """Forget the book and the sequencer's state (a resync starts)."""

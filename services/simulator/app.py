@@ -28,8 +28,8 @@ log = logging.getLogger("simulator")
 #: Faults every venue takes. A server class may add its own in ``FAULTS`` (kind -> one line of
 #: help) and handle them, or change a generic one, in ``venue_fault(kind, symbol, params)``, which
 #: returns the reply's extra keys (None: the generic handling applies; ValueError: a bad request).
-FAULT_KINDS = ("gap", "drop", "silence", "rest_error", "rate_limit", "lag_snapshot", "malformed",
-               "shutdown", "unlist", "relist")
+FAULT_KINDS = ("gap", "drop", "silence", "silence_symbol", "rest_error", "rate_limit", "lag_snapshot",
+               "malformed", "shutdown", "unlist", "relist")
 
 
 class SettingsError(ConfigError):
@@ -231,6 +231,9 @@ class Simulator:
             now = time.monotonic()
             for _ in range(venue.pending_gaps.pop(symbol, 0)):
                 venue.emit(symbol, now, hidden=True)
+            if venue.symbol_muted(symbol, now):
+                venue.emit_muted(symbol, now)
+                continue
             venue.emit(symbol, now, burst=first)
 
     async def pause(self) -> None:
@@ -293,6 +296,8 @@ class Simulator:
             d: dict[str, Any] = dict(v.stats)
             d["connections"] = len(v.conns)
             d["faults"] = dict(v.faults)
+            now = time.monotonic()
+            d["symbols_silenced"] = {sym: round(until - now, 3) for sym, until in v.muted.items() if until > now}
             for k in ("connections_total", "frames_sent", "events_generated", "events_sent",
                       "rest_requests", "snapshots_served"):
                 d.setdefault(k, 0)
@@ -306,7 +311,7 @@ class Simulator:
         own: Mapping[str, str] = getattr(v, "FAULTS", {})
         if kind not in FAULT_KINDS and kind not in own:
             raise FaultError(f"unknown fault kind {kind!r} for {v.kind}; kinds: {list(FAULT_KINDS) + list(own)}")
-        symbol = self.symbol(v, params.get("symbol"), required=kind in ("unlist", "relist"))
+        symbol = self.symbol(v, params.get("symbol"), required=kind in ("unlist", "relist", "silence_symbol"))
         live = bool(v.markets)
         result: dict[str, Any] = {"venue": v.id, "kind": kind}
         handler = getattr(v, "venue_fault", None)
@@ -331,6 +336,13 @@ class Simulator:
             seconds = _float(params, "seconds", 5.0)
             v.silence(seconds)
             result["seconds"] = seconds
+        elif kind == "silence_symbol":
+            if not live:
+                raise FaultError("silence_symbol needs the live market model (not available in replay mode)")
+            assert symbol is not None
+            seconds = _float(params, "seconds", 5.0)
+            v.silence_symbol(symbol, seconds)
+            result.update(symbol=symbol, seconds=seconds)
         elif kind == "rest_error":
             count, status = _int(params, "count", 1, lo=1), _int(params, "status", 500)
             if not 400 <= status <= 599:

@@ -519,6 +519,15 @@ class CoinbaseServer(VenueServer):
             self.stats["events_sent"] += 1
         self._maybe_ticker(symbol, now)
 
+    def emit_muted(self, symbol: str, now: float) -> None:
+        """A silenced product's event: applied to the truth, sent nowhere, and, unlike a gap's
+        lost event, no ``sequence_num`` is consumed (the venue never made the message; the
+        connection's other products go on undisturbed). No ticker either."""
+        m = self.markets[symbol]
+        m.step(m.marker + 1, now)
+        self.stats["events_generated"] += 1
+        self.stats["events_muted"] += 1
+
     @staticmethod
     def _collect(conn: Conn, symbol: str, ch: Changes, t: str) -> None:
         """Add an event's changes to the connection's batch; a later change of a level replaces

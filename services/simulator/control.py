@@ -30,6 +30,14 @@ HTTP 400 ``{"ok": false, "error": "<what is wrong and what is allowed>"}``; unkn
                     them (a connection opened meanwhile is served normally): no events, no
                     pings, no replies (reading stops, so no pongs either). Book changes during the
                     silence happen in truth and are never sent.
+    ``silence_symbol`` symbol [seconds=5]: S's book events stop on every connection of V while
+                    the connections, pings, heartbeats and every other symbol go on (a stream the
+                    venue stopped feeding). The truth keeps changing; REST snapshots and
+                    (re)subscriptions are answered with it, so a feed can resync. After ``seconds``
+                    the events resume (Binance: the next ``U`` jumps over the ids used meanwhile;
+                    Coinbase: no ``sequence_num`` is consumed; Kraken: the next checksum covers
+                    the truth). Live mode only. ``/stats`` lists ``symbols_silenced`` (seconds left)
+                    and counts ``events_muted``.
     ``rest_error``  [count=1] [status=500]: the next ``count`` REST book snapshots answer ``status``.
     ``rate_limit``  [count=1] [status=429|418] [seconds=1]: the next ``count`` REST calls (any
                     endpoint) answer ``status`` with ``Retry-After: seconds``.

@@ -175,6 +175,7 @@ class VenueServer:
         self.unlisted: set[str] = set()
         self.pending_gaps: dict[str, int] = {}     # symbol -> events to lose before the next one
         self.silent_until = 0.0
+        self.muted: dict[str, float] = {}          # symbol -> when its silence_symbol fault ends (monotonic)
         self.rest_error: RestFault | None = None
         self.rate_limit: RestFault | None = None
         self.lag: tuple[int, float] | None = None  # (count, seconds)
@@ -226,6 +227,32 @@ class VenueServer:
                 with contextlib.suppress(Exception):
                     c.ws.transport.resume_reading()
         self.spawn(_end())
+
+    def silence_symbol(self, symbol: str, seconds: float) -> None:
+        """Send no book event of ``symbol`` on any connection for ``seconds`` (a stream the venue
+        stopped feeding while the connections and every other symbol go on). The truth keeps
+        changing; REST snapshots and (re)subscriptions are answered as usual, with the current
+        truth, so a feed can resync. Then the events resume."""
+        self.muted[symbol] = max(self.muted.get(symbol, 0.0), time.monotonic() + seconds)
+
+    def symbol_muted(self, symbol: str, now: float) -> bool:
+        """``symbol`` is under a ``silence_symbol`` fault at ``now``."""
+        until = self.muted.get(symbol)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.muted[symbol]
+        log.info("%s %s: symbol silence over", self.id, symbol)
+        return False
+
+    def emit_muted(self, symbol: str, now: float) -> None:
+        """The next event of a silenced ``symbol``: applied to the truth, sent nowhere. By
+        default a hidden event: ids it consumes show as a jump when the symbol speaks again (as on
+        a real venue). A venue whose hidden events mark the whole connection (Coinbase's
+        ``sequence_num``) overrides this: a silenced symbol must not disturb the others."""
+        self.emit(symbol, now, hidden=True)
+        self.stats["events_muted"] += 1
 
     def drop(self) -> int:
         """Close every WebSocket connection abruptly (no close frame)."""
