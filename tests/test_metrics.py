@@ -205,8 +205,7 @@ def test_feed_readiness_counts_listed_symbols_only(tmp_path: Path) -> None:
         btc.listed = False
         assert feed_metrics.readiness(r)[0] == "the venue lists none of the configured symbols"
     finally:
-        r._executor.shutdown()
-        r._session.close()
+        r.rest.close()
 
 
 def test_feed_core_stays_free_of_metrics() -> None:

@@ -20,7 +20,8 @@ import zmq
 from common import config, schema
 from common.config import ConfigError, VenueConfig
 from common.feed.actions import Fetch, Reconnect, Send
-from common.feed.core import FeedCore, TokenBucket
+from common.feed.core import FeedCore
+from common.feed.quiet import TokenBucket
 from common.feed.runner import resolve_options
 from common.feed.spec import RECONNECT, REST, FeedSpec
 from common.feed.types import DepthEvent, Frame, Snapshot
@@ -180,9 +181,9 @@ def test_connection_end_forgets_waiting_quiet_resyncs() -> None:
     live_pair(c, w, 0.0)
     c.tick(1.5, 3)
     c.take_actions()
-    assert c.quiet_queue == [c.streams["ETH/USD"]]
+    assert c.quiet.queue == [c.streams["ETH/USD"]]
     c.disconnected("down", "connection lost", 4)
-    assert c.quiet_queue == [] and not c.streams["ETH/USD"].quiet_wait
+    assert c.quiet.queue == [] and not c.streams["ETH/USD"].quiet_wait
     c.connected(100.0, 5)
     assert c.take_actions() == [Send(["sub BTCUSD ETHUSD"])]
     c.tick(100.25, 5)

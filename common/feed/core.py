@@ -45,11 +45,12 @@ from common.feed import handlers
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
 from common.feed.outbox import Outbox
+from common.feed.quiet import QuietWatch
 from common.feed.spec import REST, RESUBSCRIBE, FeedSpec
 from common.feed.stream import SymbolStream
 from common.feed.types import ParseError, Snapshot, Verdict
 from common.logs import RateLimitedLog
-from common.schema import DOWN, LIVE, STALE, SYNCING, FeedMsg, StatusMsg, feed_payload, pack
+from common.schema import DOWN, LIVE, SYNCING, FeedMsg
 
 #: Backoff of repeated resubscriptions of one symbol (s): 0 for the first, then 0.5, 1, 2 ... 30.
 RESUBSCRIBE_BASE = 0.5
@@ -58,38 +59,6 @@ RESUBSCRIBE_CAP = 30.0
 #: start per minute (and at once). A Binance depth-5000 snapshot weighs 250 of the 6000 allowed a
 #: minute: 4 of them use at most 1000 (17 %), leaving the rest to start-ups and gaps.
 QUIET_RESYNCS_PER_MIN = 4.0
-
-
-class TokenBucket:
-    """``capacity`` tokens, refilled at ``per_second``; full at the first call. Pure: the caller
-    passes the (monotonic) time. O(1) per call."""
-
-    def __init__(self, capacity: float, per_second: float) -> None:
-        if capacity < 1 or per_second <= 0:
-            raise ValueError(f"a token bucket needs capacity >= 1 and a rate > 0 (got {capacity}, {per_second})")
-        self.capacity = capacity
-        self.per_second = per_second
-        self.tokens = capacity
-        self.at: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self.at is not None and now > self.at:
-            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_second)
-        if self.at is None or now > self.at:
-            self.at = now
-
-    def take(self, now: float) -> bool:
-        """Take one token if there is one."""
-        self._refill(now)
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is there (0: now)."""
-        self._refill(now)
-        return max(0.0, (1 - self.tokens) / self.per_second)
 
 
 class FeedCore:
@@ -123,11 +92,7 @@ class FeedCore:
         self.handlers = handlers.Handlers(self)
         for st in self.streams.values():
             st.quiet_after = cfg.quiet_after_for(st.symbol)
-        per_min = float(opts.get("quiet_resyncs_per_min", QUIET_RESYNCS_PER_MIN))   # > 0: config-checked
-        #: quiet resyncs: at most ``per_min`` a minute (and that many at once); symbols marked
-        #: stale for quiet wait here, oldest first.
-        self.quiet_budget = TokenBucket(max(1.0, per_min), per_min / 60)
-        self.quiet_queue: list[SymbolStream] = []
+        self.quiet = QuietWatch(self, float(opts.get("quiet_resyncs_per_min", QUIET_RESYNCS_PER_MIN)))
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -160,19 +125,7 @@ class FeedCore:
     def snapshot_reply(self, wanted: list[str], rts: int) -> list[bytes]:
         """Reply frames to a snapshot request (all symbols when ``wanted`` is empty): a snap
         with the stream's current seq when live, else its status."""
-        self.out.flush()      # the reply's seq must cover every change already in the book
-        out = []
-        for s in dict.fromkeys(wanted) if wanted else list(self.streams):   # each symbol once
-            st = self.streams.get(s)
-            msg: FeedMsg
-            if st is None:
-                msg = StatusMsg(self.cfg.id, s, self.sess, 0, DOWN, "symbol not carried by this feed", rts)
-            elif st.status == LIVE:
-                msg = self.out.snap_msg(st, self.depth is not None)
-            else:
-                msg = StatusMsg(self.cfg.id, s, self.sess, st.seq, st.status, st.reason, rts)
-            out.append(pack(feed_payload(msg)))
-        return out
+        return self.out.reply(self.streams, wanted, rts, self.depth is not None)
 
     # --- status -------------------------------------------------------------------------------
 
@@ -208,7 +161,7 @@ class FeedCore:
         self.ending = False
         self.synced_on_conn = False
         active = self.active
-        self._forget_quiet()
+        self.quiet.forget()
         for st in active:
             st.refused = False
         frames = self.spec.subscribe(self.cfg, [st.key for st in active])
@@ -220,7 +173,7 @@ class FeedCore:
     def disconnected(self, status: str, reason: str, rts: int) -> None:
         """The connection ended: every book is void until the next connection rebuilds it."""
         self.connected_at = None
-        self._forget_quiet()
+        self.quiet.forget()
         for st in self.active:
             st.void()
             st.fetching = False
@@ -298,60 +251,9 @@ class FeedCore:
                 self.resync(st, f"no book within {limit:g} s of subscribing", rts, now=now)
             elif (st.quiet_after is not None and st.status == LIVE and not self.ending
                   and now - st.changed > st.quiet_after):
-                self._quiet(st, now, rts)
-        if self.quiet_queue and not self.ending:
-            self._quiet_resyncs(now, rts)
-
-    # --- quiet symbols ------------------------------------------------------------------------
-
-    def _quiet(self, st: SymbolStream, now: float, rts: int) -> None:
-        """``st``'s live book has not changed for ``quiet_after`` s: void it (``stale``: its levels
-        leave the merged book) and queue its resync."""
-        idle = now - st.changed
-        self.counters["quiet"] += 1
-        self.log.warning("%s %s: book unchanged for %.1f s on a live connection (quiet_after %g s): stale, "
-                         "resyncing", self.cfg.id, st.symbol, idle, st.quiet_after)
-        st.void()
-        self.out.discard(st)
-        self.set_status(st, STALE, f"book unchanged for {idle:.1f} s (quiet_after {st.quiet_after:g} s); "
-                                   "resyncing", rts)
-        st.quiet_wait, st.quiet_held = True, False
-        self.quiet_queue.append(st)
-
-    def _quiet_resyncs(self, now: float, rts: int) -> None:
-        """Start the queued quiet resyncs the budget allows, oldest first. A symbol that left
-        ``stale`` meanwhile (resynced for another reason, down) leaves the queue; on a REST venue
-        one whose stream has still sent nothing keeps waiting without holding up the others."""
-        waiting: list[SymbolStream] = []
-        for st in self.quiet_queue:
-            if not st.quiet_wait or st.status != STALE or not st.listed:
-                st.quiet_wait = False
-                continue
-            if self.spec.snapshot == REST and st.seqr.buffered == 0:
-                waiting.append(st)
-                continue
-            if self.ending or not self.quiet_budget.take(now):
-                if not st.quiet_held and not self.ending:
-                    st.quiet_held = True
-                    self.counters["quiet_resyncs_held"] += 1
-                    self.rlog.warning("quiet_budget", "%s %s: quiet resync waits for the budget "
-                                      "(quiet_resyncs_per_min %g; next in %.1f s)", self.cfg.id, st.symbol,
-                                      self.quiet_budget.per_second * 60, self.quiet_budget.wait(now))
-                waiting.append(st)
-                continue
-            st.quiet_wait = False
-            self.counters["quiet_resyncs"] += 1
-            how = {REST: "REST snapshot", RESUBSCRIBE: "resubscribe"}.get(self.spec.resync, "reconnect")
-            self.log.info("%s %s: quiet resync (%s)", self.cfg.id, st.symbol, how)
-            # reset=False: on a REST venue the events buffered while stale prove the snapshot current.
-            self.resync(st, f"quiet for {st.quiet_after:g} s: resync ({how})", rts, now=now, reset=False)
-        self.quiet_queue = waiting
-
-    def _forget_quiet(self) -> None:
-        """A connection starts or ends: every book is rebuilt anyway."""
-        for st in self.quiet_queue:
-            st.quiet_wait = st.quiet_held = False
-        self.quiet_queue = []
+                self.quiet.mark(st, now, rts)
+        if self.quiet.queue and not self.ending:
+            self.quiet.resyncs(now, rts)
 
     # --- frames -------------------------------------------------------------------------------
 
@@ -385,31 +287,11 @@ class FeedCore:
 
     def snapshot_failed(self, symbol: str, why: str, delay: float | None = None) -> None:
         """A snapshot fetch failed; ``delay`` is the venue's own wait (rate limit), else ours."""
-        st = self.streams[symbol]
-        if not st.fetching:
-            return
-        self.counters["snapshot_errors" if delay is None else "rest_rate_limited"] += 1
-        d = delay if delay is not None else next(st.delays)  # type: ignore[call-overload]
-        self.log.warning("%s %s: snapshot failed: %s; retrying in %.3f s", self.cfg.id, symbol, why, d)
-        self.actions.append(Fetch(symbol, d))
+        self.handlers.rest_failed(self.streams[symbol], why, delay)
 
     def snapshot_body(self, symbol: str, body: str | bytes, rts: int) -> None:
         """A REST snapshot arrived: parse it and let the sequencer judge it."""
-        st = self.streams[symbol]
-        if not st.fetching:
-            return      # the connection ended meanwhile: this answer is of no use
-        assert self.spec.parse_snapshot is not None
-        try:
-            snap = self.spec.parse_snapshot(body, st.key)
-        except ParseError as e:
-            self.snapshot_failed(symbol, f"does not parse: {e}")
-            return
-        self.handlers.rest_snapshot(st, snap, rts)
-
-    def refetch(self, st: SymbolStream, why: str) -> None:
-        d = next(st.delays)  # type: ignore[call-overload]
-        self.log.info("%s %s: %s; refetching in %.3f s", self.cfg.id, st.symbol, why, d)
-        self.actions.append(Fetch(st.symbol, d))
+        self.handlers.rest_body(self.streams[symbol], body, rts)
 
     def synced(self, st: SymbolStream, snap: Snapshot | None, rts: int, applied: int) -> None:
         """``st``'s book is whole again: publish it (the stream is live)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from common.feed.actions import Fetch
-from common.feed.types import ConnSeq, Control, ControlKind, DepthEvent, Snapshot, Verdict
+from common.feed.types import ConnSeq, Control, ControlKind, DepthEvent, ParseError, Snapshot, Verdict
 from common.schema import DOWN, LIVE, SYNCING
 
 if TYPE_CHECKING:
@@ -123,6 +123,31 @@ class Handlers:
         if self.checked(st, checksum, {}, {}, rts, now, "the venue's snapshot"):
             self.core.synced(st, None, rts, 0)
 
+    def rest_failed(self, st: SymbolStream, why: str, delay: float | None) -> None:
+        core = self.core
+        if not st.fetching:
+            return
+        core.counters["snapshot_errors" if delay is None else "rest_rate_limited"] += 1
+        d = delay if delay is not None else next(st.delays)  # type: ignore[call-overload]
+        core.log.warning("%s %s: snapshot failed: %s; retrying in %.3f s", core.cfg.id, st.symbol, why, d)
+        core.actions.append(Fetch(st.symbol, d))
+
+    def rest_body(self, st: SymbolStream, body: str | bytes, rts: int) -> None:
+        if not st.fetching:
+            return      # the connection ended meanwhile: this answer is of no use
+        assert self.core.spec.parse_snapshot is not None
+        try:
+            snap = self.core.spec.parse_snapshot(body, st.key)
+        except ParseError as e:
+            self.rest_failed(st, f"does not parse: {e}", None)
+            return
+        self.rest_snapshot(st, snap, rts)
+
+    def refetch(self, st: SymbolStream, why: str) -> None:
+        d = next(st.delays)  # type: ignore[call-overload]
+        self.core.log.info("%s %s: %s; refetching in %.3f s", self.core.cfg.id, st.symbol, why, d)
+        self.core.actions.append(Fetch(st.symbol, d))
+
     def rest_snapshot(self, st: SymbolStream, snap: Snapshot, rts: int) -> None:
         core = self.core
         name = core.spec.id_name
@@ -132,7 +157,7 @@ class Handlers:
                       core.cfg.id, st.symbol, name, snap.last, len(snap.bids), len(snap.asks), nbuf, verdict.value)
         if verdict is Verdict.REFETCH:
             core.counters["snapshot_refetch"] += 1
-            core.refetch(st, f"snapshot {name} {snap.last} is not proven current (older than the first "
+            self.refetch(st, f"snapshot {name} {snap.last} is not proven current (older than the first "
                              "buffered event, or no event buffered yet)")
             return
         if verdict is Verdict.GAP:
@@ -150,7 +175,7 @@ class Handlers:
                              st.symbol, name, events[-1].last if events else snap.last)
             st.seqr.reset()
             st.book.clear()
-            core.refetch(st, "crossed right after sync")
+            self.refetch(st, "crossed right after sync")
             return
         st.ets = events[-1].ets if events else snap.ets
         core.synced(st, snap, rts, len(events))

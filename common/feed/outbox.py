@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from common.feed.stream import SymbolStream
-from common.schema import DELTA, SNAP, BookMsg, FeedMsg, HeartbeatMsg, StatusMsg
+from common.schema import DELTA, DOWN, LIVE, SNAP, BookMsg, FeedMsg, HeartbeatMsg, StatusMsg, feed_payload, pack
 
 
 class _Pending:
@@ -85,6 +85,23 @@ class Outbox:
             st.seq += 1
         return BookMsg(SNAP, self.venue, st.symbol, self.sess, st.seq, st.ets, st.rts,
                        st.book.levels(0), st.book.levels(1), st.exact_to if depth_capped else None)
+
+    def reply(self, streams: dict[str, SymbolStream], wanted: list[str], rts: int, depth_capped: bool) -> list[bytes]:
+        """Reply frames to a snapshot request (all of ``streams`` when ``wanted`` is empty): a snap
+        with the stream's current seq when live, else its status; each symbol once."""
+        self.flush()      # the reply's seq must cover every change already in the book
+        out = []
+        for s in dict.fromkeys(wanted) if wanted else list(streams):
+            st = streams.get(s)
+            msg: FeedMsg
+            if st is None:
+                msg = StatusMsg(self.venue, s, self.sess, 0, DOWN, "symbol not carried by this feed", rts)
+            elif st.status == LIVE:
+                msg = self.snap_msg(st, depth_capped)
+            else:
+                msg = StatusMsg(self.venue, s, self.sess, st.seq, st.status, st.reason, rts)
+            out.append(pack(feed_payload(msg)))
+        return out
 
     def status(self, st: SymbolStream, status: str, reason: str, rts: int) -> None:
         """Publish a status of ``st`` (its pending updates, if any, are dropped: the book is void)."""

@@ -23,7 +23,6 @@ Life of a connection::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -32,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -41,12 +39,12 @@ from websockets.frames import Opcode
 
 from common.config import ConfigError, VenueConfig
 from common.feed import metrics as feed_metrics
-from common.feed import rest
 from common.feed.actions import Action, Fetch, Reconnect, Send
 from common.feed.backoff import backoff
 from common.feed.capture import CaptureWriter, CapturingCore, header_for
 from common.feed.core import QUIET_RESYNCS_PER_MIN, FeedCore
 from common.feed.feedbus import FeedBus
+from common.feed.fetcher import RestClient
 from common.feed.pairs import pair_check
 from common.feed.spec import FeedSpec
 from common.feed.stream import SymbolStream
@@ -165,13 +163,9 @@ class FeedRunner:
         self.connects = 0
         self.delays_slept: list[float] = []
         self._stop: asyncio.Event | None = None
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = "bookmux-feed"
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="rest")
-        self._rest_sem: asyncio.Semaphore | None = None
+        self.rest = RestClient(self.core, self.opts, self._drain)
         self.bus = FeedBus(self.core, sec=sec)
         self._ws: LiveConnection | None = None
-        self._fetches: dict[str, asyncio.Task[None]] = {}
         self._conn_actions: asyncio.Queue[Action] | None = None
 
     # The core's state, under the names tests and tools know.
@@ -208,7 +202,7 @@ class FeedRunner:
         service until :meth:`stop`. An unexpected exception in any of them ends the run (and the
         process; the supervisor restarts it) after publishing ``down``."""
         self._stop = asyncio.Event()
-        self._rest_sem = asyncio.Semaphore(int(self.opts["rest_concurrency"]))
+        self.rest.open()
         self.log.info("%s feed session %d: pub %s, ctl %s, symbols %s", self.cfg.id, self.sess,
                       self.cfg.pub, self.cfg.ctl, ", ".join(self.symbols))
         if self.capture is not None:
@@ -233,7 +227,7 @@ class FeedRunner:
         finally:
             for t in tasks:
                 t.cancel()
-            self._cancel_fetches()
+            self.rest.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             rts = time.time_ns()
             if isinstance(self.core, CapturingCore):
@@ -246,13 +240,12 @@ class FeedRunner:
                 endpoint.close()
             if self.capture is not None:
                 self.capture.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._session.close()
+            self.rest.close()
             self.log.info("%s feed stopped; counters %s", self.cfg.id, dict(self.counters))
 
     async def _main(self) -> None:
         if self.opts["pair_check"]:
-            await pair_check(self.core, self._get, self._sleep, self.rng)
+            await pair_check(self.core, self.rest.get, self._sleep, self.rng)
             self.bus.publish()
         await self._connection_loop()
 
@@ -263,64 +256,17 @@ class FeedRunner:
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    async def _get(self, url: str, symbol: str | None = None) -> tuple[bytes, int]:
-        """GET ``url`` off the loop (``symbol``: a snapshot of it; None: the pair check). When
-        capturing, the answer (or the error) is recorded here, on the loop, in input order."""
-        loop = asyncio.get_running_loop()
-        core = self.core
-        if not isinstance(core, CapturingCore):
-            return await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
-                                              float(self.opts["rest_timeout"]))
-        try:
-            body, rts = await loop.run_in_executor(self._executor, rest.get_text, self._session, url,
-                                                   float(self.opts["rest_timeout"]))
-        except rest.RestError as e:
-            core.record_rest(url, symbol, e.status, None, str(e), getattr(e, "delay", None), time.time_ns())
-            raise
-        core.record_rest(url, symbol, 200, body, None, None, rts)
-        return body, rts
-
-    # --- core outputs -------------------------------------------------------------------------
-
     def _drain(self) -> None:
         """After any input to the core: publish its bus messages, start the fetches it asks for,
         and hand Send/Reconnect to the connection task (which owns the WebSocket)."""
         self.bus.publish()
         for a in self.core.take_actions():
             if isinstance(a, Fetch):
-                self._start_fetch(a)
+                self.rest.start(a)
             elif self._conn_actions is not None:
                 self._conn_actions.put_nowait(a)
 
     # --- REST snapshots -----------------------------------------------------------------------
-
-    def _start_fetch(self, f: Fetch) -> None:
-        old = self._fetches.get(f.symbol)
-        if old is not None and not old.done() and old is not asyncio.current_task():
-            old.cancel()
-        self._fetches[f.symbol] = asyncio.create_task(self._fetch(f), name=f"snapshot {f.symbol}")
-
-    def _cancel_fetches(self) -> None:
-        for t in self._fetches.values():
-            t.cancel()
-        self._fetches.clear()
-
-    async def _fetch(self, f: Fetch) -> None:
-        assert self._rest_sem is not None and self.spec.snapshot_url is not None
-        if f.delay > 0:
-            await asyncio.sleep(f.delay)
-        st = self.symbols[f.symbol]
-        url = self.spec.snapshot_url(self.cfg, st.key)
-        try:
-            async with self._rest_sem:
-                body, rts = await self._get(url, f.symbol)
-        except rest.RateLimited as e:
-            self.core.snapshot_failed(f.symbol, str(e), e.delay)
-        except rest.RestError as e:
-            self.core.snapshot_failed(f.symbol, str(e))
-        else:
-            self.core.snapshot_body(f.symbol, body, rts)
-        self._drain()
 
     # --- pair check ---------------------------------------------------------------------------
 
@@ -343,7 +289,7 @@ class FeedRunner:
             url = self.spec.ws_url(self.cfg, [st.key for st in self.core.active])
             outcome = await self._one_connection(url)
             self.counters[f"reconnects_{outcome.cause}"] += 1
-            self._cancel_fetches()
+            self.rest.cancel()
             self.core.disconnected(outcome.status, outcome.reason, time.time_ns())
             self.bus.publish()
             if self._stop.is_set():
