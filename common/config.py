@@ -117,10 +117,16 @@ class PublisherConfig:
     bind: str
     port: int
     sndhwm: int
+    #: The latest-per-symbol endpoint (ROUTER, see services/publisher/latest.py); None: not served.
+    latest_port: int | None = None
 
     @property
     def endpoint(self) -> str:
         return f"tcp://{self.bind}:{self.port}"
+
+    @property
+    def latest_endpoint(self) -> str | None:
+        return None if self.latest_port is None else f"tcp://{self.bind}:{self.latest_port}"
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ _TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venue
 _VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
                "taker_fee", "cpu", "dust", "options", "shards"}
 _AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
-_PUB_KEYS = {"bind", "port", "sndhwm"}
+_PUB_KEYS = {"bind", "port", "sndhwm", "latest_port"}
 _GW_GRPC_KEYS = {"enabled", "bind", "port", "symbol", "levels", "max_clients"}
 
 
@@ -386,6 +392,9 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     port = _get(pub, "port", int, "publisher", 50052)
     if not 0 < port < 65536:
         raise ConfigError(f"publisher.port {port} is not a TCP port")
+    latest_port = _get(pub, "latest_port", int, "publisher", None)
+    if latest_port is not None and (not 0 < latest_port < 65536 or latest_port == port):
+        raise ConfigError(f"publisher.latest_port {latest_port} is not a TCP port other than publisher.port")
     down_after = _get(agg, "down_after", float, "aggregator", 3.0)
     max_msg_size = _get(raw, "max_msg_size", int, "config", 64 * 1024 * 1024)
     log_level = _get(raw, "log_level", str, "config", "INFO").upper()
@@ -402,7 +411,7 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
             pub.get("bind"))
     publisher = PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
-                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000))
+                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000), latest_port=latest_port)
     carried = list(dict.fromkeys([*symbols, *(s for v in venues.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(raw.get("gateway_grpc", {}), carried=carried, levels=levels, publisher=publisher)
     return Config(
