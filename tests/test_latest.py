@@ -575,7 +575,8 @@ def test_simulator_10x_stalled_latest_subscriber_gets_the_newest_book(tmp_path: 
     demo_rate = float(config.load(REPO / "deploy" / "demo.toml").simulator["rate"])
     syms = [SYM, OTHER]
     pl = SimPipeline(tmp_path, {"binance": {"kind": "binance", "api": "spot"},
-                                "bitstamp": {"kind": "bitstamp", "api": "v2"}}, syms, rate=10 * demo_rate)
+                                "bitstamp": {"kind": "bitstamp", "api": "v2"}}, syms, rate=10 * demo_rate,
+                     stale_after=60.0)   # no venue goes stale while the market is paused below
     latest_port = free_port()
     pl.cfg.write_text(pl.cfg.read_text().replace("[publisher]\n", f"[publisher]\nlatest_port = {latest_port}\n", 1))
     endpoint = f"tcp://127.0.0.1:{latest_port}"
