@@ -16,13 +16,30 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ipaddress
+import logging
+import os
 import re
+import sys
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from common import venues
 from common.numbers import BadNumber, parse_decimal
@@ -33,6 +50,9 @@ DEFAULT_CONFIG = REPO_ROOT / "deploy" / "bookmux.toml"
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
 VENUE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 KNOWN_KINDS = tuple(venues.KINDS)
+#: ``startsecs`` of every program in the generated supervisord config (deploy/supervisor.py).
+SUPERVISOR_STARTSECS = 1
+_T = TypeVar("_T", bound="BaseModel")
 
 
 class ConfigError(ValueError):
@@ -63,6 +83,8 @@ class Shard:
     pub: str
     ctl: str
     cpu: int | None = None
+    #: ``host:port`` of this process's metrics and health endpoint (None: none).
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,22 @@ class VenueConfig:
     shards: tuple[Shard, ...] = ()
     #: The venue's wire protocol (``common.venues``: e.g. Kraken "v2" or "v1"); "" = the kind's default.
     api: str = ""
+    #: ``host:port`` of the feed process's metrics and health endpoint (None: none). With shards,
+    #: each ``[[venues.<id>.shards]]`` has its own (``shard(i)`` carries it here).
+    metrics: str | None = None
+    #: Seconds without a change of a symbol's book on a live connection before it is marked stale
+    #: and resynced (None: never); ``quiet_after_symbols`` overrides it per symbol.
+    quiet_after: float | None = None
+    quiet_after_symbols: Mapping[str, float] = field(default_factory=dict)
+    #: Directory to capture every raw frame and REST answer into (None: no capture), rotated at
+    #: ``capture_rotate_mb`` MB or ``capture_rotate_s`` seconds, whichever comes first.
+    capture: str | None = None
+    capture_rotate_mb: float = 64.0
+    capture_rotate_s: float = 3600.0
+
+    def quiet_after_for(self, symbol: str) -> float | None:
+        """The quiet period of ``symbol``: its own ``quiet_after_symbols`` entry, else ``quiet_after``."""
+        return self.quiet_after_symbols.get(symbol, self.quiet_after)
 
     def dust_rule(self, symbol: str) -> DustRule:
         return self.dust.get(symbol, self.dust.get("*", NO_DUST))
@@ -92,7 +130,7 @@ class VenueConfig:
     def processes(self) -> tuple[Shard, ...]:
         """The feed processes of this venue: its ``[[venues.<id>.shards]]``, or one with the
         venue's own symbols and endpoints. Subscribers see one venue id whatever the split."""
-        return self.shards or (Shard(0, self.symbols, self.pub, self.ctl, self.cpu),)
+        return self.shards or (Shard(0, self.symbols, self.pub, self.ctl, self.cpu, self.metrics),)
 
     def shard(self, index: int) -> VenueConfig:
         """This venue as run by feed process ``index`` (its symbols, endpoints and CPU)."""
@@ -100,7 +138,7 @@ class VenueConfig:
         if not 0 <= index < len(procs):
             raise ConfigError(f"venues.{self.id} has {len(procs)} feed process(es); --shard {index} is not one")
         sh = procs[index]
-        return replace(self, symbols=sh.symbols, pub=sh.pub, ctl=sh.ctl, cpu=sh.cpu, shards=())
+        return replace(self, symbols=sh.symbols, pub=sh.pub, ctl=sh.ctl, cpu=sh.cpu, metrics=sh.metrics, shards=())
 
 
 @dataclass(frozen=True)
@@ -110,6 +148,8 @@ class AggregatorConfig:
     query: str
     down_after: float
     depletion: Mapping[str, tuple[Decimal, ...]] = field(default_factory=dict)
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +159,8 @@ class PublisherConfig:
     sndhwm: int
     #: The latest-per-symbol endpoint (ROUTER, see services/publisher/latest.py); None: not served.
     latest_port: int | None = None
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -151,6 +193,8 @@ class GatewayGrpcConfig:
     symbol: str = ""
     levels: int = 10
     max_clients: int = 1000
+    #: ``host:port`` of the metrics and health endpoint (None: none).
+    metrics: str | None = None
 
     @property
     def address(self) -> str:
@@ -194,238 +238,625 @@ class Config:
         return list(seen)
 
 
-# --- loading ----------------------------------------------------------------------------------
-
-_TOP_KEYS = {"symbols", "levels", "log_level", "run_dir", "max_msg_size", "venues", "aggregator",
-             "publisher", "simulator", "security", "gateway_grpc"}
-_VENUE_KEYS = {"kind", "api", "enabled", "symbols", "ws_url", "rest_url", "pub", "ctl", "stale_after", "depth",
-               "taker_fee", "cpu", "dust", "options", "shards"}
-_AGG_KEYS = {"pub", "ctl", "query", "down_after", "depletion"}
-_PUB_KEYS = {"bind", "port", "sndhwm", "latest_port"}
-_GW_GRPC_KEYS = {"enabled", "bind", "port", "symbol", "levels", "max_clients"}
+# --- the schema ---------------------------------------------------------------------------------
+#
+# Every key of the TOML file is declared once below, with its type and range, as pydantic models
+# (strict: no string is taken for a number, no number for a string; unknown keys are errors;
+# no NaN or infinity). ``build`` validates the whole file against them, then checks what spans
+# several keys (shards, ports, endpoints, the venue's own options) and freezes the result into the
+# dataclasses above. A wrong value is a ConfigError whose message starts with the dotted key.
 
 
-def _unknown(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(got) - allowed)
-    if extra:
-        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+class WrongValues:
+    """Annotation metadata: values of a type that must be refused (besides the wrong types and the
+    bounds pydantic already knows). The test that gives every key a wrong value reads it."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
 
 
-def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
-    if key not in d:
-        if default is ...:
-            raise ConfigError(f"{where}.{key} is required")
-        return default
-    v = d[key]
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
-    if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
-        raise ConfigError(f"{where}.{key} must be {getattr(typ, '__name__', typ)}, got {v!r}")
+class _KeyedError(ValueError):
+    """A cross-field rule broken inside a table: ``key`` is the field to name (not the table)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _symbol(v: str) -> str:
+    s = v.strip().upper()
+    if not SYMBOL_RE.match(s):
+        raise ValueError(f"{v!r} is not a symbol of the form BASE/QUOTE (e.g. BTC/USDT)")
+    return s
+
+
+def _symbol_list(v: Any) -> Any:
+    """``"BTC/USDT,ETH/USDT"`` is a list too (flags and the top-level ``symbols``)."""
+    return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+
+def _unique(v: list[str]) -> list[str]:
+    return list(dict.fromkeys(v))
+
+
+def _decimal_in(v: Any) -> Any:
+    if isinstance(v, float):
+        raise ValueError(f"write decimals as strings (\"0.001\"), not floats ({v!r})")
+    if isinstance(v, str | int) and not isinstance(v, bool):
+        try:
+            return parse_decimal(str(v) if isinstance(v, int) else v)
+        except BadNumber as e:
+            raise ValueError(str(e)) from None
     return v
 
 
-def _decimal(v: Any, where: str) -> Decimal:
-    if isinstance(v, float):
-        raise ConfigError(f"{where}: write decimals as strings (\"0.001\"), not floats ({v!r})")
+def _tcp_port(v: int) -> int:
+    if not 0 < v < 65536:
+        raise ValueError(f"{v} is not a TCP port (1..65535)")
+    return v
+
+
+def _host_port(v: str) -> str:
+    """``host:port`` (IPv6 in brackets); port 0 = any free port."""
+    host, colon, port = v.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{v!r} is not \"host:port\" such as \"127.0.0.1:50100\"")
+    return v
+
+
+def _endpoint(v: str) -> str:
+    """A ZeroMQ endpoint: ``tcp://host:port`` (port 1..65535 or ``*``), ``ipc://path``, ``inproc://name``."""
+    scheme, sep, rest = v.partition("://")
+    if sep and scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if colon and host.strip("[]") and (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+            return v
+    elif sep and scheme in ("ipc", "inproc") and rest:
+        return v
+    raise ValueError(f"{v!r} is not a ZeroMQ endpoint: tcp://host:port, ipc://path or inproc://name")
+
+
+def _url(*schemes: str) -> Any:
+    def check(v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in schemes or not rest.strip("/"):
+            raise ValueError(f"{v!r} is not a {' or '.join(s + '://' for s in schemes)} URL")
+        return v
+    return check
+
+
+def _empty_is_none(v: Any) -> Any:
+    return None if isinstance(v, str) and not v.strip() else v
+
+
+def _upper(v: Any) -> Any:
+    return v.upper() if isinstance(v, str) else v
+
+
+Symbol = Annotated[str, AfterValidator(_symbol), WrongValues("BTCUSDT", "BTC/")]
+Symbols = Annotated[list[Symbol], BeforeValidator(_symbol_list), AfterValidator(_unique), WrongValues([5])]
+DustKey = Annotated[str, AfterValidator(lambda v: v if v == "*" else _symbol(v)), WrongValues("BTCUSD")]
+VenueId = Annotated[str, Field(pattern=VENUE_RE.pattern), WrongValues("Bad-Id", "9lives")]
+Seconds = Annotated[float, Field(gt=0)]
+NonNegDecimal = Annotated[Decimal, BeforeValidator(_decimal_in), WrongValues(0.5, "1e", "-1")]
+PosDecimal = Annotated[Decimal, BeforeValidator(_decimal_in), Field(gt=0), WrongValues(0.5, "1e", "0")]
+TcpPort = Annotated[int, AfterValidator(_tcp_port), WrongValues(0, 70000)]
+AnyPort = Annotated[int, Field(ge=0, le=65535)]          # 0: any free port (tests)
+Host = Annotated[str, Field(min_length=1)]
+Endpoint = Annotated[str, AfterValidator(_endpoint), WrongValues("127.0.0.1:5000", "tcp://host", "tcp://h:0",
+                                                                 "udp://h:1", "ipc://")]
+Metrics = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(
+    lambda v: None if v is None else _host_port(v)), WrongValues("50100", "127.0.0.1", "h:70000")]
+Cpu = Annotated[int, Field(ge=0)]
+WsUrl = Annotated[str, AfterValidator(_url("ws", "wss")), WrongValues("http://h", "h:1")]
+HttpUrl = Annotated[str, AfterValidator(_url("http", "https")), WrongValues("ws://h", "h:1")]
+Path_ = Annotated[str, Field(min_length=1)]
+OptPath = Annotated[str | None, BeforeValidator(_empty_is_none)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
+
+
+def _kind(v: str) -> str:
+    if v not in KNOWN_KINDS:
+        raise ValueError(f"{v!r} is not one of {list(KNOWN_KINDS)}")
+    return v
+
+
+Kind = Annotated[str, AfterValidator(_kind), WrongValues("ftx")]
+
+
+class DustTable(_Table):
+    """``[venues.<id>.dust] "BTC/USDT" = { min_amount = "..", min_notional = ".." }`` ("*": every symbol)."""
+
+    min_amount: NonNegDecimal = Decimal(0)
+    min_notional: NonNegDecimal = Decimal(0)
+
+
+class ShardTable(_Table):
+    """``[[venues.<id>.shards]]``: one feed process of the venue."""
+
+    symbols: Annotated[Symbols, Field(min_length=1)]
+    pub: Endpoint
+    ctl: Endpoint
+    cpu: Cpu | None = None
+    metrics: Metrics = None
+
+
+class RunnerOptions(_Table):
+    """``[venues.<id>.options]`` every venue takes (the feed runner's; common/feed/runner.py
+    ``RUNNER_OPTIONS`` holds the same defaults). A venue API adds its own (``FeedSpec.options``)."""
+
+    ping_every: Seconds | None = None                 # None: stale_after / 3
+    open_timeout: Seconds = 10.0
+    rest_timeout: Seconds = 10.0
+    backoff_initial: Seconds = 0.5
+    backoff_cap: Seconds = 30.0
+    backoff_jitter: Annotated[float, Field(ge=0, le=1)] = 0.5
+    snapshot_retry_cap: Annotated[float, Field(ge=0.25)] = 5.0   # its backoff starts at 0.25 s
+    rest_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    heartbeat_every: Seconds | None = None            # None: the spec's
+    max_conn_age: Annotated[float, Field(ge=1)] | None = None    # None: the spec's
+    pair_check: bool = True
+    precision: Annotated[list[Annotated[int, Field(ge=0, le=18)]], Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _cap_not_below_initial(self) -> RunnerOptions:
+        if self.backoff_cap < self.backoff_initial:
+            raise _KeyedError("backoff_cap", f"{self.backoff_cap} is below backoff_initial {self.backoff_initial}")
+        return self
+
+
+class VenueTable(_Table):
+    """``[venues.<id>]``: one venue deployment (its feed process or processes)."""
+
+    kind: Kind | None = None                          # default: the venue id
+    api: Annotated[str, WrongValues("nope")] | None = None      # default: the kind's
+    enabled: bool = True
+    symbols: Symbols | None = None
+    ws_url: WsUrl
+    rest_url: HttpUrl
+    pub: Endpoint | None = None                       # required without shards
+    ctl: Endpoint | None = None
+    stale_after: Seconds = 10.0
+    depth: Annotated[int, Field(ge=1)] = 1000
+    taker_fee: Annotated[NonNegDecimal, Field(lt=1)] = Decimal(0)
+    cpu: Cpu | None = None
+    dust: dict[DustKey, DustTable] = {}
+    options: dict[str, Any] = {}                      # validated per venue API (_options_model)
+    shards: Annotated[list[ShardTable], Field(min_length=1)] | None = None
+    metrics: Metrics = None
+    quiet_after: Seconds | None = None
+    quiet_after_symbols: dict[Symbol, Seconds] = {}
+    capture: OptPath = None
+    capture_rotate_mb: Seconds = 64.0
+    capture_rotate_s: Seconds = 3600.0
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> VenueTable:
+        if not self.shards:
+            for key in ("pub", "ctl"):
+                if getattr(self, key) is None:
+                    raise _KeyedError(key, "is required (or [[...shards]] with their own)")
+        return self
+
+
+class AggregatorTable(_Table):
+    pub: Endpoint = "tcp://127.0.0.1:50054"
+    ctl: Endpoint = "tcp://127.0.0.1:50055"
+    query: Endpoint = "tcp://127.0.0.1:50053"
+    down_after: Seconds = 3.0
+    depletion: dict[Symbol, Annotated[list[PosDecimal], Field(min_length=1)]] = {}
+    metrics: Metrics = None
+
+
+class PublisherTable(_Table):
+    bind: Host = "127.0.0.1"
+    port: TcpPort = 50052
+    sndhwm: Annotated[int, Field(ge=1)] = 1000        # 0 would be ZeroMQ's "no limit": unbounded memory
+    latest_port: TcpPort | None = None                # the latest-per-symbol endpoint
+    metrics: Metrics = None
+
+    @model_validator(mode="after")
+    def _own_latest_port(self) -> PublisherTable:
+        if self.latest_port == self.port:
+            raise _KeyedError("latest_port", f"{self.latest_port} is not a TCP port other than publisher.port")
+        return self
+
+
+class SecurityTable(_Table):
+    curve: bool = False
+    keys_dir: Path_ = "keys"
+
+
+class GatewayGrpcTable(_Table):
+    enabled: bool = False
+    bind: Host = "127.0.0.1"
+    port: TcpPort = 50051
+    symbol: Annotated[str, AfterValidator(lambda v: _symbol(v) if v else v), WrongValues("BTCUSDT")] = ""
+    levels: Annotated[int, Field(ge=1, le=1000)] | None = None   # default: the published depth
+    max_clients: Annotated[int, Field(ge=1)] = 1000
+    metrics: Metrics = None
+
+
+class SimulatorVenueTable(_Table):
+    """``[simulator.venues.<id>]``: one simulated exchange."""
+
+    kind: Kind | None = None                          # default: the id
+    port: AnyPort = 0
+    symbols: Symbols | None = None                    # default: the top-level symbols
+    replay: OptPath = None
+    levels: dict[Symbol, Annotated[int, Field(ge=1)]] = {}
+
+
+class SimulatorTable(_Table):
+    """``[simulator]``: the exchange simulator (services/simulator) of ``make demo``."""
+
+    host: Host = "127.0.0.1"
+    control_port: AnyPort = 50090
+    seed: int = 7
+    rate: Annotated[float, Field(ge=0)] = 10.0
+    burst_probability: Annotated[float, Field(ge=0, le=1)] = 0.01
+    ping_interval: Seconds = 20.0
+    pong_timeout: Seconds = 60.0
+    history_seconds: Seconds = 30.0
+    min_levels: Annotated[int, Field(ge=1)] = 250
+    max_levels: Annotated[int, Field(ge=1)] = 500
+    replay_speed: Annotated[float, Field(ge=0)] = 1.0  # 0: as fast as possible
+    replay_gate_timeout: Seconds = 10.0
+    venues: Annotated[dict[VenueId, SimulatorVenueTable], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _levels(self) -> SimulatorTable:
+        if self.max_levels < self.min_levels:
+            raise _KeyedError("max_levels", f"{self.max_levels} is below min_levels {self.min_levels}")
+        for vid, v in self.venues.items():
+            bad = sorted(set(v.levels) - set(v.symbols or set(v.levels)))
+            if bad:
+                raise _KeyedError(f"venues.{vid}.levels", f"{bad} not among the venue's symbols {v.symbols}")
+        return self
+
+
+class ConfigFile(_Table):
+    """The whole TOML file."""
+
+    symbols: Symbols = []
+    levels: Annotated[int, Field(ge=1, le=1000)] = 10
+    log_level: LogLevel = "INFO"
+    run_dir: Path_ = "run"
+    max_msg_size: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024   # smaller drops every snapshot
+    venues: dict[VenueId, VenueTable] = {}
+    aggregator: AggregatorTable = AggregatorTable()
+    publisher: PublisherTable = PublisherTable()
+    simulator: SimulatorTable | None = None
+    security: SecurityTable = SecurityTable()
+    gateway_grpc: GatewayGrpcTable = GatewayGrpcTable()
+    #: ``[cluster.hosts.<name>]``: hosts and their programs, validated by deploy/supervisor.py
+    #: (--cluster) only; the services ignore it.
+    cluster: dict[str, Any] = {}
+
+
+_BOUND_WORDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+                "less_than_equal": ("<=", "le")}
+_TYPE_WORDS = {"float_type": "float", "int_type": "int", "string_type": "str", "bool_type": "bool",
+               "dict_type": "a table", "model_type": "a table", "list_type": "a list", "decimal_type": "a decimal"}
+
+
+def _key(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "[key]":
+            out += f".{part}" if out else str(part)
+    return out or "config"
+
+
+def _message(err: Mapping[str, Any], prefix: Sequence[Any]) -> str:
+    """One pydantic error as ``<dotted key> <what is wrong>`` (the key first, always)."""
+    loc = [*prefix, *err["loc"]]
+    kind, got = err["type"], err.get("input")
+    error = (err.get("ctx") or {}).get("error")
+    if isinstance(error, _KeyedError):
+        return f"{_key([*loc, *error.key.split('.')])}: {error}"
+    if kind == "extra_forbidden":
+        return f"{_key(loc[:-1])}: unknown key(s) [{loc[-1]!r}]"
+    if kind == "missing":
+        return f"{_key(loc)} is required"
+    if loc and loc[-1] == "[key]":
+        return f"{_key(loc)}: key {got!r}: {err['msg'].removeprefix('Value error, ')}"
+    if kind in _TYPE_WORDS:
+        return f"{_key(loc)} must be {_TYPE_WORDS[kind]}, got {got!r}"
+    if kind in _BOUND_WORDS:
+        ctx = err.get("ctx") or {}
+        op, name = _BOUND_WORDS[kind]
+        bound = ctx.get(name)
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{_key(loc)} must be {op} {bound}, got {got!r}"
+    if kind == "literal_error":
+        return f"{_key(loc)} must be {(err.get('ctx') or {}).get('expected')}, got {got!r}"
+    if kind == "value_error":                     # our validators' messages show the value themselves
+        return f"{_key(loc)}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{_key(loc)}: {err['msg']}, got {got!r}"
+
+
+def _strip(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> X, ``X | None`` -> X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            rest = [a for a in get_args(annotation) if a is not type(None)]
+            if len(rest) != 1:
+                return annotation
+            annotation = rest[0]
+        else:
+            return annotation
+
+
+def _table_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` inside ``model`` (None: not a table)."""
+    ann: Any = model
+    for part in loc:
+        ann = _strip(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            fld = ann.model_fields.get(str(part))
+            if fld is None:
+                return None
+            ann = fld.annotation
+        elif get_origin(ann) in (dict, list):
+            ann = get_args(ann)[-1]
+        else:
+            return None
+    ann = _strip(ann)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _validate(model: type[_T], data: Any, prefix: Sequence[Any] = ()) -> _T:
+    """``model`` validated from ``data``, or a ConfigError naming the key of the first error (and
+    how many more there are). Unknown keys are reported per table with the keys it allows."""
     try:
-        return parse_decimal(str(v) if isinstance(v, int) else v)
-    except BadNumber as e:
-        raise ConfigError(f"{where}: {e}") from None
+        return model.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        first = errs[0]
+        if first["type"] == "extra_forbidden":
+            parent = first["loc"][:-1]
+            extra = [str(x["loc"][-1]) for x in errs if x["type"] == "extra_forbidden" and x["loc"][:-1] == parent]
+            table = _table_at(model, parent)
+            allowed = sorted(table.model_fields) if table is not None else []
+            msg = f"{_key([*prefix, *parent])}: unknown key(s) {sorted(extra)}; allowed: {allowed}"
+            rest = len(errs) - len(extra)
+        else:
+            msg, rest = _message(first, prefix), len(errs) - 1
+        raise ConfigError(msg + (f" (and {rest} more error(s))" if rest else "")) from None
 
 
-def _symbols(v: Any, where: str) -> tuple[str, ...]:
-    if isinstance(v, str):
-        v = [s for s in v.split(",") if s.strip()]
-    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-        raise ConfigError(f"{where} must be a list of symbols like \"BTC/USDT\"")
-    out = []
-    for s in v:
-        s = s.strip().upper()
-        if not SYMBOL_RE.match(s):
-            raise ConfigError(f"{where}: {s!r} is not a symbol of the form BASE/QUOTE (e.g. BTC/USDT)")
-        if s not in out:
-            out.append(s)
-    return tuple(out)
+_OPTION_MODELS: dict[tuple[str, str], type[RunnerOptions]] = {}
 
 
-def _venue(vid: str, d: Any, symbols: tuple[str, ...]) -> VenueConfig:
+def _options_model(kind: str, api: str) -> type[RunnerOptions]:
+    """The ``[venues.<id>.options]`` of a ``kind``/``api`` venue: the runner's options plus the
+    API's own (``FeedSpec.options``: typed by their default, limited to ``FeedSpec.option_values``
+    when it lists them). The spec is imported here, lazily, through the venue registry."""
+    if (kind, api) not in _OPTION_MODELS:
+        spec = venues.load_spec(kind, api)
+        choices: Mapping[str, tuple[Any, ...]] = getattr(spec, "option_values", {}) or {}
+        fields: dict[str, Any] = {}
+        for name, default in spec.options.items():
+            if name in choices:
+                ann: Any = Literal[tuple(choices[name])]
+            elif isinstance(default, bool) or default is None:
+                ann = bool if isinstance(default, bool) else Any
+            elif isinstance(default, int | float):
+                ann = Annotated[float, Field(ge=0)] if isinstance(default, float) else Annotated[int, Field(ge=0)]
+            else:
+                ann = type(default)
+            fields[name] = (ann, default)
+        _OPTION_MODELS[(kind, api)] = create_model(f"Options_{kind}_{api}", __base__=RunnerOptions, **fields)
+    return _OPTION_MODELS[(kind, api)]
+
+
+def options_model(kind: str, api: str | None = None) -> type[RunnerOptions]:
+    """The options schema of a ``kind`` venue speaking ``api`` (its default when None)."""
+    return _options_model(kind, api or venues.KINDS[kind].default_api)
+
+
+# --- building the frozen config ---------------------------------------------------------------
+
+
+def _venue(vid: str, t: VenueTable, symbols: tuple[str, ...]) -> VenueConfig:
     where = f"venues.{vid}"
-    if not VENUE_RE.match(vid):
-        raise ConfigError(f"{where}: venue ids are lowercase letters, digits and _ ({vid!r})")
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a table")
-    _unknown(where, d, _VENUE_KEYS)
-    kind = _get(d, "kind", str, where, vid)
+    kind = t.kind or vid
     if kind not in KNOWN_KINDS:
         raise ConfigError(f"{where}.kind {kind!r} is not one of {list(KNOWN_KINDS)}")
     apis = venues.KINDS[kind].apis
-    api = _get(d, "api", str, where, venues.KINDS[kind].default_api)
+    api = t.api if t.api is not None else venues.KINDS[kind].default_api
     if api not in apis:
         raise ConfigError(f"{where}.api {api!r}: a {kind} venue speaks {sorted(apis)}")
-    dust: dict[str, DustRule] = {}
-    for sym, rule in _get(d, "dust", dict, where, {}).items():
-        w = f"{where}.dust.{sym}"
-        if not isinstance(rule, dict):
-            raise ConfigError(f"{w} must be a table {{ min_amount = \"..\", min_notional = \"..\" }}")
-        _unknown(w, rule, {"min_amount", "min_notional"})
-        key = sym if sym == "*" else _symbols([sym], w)[0]
-        dust[key] = DustRule(_decimal(rule.get("min_amount", "0"), w + ".min_amount"),
-                             _decimal(rule.get("min_notional", "0"), w + ".min_notional"))
-    cpu = d.get("cpu")
-    if cpu is not None and (not isinstance(cpu, int) or cpu < 0):
-        raise ConfigError(f"{where}.cpu must be a CPU number >= 0")
-    stale_after = _get(d, "stale_after", float, where, 10.0)
-    depth = _get(d, "depth", int, where, 1000)
-    if stale_after <= 0 or depth <= 0:
-        raise ConfigError(f"{where}: stale_after and depth must be > 0")
+    opts = _validate(_options_model(kind, api), t.options, ("venues", vid, "options"))
+    options = {k: getattr(opts, k) for k in t.options}
     # A venue's own list names what it lists; it carries those of the top-level symbols (so
     # --symbols narrows every venue, and no venue is asked for a pair it does not have).
     venue_symbols = symbols
-    if d.get("symbols"):
-        own = _symbols(d["symbols"], where + ".symbols")
-        venue_symbols = own if d.get("shards") else tuple(s for s in symbols if s in own)
-    shards = _shards(d.get("shards"), venue_symbols, where)
+    if t.symbols:
+        own = tuple(t.symbols)
+        venue_symbols = own if t.shards else tuple(s for s in symbols if s in own)
+    shards = _shards(t.shards, where)
     if shards:
         venue_symbols = tuple(s for sh in shards for s in sh.symbols)
-    return VenueConfig(
-        id=vid, kind=kind, api=api, enabled=_get(d, "enabled", bool, where, True),
-        symbols=venue_symbols, shards=shards,
-        ws_url=_get(d, "ws_url", str, where), rest_url=_get(d, "rest_url", str, where),
-        pub=shards[0].pub if shards else _get(d, "pub", str, where),
-        ctl=shards[0].ctl if shards else _get(d, "ctl", str, where),
-        stale_after=stale_after, depth=depth,
-        taker_fee=_decimal(d.get("taker_fee", "0"), where + ".taker_fee"), cpu=cpu, dust=dust,
-        options=dict(_get(d, "options", dict, where, {})),
+        if t.metrics:
+            raise ConfigError(f"{where}.metrics: a venue split in shards has one metrics endpoint per process; "
+                              f"set metrics in each [[{where}.shards]] instead")
+    assert shards or (t.pub is not None and t.ctl is not None)      # VenueTable checked it
+    cfg = VenueConfig(
+        id=vid, kind=kind, api=api, enabled=t.enabled, symbols=venue_symbols, shards=shards,
+        ws_url=t.ws_url, rest_url=t.rest_url,
+        pub=shards[0].pub if shards else str(t.pub), ctl=shards[0].ctl if shards else str(t.ctl),
+        stale_after=t.stale_after, depth=t.depth, taker_fee=t.taker_fee, cpu=t.cpu,
+        dust={sym: DustRule(r.min_amount, r.min_notional) for sym, r in t.dust.items()},
+        options=options, metrics=t.metrics, quiet_after=t.quiet_after,
+        quiet_after_symbols=dict(t.quiet_after_symbols), capture=t.capture,
+        capture_rotate_mb=t.capture_rotate_mb, capture_rotate_s=t.capture_rotate_s,
     )
+    spec = venues.load_spec(kind, api)
+    if spec.check_config is not None:
+        spec.check_config(cfg)        # the venue's own rules (e.g. Kraken's depths), naming the key
+    return cfg
 
 
-def _shards(raw: Any, symbols: tuple[str, ...], where: str) -> tuple[Shard, ...]:
+def _shards(raw: list[ShardTable] | None, where: str) -> tuple[Shard, ...]:
     """``[[venues.<id>.shards]]``: the venue's symbols split over several feed processes, each with
-    ``symbols``, ``pub``, ``ctl`` and an optional ``cpu``. A symbol may be in one shard only."""
-    if raw is None:
+    ``symbols``, ``pub``, ``ctl`` and optional ``cpu`` and ``metrics``. A symbol may be in one shard only."""
+    if not raw:
         return ()
-    if not isinstance(raw, list) or not raw or not all(isinstance(x, dict) for x in raw):
-        raise ConfigError(f"{where}.shards must be an array of tables [[{where}.shards]]")
     out: list[Shard] = []
     seen: dict[str, int] = {}
     for i, t in enumerate(raw):
-        w = f"{where}.shards[{i}]"
-        _unknown(w, t, {"symbols", "pub", "ctl", "cpu"})
-        syms = _symbols(_get(t, "symbols", list, w), w + ".symbols")
-        for sym in syms:
+        for sym in t.symbols:
             if sym in seen:
-                raise ConfigError(f"{w}: {sym} is already in shard {seen[sym]}")
+                raise ConfigError(f"{where}.shards[{i}]: {sym} is already in shard {seen[sym]}")
             seen[sym] = i
-        cpu = t.get("cpu")
-        if cpu is not None and (not isinstance(cpu, int) or cpu < 0):
-            raise ConfigError(f"{w}.cpu must be a CPU number >= 0")
-        out.append(Shard(i, syms, _get(t, "pub", str, w), _get(t, "ctl", str, w), cpu))
+        out.append(Shard(i, tuple(t.symbols), t.pub, t.ctl, t.cpu, t.metrics))
     ends = [e for sh in out for e in (sh.pub, sh.ctl)]
     if len(set(ends)) != len(ends):
         raise ConfigError(f"{where}.shards: every shard needs its own pub and ctl endpoints")
     return tuple(out)
 
 
-def _gateway_grpc(raw: Any, *, carried: list[str], levels: int, publisher: PublisherConfig) -> GatewayGrpcConfig:
-    """Validate ``[gateway_grpc]``: every error names its key."""
+def _gateway_grpc(t: GatewayGrpcTable, *, carried: list[str], levels: int,
+                  publisher: PublisherConfig) -> GatewayGrpcConfig:
+    """``[gateway_grpc]`` beyond its own keys: its port against the publisher's, its symbol."""
     where = "gateway_grpc"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    _unknown(where, raw, _GW_GRPC_KEYS)
-    port = _get(raw, "port", int, where, 50051)
-    if not 0 < port < 65536:
-        raise ConfigError(f"{where}.port {port} is not a TCP port")
-    bind = _get(raw, "bind", str, where, "127.0.0.1")
-    if not bind.strip():
-        raise ConfigError(f"{where}.bind must be an address such as \"127.0.0.1\"")
-    if port == publisher.port and (bind == publisher.bind or "0.0.0.0" in (bind, publisher.bind)):
-        raise ConfigError(f"{where}.port {port} is publisher.port: give the gRPC gateway its own port (50051)")
-    symbol = _get(raw, "symbol", str, where, "")
+    if t.port == publisher.port and (t.bind == publisher.bind or "0.0.0.0" in (t.bind, publisher.bind)):
+        raise ConfigError(f"{where}.port {t.port} is publisher.port: give the gRPC gateway its own port (50051)")
+    symbol = t.symbol
     if symbol:
-        symbol = _symbols([symbol], f"{where}.symbol")[0]
-        if symbol not in carried and _get(raw, "enabled", bool, where, False):
+        if symbol not in carried and t.enabled:
             raise ConfigError(f"{where}.symbol {symbol} is not a configured symbol; configured: {carried}")
     else:
         symbol = carried[0]
-    gw_levels = _get(raw, "levels", int, where, levels)
-    if not 1 <= gw_levels <= 1000:
-        raise ConfigError(f"{where}.levels must be 1..1000, got {gw_levels}")
-    max_clients = _get(raw, "max_clients", int, where, 1000)
-    if max_clients < 1:
-        raise ConfigError(f"{where}.max_clients must be >= 1, got {max_clients}")
-    if bind not in ("127.0.0.1", "localhost", "::1"):
-        import logging
-
+    if t.bind not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("config").warning(
-            "gateway_grpc.bind %s is not loopback: the gRPC gateway has no TLS, anyone who reaches it can read", bind)
-    return GatewayGrpcConfig(enabled=_get(raw, "enabled", bool, where, False), bind=bind, port=port,
-                             symbol=symbol, levels=gw_levels, max_clients=max_clients)
+            "gateway_grpc.bind %s is not loopback: the gRPC gateway has no TLS, anyone who reaches it can read", t.bind)
+    return GatewayGrpcConfig(enabled=t.enabled, bind=t.bind, port=t.port, symbol=symbol,
+                             levels=t.levels if t.levels is not None else levels, max_clients=t.max_clients,
+                             metrics=t.metrics)
+
+
+def _distinct_metrics(venue_cfgs: Mapping[str, VenueConfig], aggregator: str | None, publisher: str | None,
+                      gateway: str | None) -> None:
+    """Two processes cannot serve metrics on one address (port 0 = any free port: never a clash)."""
+    seen: dict[str, str] = {}
+    named = [("aggregator.metrics", aggregator), ("publisher.metrics", publisher), ("gateway_grpc.metrics", gateway)]
+    for v in venue_cfgs.values():
+        if v.shards:
+            named += [(f"venues.{v.id}.shards[{sh.index}].metrics", sh.metrics) for sh in v.shards]
+        else:
+            named.append((f"venues.{v.id}.metrics", v.metrics))
+    for key, addr in named:
+        if addr is None or addr.endswith(":0"):
+            continue
+        if addr in seen:
+            raise ConfigError(f"{key} {addr} is also {seen[addr]}: every process needs its own metrics address")
+        seen[addr] = key
+
+
+def _distinct_endpoints(venue_cfgs: Mapping[str, VenueConfig], agg: AggregatorConfig) -> None:
+    """Each bound ZeroMQ endpoint belongs to one socket: the aggregator's three and every enabled
+    feed process's pub and ctl (a second bind would fail at start, and again at every restart)."""
+    seen: dict[str, str] = {}
+    named = [("aggregator.pub", agg.pub), ("aggregator.ctl", agg.ctl), ("aggregator.query", agg.query)]
+    for v in venue_cfgs.values():
+        if v.enabled:
+            for sh in v.processes:
+                w = f"venues.{v.id}" + (f".shards[{sh.index}]" if v.shards else "")
+                named += [(f"{w}.pub", sh.pub), (f"{w}.ctl", sh.ctl)]
+    for key, ep in named:
+        if ep.endswith(":*"):
+            continue
+        if ep in seen:
+            raise ConfigError(f"{key} {ep} is also {seen[ep]}: every socket needs its own endpoint")
+        seen[ep] = key
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (an address as bound, IPv6 with or without brackets) is on this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False      # a wildcard ("*", "0.0.0.0" is parsed above) or an interface name
+
+
+def _loopback_only(publisher: PublisherConfig, aggregator: AggregatorConfig,
+                   venue_cfgs: Mapping[str, VenueConfig]) -> None:
+    """Without CURVE every ZeroMQ endpoint a service binds must be loopback (or ipc/inproc): on
+    any other address anyone who reaches it could read the books or inject into the bus."""
+    ends = {"aggregator.pub": aggregator.pub, "aggregator.ctl": aggregator.ctl, "aggregator.query": aggregator.query}
+    for v in venue_cfgs.values():
+        if v.enabled:
+            for sh in v.processes:
+                w = f"venues.{v.id}" if not v.shards else f"venues.{v.id}.shards[{sh.index}]"
+                ends[f"{w}.pub"], ends[f"{w}.ctl"] = sh.pub, sh.ctl
+    hosts = {"publisher.bind": publisher.bind}
+    for key, ep in ends.items():
+        scheme, _, rest = ep.partition("://")
+        if scheme == "tcp":
+            hosts[key] = rest.rpartition(":")[0]
+    for key, host in hosts.items():
+        if not is_loopback(host):
+            raise ConfigError(f"{key}: {host!r} is not a loopback address and security.curve is off: anyone who "
+                              "reaches it could read or inject; set [security] curve = true (make keys) "
+                              "or bind 127.0.0.1")
+
+
+def validate_simulator(raw: Mapping[str, Any]) -> SimulatorTable:
+    """The ``[simulator]`` table validated (services/simulator turns it into its Settings)."""
+    return _validate(SimulatorTable, dict(raw), ("simulator",))
 
 
 def build(raw: Mapping[str, Any], source: str = "") -> Config:
-    """Validate a raw mapping (as read from TOML) into a frozen :class:`Config`."""
-    _unknown("config", raw, _TOP_KEYS)
-    symbols = _symbols(raw.get("symbols", []), "symbols")
-    levels = _get(raw, "levels", int, "config", 10)
-    if not 1 <= levels <= 1000:
-        raise ConfigError(f"levels must be 1..1000, got {levels}")
-    venues_raw = _get(raw, "venues", dict, "config", {})
-    venues = {vid: _venue(vid, d, symbols) for vid, d in venues_raw.items()}
-    if not any(v.enabled for v in venues.values()):
+    """Validate a raw mapping (as read from TOML) into a frozen :class:`Config`: every key of every
+    table, whichever service asks (a feed refuses a wrong ``publisher.sndhwm`` too)."""
+    f = _validate(ConfigFile, dict(raw))
+    symbols = tuple(f.symbols)
+    venue_cfgs = {vid: _venue(vid, t, symbols) for vid, t in f.venues.items()}
+    if not any(v.enabled for v in venue_cfgs.values()):
         raise ConfigError("no venue is enabled")
-    enabled_syms = {s for v in venues.values() if v.enabled for s in v.symbols}
-    if not enabled_syms:
+    if not {s for v in venue_cfgs.values() if v.enabled for s in v.symbols}:
         raise ConfigError("no symbols configured (symbols = [\"BTC/USDT\"] or --symbols BTC/USDT)")
-    agg = _get(raw, "aggregator", dict, "config", {})
-    _unknown("aggregator", agg, _AGG_KEYS)
-    depletion: dict[str, tuple[Decimal, ...]] = {}
-    for sym, sizes in _get(agg, "depletion", dict, "aggregator", {}).items():
-        w = f"aggregator.depletion.{sym}"
-        if not isinstance(sizes, list) or not sizes:
-            raise ConfigError(f"{w} must be a list of sizes like [\"1\", \"5\"]")
-        ds = tuple(_decimal(s, w) for s in sizes)
-        if any(not x for x in ds):
-            raise ConfigError(f"{w}: sizes must be > 0")
-        depletion[_symbols([sym], w)[0]] = ds
-    pub = _get(raw, "publisher", dict, "config", {})
-    _unknown("publisher", pub, _PUB_KEYS)
-    port = _get(pub, "port", int, "publisher", 50052)
-    if not 0 < port < 65536:
-        raise ConfigError(f"publisher.port {port} is not a TCP port")
-    latest_port = _get(pub, "latest_port", int, "publisher", None)
-    if latest_port is not None and (not 0 < latest_port < 65536 or latest_port == port):
-        raise ConfigError(f"publisher.latest_port {latest_port} is not a TCP port other than publisher.port")
-    down_after = _get(agg, "down_after", float, "aggregator", 3.0)
-    max_msg_size = _get(raw, "max_msg_size", int, "config", 64 * 1024 * 1024)
-    log_level = _get(raw, "log_level", str, "config", "INFO").upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log_level {log_level!r} is not DEBUG/INFO/WARNING/ERROR")
-    sec = _get(raw, "security", dict, "config", {})
-    _unknown("security", sec, {"curve", "keys_dir"})
-    security = SecurityConfig(curve=_get(sec, "curve", bool, "security", False),
-                              keys_dir=_get(sec, "keys_dir", str, "security", "keys"))
-    if security.curve is False and pub.get("bind", "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
-        import logging
-
-        logging.getLogger("config").warning(
-            "publisher.bind %s is not loopback and CURVE is off: anyone who reaches it can subscribe",
-            pub.get("bind"))
-    publisher = PublisherConfig(bind=_get(pub, "bind", str, "publisher", "127.0.0.1"), port=port,
-                                sndhwm=_get(pub, "sndhwm", int, "publisher", 1000), latest_port=latest_port)
-    carried = list(dict.fromkeys([*symbols, *(s for v in venues.values() if v.enabled for s in v.symbols)]))
-    gateway_grpc = _gateway_grpc(raw.get("gateway_grpc", {}), carried=carried, levels=levels, publisher=publisher)
+    a, p = f.aggregator, f.publisher
+    aggregator = AggregatorConfig(pub=a.pub, ctl=a.ctl, query=a.query, down_after=a.down_after,
+                                  depletion={s: tuple(sizes) for s, sizes in a.depletion.items()},
+                                  metrics=a.metrics)
+    publisher = PublisherConfig(bind=p.bind, port=p.port, sndhwm=p.sndhwm, latest_port=p.latest_port,
+                                metrics=p.metrics)
+    security = SecurityConfig(curve=f.security.curve, keys_dir=f.security.keys_dir)
+    carried = list(dict.fromkeys([*symbols, *(s for v in venue_cfgs.values() if v.enabled for s in v.symbols)]))
+    gateway_grpc = _gateway_grpc(f.gateway_grpc, carried=carried, levels=f.levels, publisher=publisher)
+    if f.simulator is not None:
+        for vid, sv in f.simulator.venues.items():
+            if sv.kind is None and vid not in KNOWN_KINDS:
+                raise ConfigError(f"simulator.venues.{vid}.kind: the id {vid!r} is not a kind; "
+                                  f"give kind = one of {list(KNOWN_KINDS)}")
+            bad = sorted(set(sv.levels) - set(sv.symbols or symbols))
+            if bad:
+                raise ConfigError(f"simulator.venues.{vid}.levels: {bad} not among the venue's symbols "
+                                  f"{list(sv.symbols or symbols)}")
+    _distinct_metrics(venue_cfgs, aggregator.metrics, publisher.metrics, gateway_grpc.metrics)
+    _distinct_endpoints(venue_cfgs, aggregator)
+    if not security.curve:
+        _loopback_only(publisher, aggregator, venue_cfgs)
     return Config(
-        symbols=symbols, levels=levels, log_level=log_level, security=security, gateway_grpc=gateway_grpc,
-        run_dir=_get(raw, "run_dir", str, "config", "run"), max_msg_size=max_msg_size,
-        venues=venues,
-        aggregator=AggregatorConfig(
-            pub=_get(agg, "pub", str, "aggregator", "tcp://127.0.0.1:50054"),
-            ctl=_get(agg, "ctl", str, "aggregator", "tcp://127.0.0.1:50055"),
-            query=_get(agg, "query", str, "aggregator", "tcp://127.0.0.1:50053"),
-            down_after=down_after, depletion=depletion),
-        publisher=publisher,
-        simulator=dict(_get(raw, "simulator", dict, "config", {})),
-        source=source,
+        symbols=symbols, levels=f.levels, log_level=f.log_level, security=security, gateway_grpc=gateway_grpc,
+        run_dir=f.run_dir, max_msg_size=f.max_msg_size, venues=venue_cfgs, aggregator=aggregator,
+        publisher=publisher, simulator=copy.deepcopy(dict(raw.get("simulator", {}))), source=source,
     )
 
 
@@ -437,7 +868,7 @@ def _parse_value(text: str) -> Any:
 
 
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
+    parts = [x[1:-1] if len(x) > 1 and x[0] == x[-1] == '"' else x for x in dotted.split(".")]
     if not all(parts):
         raise ConfigError(f"--set {dotted!r}: empty key part")
     cur = d
@@ -447,6 +878,11 @@ def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"--set {dotted!r}: {p!r} is not a table")
         cur = nxt
     cur[parts[-1]] = value
+
+
+def _venue_tables(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    v = raw.get("venues", {})
+    return v if isinstance(v, dict) else {}
 
 
 def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None = None,
@@ -467,8 +903,11 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         _set_path(raw, key.strip(), _parse_value(val.strip()))
     if symbols:
-        raw["symbols"] = list(_symbols(symbols if isinstance(symbols, str) else list(symbols), "--symbols"))
-        for vid, v in raw.get("venues", {}).items():
+        try:
+            raw["symbols"] = [_symbol(x) for x in _symbol_list(symbols if isinstance(symbols, str) else list(symbols))]
+        except ValueError as e:
+            raise ConfigError(f"--symbols: {e}") from None
+        for vid, v in _venue_tables(raw).items():
             if isinstance(v, dict) and v.get("shards") and v.get("enabled", True):
                 raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
                                   "in the shards of the config instead")
@@ -476,10 +915,10 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
         raw["levels"] = levels
     if venues:
         wanted = [x.strip() for x in (venues.split(",") if isinstance(venues, str) else venues) if x.strip()]
-        unknown = sorted(set(wanted) - set(raw.get("venues", {})))
+        unknown = sorted(set(wanted) - set(_venue_tables(raw)))
         if unknown:
-            raise ConfigError(f"--venues: unknown venue(s) {unknown}; configured: {sorted(raw.get('venues', {}))}")
-        for vid, v in raw.get("venues", {}).items():
+            raise ConfigError(f"--venues: unknown venue(s) {unknown}; configured: {sorted(_venue_tables(raw))}")
+        for vid, v in _venue_tables(raw).items():
             if isinstance(v, dict):
                 v["enabled"] = vid in wanted
     return build(raw, source=str(p))
@@ -498,9 +937,45 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
 
 
 def from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by :func:`add_config_args` flags."""
+    """Load the config named by :func:`add_config_args` flags (what every service ``main`` does
+    first). Raises :class:`ConfigError`; the caller prints it as its last line and exits 2.
+
+    Under supervisord, a ConfigError is raised only once the process has run for the programs'
+    ``startsecs``: supervisord ignores ``exitcodes`` for a program that exits sooner (it counts a
+    failed start and retries, ``startretries`` times), so an early exit 2 would be restarted in a
+    loop; after ``startsecs`` it is an expected exit and stays down until the config is fixed."""
     sets = list(args.sets)
     if getattr(args, "log_level", None):
         sets.append(f"log_level={args.log_level!r}")
-    return load(args.config, symbols=args.symbols or None, levels=args.levels,
-                venues=args.venues or None, sets=sets)
+    try:
+        return load(args.config, symbols=args.symbols or None, levels=args.levels,
+                    venues=args.venues or None, sets=sets)
+    except ConfigError:
+        hold_for_supervisor()
+        raise
+
+
+def hold_for_supervisor() -> None:
+    """Under supervisord (``SUPERVISOR_ENABLED`` in the environment), sleep until the process has
+    run ``SUPERVISOR_STARTSECS`` (plus a margin), so that the exit that follows is judged by its
+    code. A no-op otherwise."""
+    if not os.environ.get("SUPERVISOR_ENABLED"):
+        return
+    left = SUPERVISOR_STARTSECS + 0.5 - _process_age()
+    if left > 0:
+        print(f"configuration error: exiting (status 2) in {left:.1f} s, once supervisord counts this a "
+              "start, so that it does not restart it", file=sys.stderr, flush=True)
+        time.sleep(left)
+
+
+def _process_age() -> float:
+    """Seconds since this process started (from /proc; since this module was imported elsewhere)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()

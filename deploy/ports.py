@@ -10,7 +10,9 @@ them to it); a new process takes its ports here first.
     50060-50079  feeds: each venue a pair (bus PUB, snapshot ROUTER), in the order below
     50080-50089  simulator: one port per simulated exchange (REST and WebSocket)
     50090        simulator: HTTP control interface
-    50100-50119  reserved: metrics and health endpoints of the services
+    50100-50102  metrics and health (HTTP): aggregator, publisher, gRPC gateway
+    50110-50119  metrics and health (HTTP) of the feeds: each venue one, in the order below; shards
+                 of a venue take further ports from the reserve at the end of the range
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ SIMULATOR: dict[str, int] = {
 }
 SIMULATOR_CONTROL = 50090
 
+#: service -> its metrics and health port (``metrics = "127.0.0.1:PORT"`` in its table).
+METRICS: dict[str, int] = {
+    "aggregator": 50100,
+    "publisher": 50101,
+    "gateway_grpc": 50102,
+}
+#: venue id -> the metrics and health port of its feed process.
+FEED_METRICS: dict[str, int] = {
+    "binance": 50110,
+    "bitstamp": 50111,
+    "binance_us": 50112,
+    "kraken": 50113,
+    "coinbase": 50114,
+    "gemini": 50115,
+}
+FEED_METRICS_RESERVE = range(50116, 50120)
 METRICS_RESERVE = range(50100, 50120)
 
 
@@ -58,4 +76,8 @@ def all_ports() -> dict[str, int]:
         out[f"venues.{v}.ctl"] = ctl
     for v, p in SIMULATOR.items():
         out[f"simulator.venues.{v}"] = p
+    for name, p in METRICS.items():
+        out[f"{name}.metrics"] = p
+    for v, p in FEED_METRICS.items():
+        out[f"venues.{v}.metrics"] = p
     return out

@@ -302,8 +302,10 @@ class SimControl:
         except Exception:
             return False
 
-    def truth(self, venue: str, symbol: str) -> tuple[list[list[str]], list[list[str]]]:
-        b = self.get("/book", venue=venue, symbol=symbol)
+    def truth(self, venue: str, symbol: str, depth: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+        """The venue's true book; with ``depth`` its best ``depth`` levels per side (what a client
+        subscribed at that depth holds: Kraken)."""
+        b = self.get("/book", venue=venue, symbol=symbol, **({"depth": depth} if depth else {}))
         return b["bids"], b["asks"]
 
 
@@ -380,12 +382,18 @@ class SimPipeline:
         extra = [f'[simulator]\nhost = "127.0.0.1"\ncontrol_port = {self.ctl_port}\nseed = {seed}\nrate = {rate}\n']
         cfg_venues: dict[str, dict[str, Any]] = {}
         self.kinds: dict[str, str] = {}
+        self.listed: dict[str, list[str]] = {vid: list(v["symbols"]) for vid, v in venues.items() if "symbols" in v}
+        # venues whose books stop at a subscribed depth (Kraken): compared with that view of the truth
+        self.depth: dict[str, int] = {vid: int(v["depth"]) for vid, v in venues.items()
+                                      if v["kind"] == "kraken" and "depth" in v}
         for vid, v in venues.items():
             v = dict(v)
             kind, api = v.pop("kind"), v.pop("api")
             port = free_port()
             ws_path, rest_path = SIM_PATHS[(kind, api)]
-            extra.append(f'[simulator.venues.{vid}]\nkind = "{kind}"\nport = {port}\n')
+            listed = v.get("symbols", symbols)
+            extra.append(f'[simulator.venues.{vid}]\nkind = "{kind}"\nport = {port}\n'
+                         + "symbols = [" + ", ".join(f'"{x}"' for x in listed) + "]\n")
             cfg_venues[vid] = {"kind": kind, "api": api, "ws_url": f"ws://127.0.0.1:{port}{ws_path}",
                                "rest_url": f"http://127.0.0.1:{port}{rest_path}", "stale_after": stale_after,
                                "dust": {s: self.dust[vid] for s in symbols}, **v}
@@ -422,8 +430,13 @@ class SimPipeline:
             for m in s.received[-50:]:
                 check_snapshot(m)
 
+    def carriers(self, symbol: str) -> list[str]:
+        """The venues that carry ``symbol`` (their own ``symbols`` list, else all)."""
+        return [v for v in self.kinds if symbol in self.listed.get(v, self.symbols)]
+
     def truth(self, symbol: str) -> tuple[list[list[str]], list[list[str]]]:
-        return reference_merge({v: self.sim.truth(v, symbol) for v in self.kinds}, self.n, self.dust)
+        return reference_merge({v: self.sim.truth(v, symbol, self.depth.get(v)) for v in self.carriers(symbol)},
+                               self.n, self.dust)
 
     def settled(self, symbol: str) -> bool:
         m = self.subs[symbol].last

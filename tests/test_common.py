@@ -115,15 +115,46 @@ def test_shipped_configs_follow_the_port_plan() -> None:
     for name in ("bookmux.toml", "demo.toml"):
         c = config.load(REPO / "deploy" / name)
         got = {"publisher": c.publisher.port, "aggregator.query": c.aggregator.query,
-               "aggregator.pub": c.aggregator.pub, "aggregator.ctl": c.aggregator.ctl}
+               "aggregator.pub": c.aggregator.pub, "aggregator.ctl": c.aggregator.ctl,
+               "aggregator.metrics": c.aggregator.metrics, "publisher.metrics": c.publisher.metrics,
+               "gateway_grpc.metrics": c.gateway_grpc.metrics}
         for v in c.venues.values():
             got[f"venues.{v.id}.pub"], got[f"venues.{v.id}.ctl"] = v.pub, v.ctl
+            got[f"venues.{v.id}.metrics"] = v.metrics
+        assert all(val for val in got.values()), (name, got)    # every service has its metrics endpoint
         used = []
         for key, val in got.items():
             port = val if isinstance(val, int) else int(str(val).rsplit(":", 1)[1])
             assert port == plan[key], (name, key, port)
             used.append(port)
         assert len(used) == len(set(used)), name
+
+
+def test_ops_keys_metrics_quiet_after_capture(tmp_path: Path) -> None:
+    """metrics, quiet_after(_symbols) and capture land in the config dataclasses; a shard has its own metrics."""
+    live = config.load(REPO / "deploy" / "bookmux.toml")
+    b = live.venue("bitstamp")
+    assert (b.metrics, b.quiet_after, dict(b.quiet_after_symbols)) == ("127.0.0.1:50111", 30.0, {"BTC/USDT": 120.0})
+    assert (b.quiet_after_for("BTC/USDT"), b.quiet_after_for("BTC/USD")) == (120.0, 30.0)
+    assert (b.capture, b.capture_rotate_mb, b.capture_rotate_s) == (None, 64.0, 3600.0)
+    c = config.load(REPO / "deploy" / "bookmux.toml", sets=[
+        "venues.binance.capture=/tmp/cap", "venues.binance.capture_rotate_mb=8", "venues.binance.capture_rotate_s=60",
+        'venues.binance.metrics=""', "aggregator.metrics=''"])
+    v = c.venue("binance")
+    assert (v.capture, v.capture_rotate_mb, v.capture_rotate_s, v.metrics) == ("/tmp/cap", 8.0, 60.0, None)
+    assert c.aggregator.metrics is None
+    p = tmp_path / "c.toml"
+    p.write_text(with_shards(SHARDS.replace('cpu = 0', 'cpu = 0\nmetrics = "127.0.0.1:50116"')))
+    sharded = config.load(p).venue("binance")
+    assert [sharded.shard(i).metrics for i in (0, 1)] == ["127.0.0.1:50116", None]
+    for sets, key in ((["venues.binance.metrics=50110"], "venues.binance.metrics"),
+                      (["publisher.metrics='127.0.0.1'"], "publisher.metrics"),
+                      (["venues.binance.quiet_after=0"], "venues.binance.quiet_after"),
+                      (["venues.bitstamp.quiet_after_symbols.BTCUSD=3"], "venues.bitstamp.quiet_after_symbols"),
+                      (["venues.binance.capture_rotate_mb=-1"], "venues.binance.capture_rotate_mb"),
+                      (["gateway_grpc.metrics='127.0.0.1:50100'"], "aggregator.metrics")):
+        with pytest.raises(config.ConfigError, match=key.replace(".", r"\.")):
+            config.load(REPO / "deploy" / "bookmux.toml", sets=sets)
 
 
 def test_overrides() -> None:
@@ -170,9 +201,15 @@ ctl = "tcp://127.0.0.1:51063"
 """
 
 
+def with_shards(shards: str) -> str:
+    """The live config with binance split by ``shards`` (a sharded venue has no venue-wide metrics address)."""
+    live = (REPO / "deploy" / "bookmux.toml").read_text()
+    return live.replace('metrics = "127.0.0.1:50110"', "", 1) + shards
+
+
 def test_shards_split_one_venue_over_feed_processes(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
-    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS)
+    p.write_text(with_shards(SHARDS))
     c = config.load(p)
     b = c.venue("binance")
     assert b.symbols == ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -191,10 +228,10 @@ def test_shards_split_one_venue_over_feed_processes(tmp_path: Path) -> None:
 
 def test_shards_must_not_share_symbols_or_endpoints(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
-    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS.replace('["SOL/USDT"]', '["BTC/USDT"]'))
+    p.write_text(with_shards(SHARDS.replace('["SOL/USDT"]', '["BTC/USDT"]')))
     with pytest.raises(config.ConfigError, match="already in shard 0"):
         config.load(p)
-    p.write_text((REPO / "deploy" / "bookmux.toml").read_text() + SHARDS.replace("51062", "51060"))
+    p.write_text(with_shards(SHARDS.replace("51062", "51060")))
     with pytest.raises(config.ConfigError, match="own pub and ctl"):
         config.load(p)
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from common import logs, venues
+from common import config, logs, venues
 from common.config import ConfigError, add_config_args, from_args
 from common.feed.runner import FeedRunner, options_doc
 from common.feed.spec import FeedSpec
@@ -49,6 +49,7 @@ def main(kind: str | FeedSpec, argv: Sequence[str] | None = None, *, default_ven
             spec.check_config(vcfg)
         runner = FeedRunner(spec, vcfg, max_msg_size=cfg.max_msg_size, sec=Security.from_config(cfg))
     except (ConfigError, KeyError_) as e:
+        config.hold_for_supervisor()    # exit 2 once supervisord takes it for an exit, not a failed start
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = logs.setup(f"feed.{vcfg.id}", cfg.log_level)

@@ -114,6 +114,9 @@ class FeedSpec:
     resync_on_crossed: bool = True
     #: ``VenueConfig.options`` keys this venue understands, with their defaults.
     options: Mapping[str, object] = field(default_factory=dict)
+    #: The values an option of ``options`` may take, where they are a fixed set (the config
+    #: refuses any other at start; common/config.py types the rest by their default).
+    option_values: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
     #: A per-symbol pair check instead of the list (``pair_url(cfg, key)``; ``parse_pair(text,
     #: symbol)`` -> PairInfo, None when the venue does not list it; an HTTP 4xx answer = not listed).
     pair_url: Callable[[VenueConfig, str], str] | None = None

@@ -1,6 +1,6 @@
 """python -m services.client: command-line client of bookmux.
 
-  watch BTC/USDT               print the live merged book
+  watch BTC/USDT               the live merged book: full screen on a terminal, plain text otherwise
   deplete BTC/USDT sell 15     cost of selling 15 BTC now, per venue and merged
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.client import deplete_cmd, watch
+from services.client import deplete_cmd, tui, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     watch.add_parser(sub)
+    tui.add_arguments(sub.choices["watch"])
+    sub.choices["watch"].set_defaults(func=tui.run)
     deplete_cmd.add_parser(sub)
     args = ap.parse_args(argv)
     return int(args.func(args))

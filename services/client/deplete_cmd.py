@@ -108,6 +108,9 @@ def _block(title: str, d: dict[str, Any], symbol: str, *, split: bool = False) -
                                             for v, s in d["venues"].items())))
     elif d["best"] is None:
         rows.append(("book", "empty"))
+    if d.get("beyond_known_depth"):
+        rows.append(("known depth", f"PAST IT: the book is exact only down to {d.get('exact_to')}; "
+                                    "deeper levels may be missing (the venue caps its depth)"))
     return _tree(title, rows)
 
 

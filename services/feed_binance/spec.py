@@ -50,4 +50,5 @@ SPEC = FeedSpec(
     max_conn_age=MAX_CONN_AGE,
     resync_on_crossed=True,
     options={"depth_speed": "100ms"},
+    option_values={"depth_speed": ("100ms", "")},   # "": the 1000 ms stream
 )

@@ -80,4 +80,5 @@ SPEC = FeedSpec(
     max_conn_age=None,
     resync_on_crossed=True,
     options={"channel": "level2"},
+    option_values={"channel": ("level2",)},
 )

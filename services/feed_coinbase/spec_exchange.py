@@ -71,4 +71,5 @@ SPEC = FeedSpec(
     max_conn_age=None,
     resync_on_crossed=True,  # no sequence numbers: a crossed book is the one visible sign of a loss
     options={"channel": "level2_batch"},
+    option_values={"channel": CHANNELS},
 )

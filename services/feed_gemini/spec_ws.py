@@ -81,4 +81,5 @@ SPEC = FeedSpec(
     heartbeat_frame=None,  # no application heartbeat is documented; WebSocket pings keep it alive
     resync_on_crossed=True,
     options={"depth_speed": "100ms"},
+    option_values={"depth_speed": ("100ms", "")},   # "": the 1000 ms stream
 )

@@ -7,6 +7,7 @@ interface (``control.py``) is a thin HTTP layer over its methods.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common import venues as registry
+from common.config import ConfigError, validate_simulator
 from services.simulator.bitstamp import BitstampServer
 from services.simulator.market import Market, canonical, spec_for
 from services.simulator.venue import RestFault, VenueServer
@@ -30,7 +32,7 @@ FAULT_KINDS = ("gap", "drop", "silence", "rest_error", "rate_limit", "lag_snapsh
                "shutdown", "unlist", "relist")
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """The [simulator] section or a flag is wrong; the message says which key and why."""
 
 
@@ -65,75 +67,36 @@ class Settings:
     venues: tuple[VenueSettings, ...] = field(default_factory=tuple)
 
 
-_SIM_KEYS = {"host", "control_port", "seed", "rate", "burst_probability", "ping_interval", "pong_timeout",
-             "history_seconds", "min_levels", "max_levels", "replay_speed", "replay_gate_timeout", "venues"}
-_VENUE_KEYS = {"kind", "port", "symbols", "replay", "levels"}
-
-
-def _num(d: Mapping[str, Any], key: str, typ: type, default: Any, where: str) -> Any:
-    v = d.get(key, default)
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
-    if not isinstance(v, typ) or isinstance(v, bool):
-        raise SettingsError(f"{where}.{key} must be {typ.__name__}, got {v!r}")
-    return v
-
-
 def settings_from(raw: Mapping[str, Any], symbols: tuple[str, ...], **overrides: Any) -> Settings:
-    """Validate the config's ``[simulator]`` table (unknown keys are errors) and apply flag
-    overrides (``None`` = keep)."""
-    extra = sorted(set(raw) - _SIM_KEYS)
-    if extra:
-        raise SettingsError(f"simulator: unknown key(s) {extra}; allowed: {sorted(_SIM_KEYS)}")
-    d = Settings()
-    kw: dict[str, Any] = {}
-    for name in ("host",):
-        kw[name] = _num(raw, name, str, getattr(d, name), "simulator")
-    for name in ("control_port", "seed", "min_levels", "max_levels"):
-        kw[name] = _num(raw, name, int, getattr(d, name), "simulator")
-    for name in ("rate", "burst_probability", "ping_interval", "pong_timeout", "history_seconds",
-                 "replay_speed", "replay_gate_timeout"):
-        kw[name] = _num(raw, name, float, getattr(d, name), "simulator")
-    venues_raw = raw.get("venues", {})
-    if not isinstance(venues_raw, dict) or not venues_raw:
-        raise SettingsError("simulator.venues: add at least one [simulator.venues.<id>] with kind and port")
+    """Validate the config's ``[simulator]`` table with flag overrides applied (``None`` = keep),
+    against the one schema of common/config.py (every key typed and ranged, unknown keys refused,
+    the error naming the key); then what only the simulator knows: a server (or a replay) for
+    each venue's kind. Raises :class:`SettingsError`."""
     replays: dict[str, str] = dict(overrides.pop("replays", None) or {})
+    data = copy.deepcopy(dict(raw))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        t = validate_simulator(data)
+    except ConfigError as e:
+        raise SettingsError(str(e)) from None
     venues = []
-    for vid, v in venues_raw.items():
+    for vid, v in t.venues.items():
         where = f"simulator.venues.{vid}"
-        if not isinstance(v, dict):
-            raise SettingsError(f"{where} must be a table")
-        bad = sorted(set(v) - _VENUE_KEYS)
+        kind = v.kind or vid
+        replay = replays.pop(vid, None) or v.replay
+        server_class(kind, f"{where}.kind")
+        syms = tuple(v.symbols) if v.symbols is not None else tuple(s.upper() for s in symbols)
+        bad = sorted(set(v.levels) - set(syms))
         if bad:
-            raise SettingsError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_VENUE_KEYS)}")
-        kind = _num(v, "kind", str, vid, where)
-        replay = replays.pop(vid, None) or v.get("replay")
-        server_class(kind, where)
-        port = _num(v, "port", int, 0, where)
-        if not 0 <= port < 65536:
-            raise SettingsError(f"{where}.port {port} is not a TCP port")
-        syms = v.get("symbols", list(symbols))
-        if not isinstance(syms, list) or not all(isinstance(s, str) and "/" in s for s in syms):
-            raise SettingsError(f"{where}.symbols must be a list like [\"BTC/USDT\"]")
-        syms_up = tuple(s.upper() for s in syms)
-        levels = v.get("levels", {})
-        if not isinstance(levels, dict) or not all(
-                isinstance(k, str) and k.upper() in syms_up and isinstance(n, int) and not isinstance(n, bool)
-                and n >= 1 for k, n in levels.items()):
-            raise SettingsError(f"{where}.levels must map symbols of the venue to levels per side, like "
-                                f"{{\"BTC/USD\" = 15000}}; symbols: {list(syms_up)}")
-        venues.append(VenueSettings(vid, kind, port, syms_up, replay,
-                                    tuple((k.upper(), n) for k, n in levels.items())))
+            raise SettingsError(f"{where}.levels: {bad} are not symbols of the venue; symbols: {list(syms)}")
+        venues.append(VenueSettings(vid, kind, v.port, syms, replay, tuple(v.levels.items())))
     if replays:
-        raise SettingsError(f"--replay: unknown venue(s) {sorted(replays)}; configured: {sorted(venues_raw)}")
-    kw["venues"] = tuple(venues)
-    for k, val in overrides.items():
-        if val is not None:
-            kw[k] = val
-    s = Settings(**kw)
-    if s.rate < 0 or s.ping_interval <= 0 or s.min_levels < 1 or s.max_levels < s.min_levels:
-        raise SettingsError("simulator: need rate >= 0, ping_interval > 0, 1 <= min_levels <= max_levels")
-    return s
+        raise SettingsError(f"--replay: unknown venue(s) {sorted(replays)}; configured: {sorted(t.venues)}")
+    return Settings(host=t.host, control_port=t.control_port, seed=t.seed, rate=t.rate,
+                    burst_probability=t.burst_probability, ping_interval=t.ping_interval,
+                    pong_timeout=t.pong_timeout, history_seconds=t.history_seconds, min_levels=t.min_levels,
+                    max_levels=t.max_levels, replay_speed=t.replay_speed,
+                    replay_gate_timeout=t.replay_gate_timeout, venues=tuple(venues))
 
 
 def server_class(kind: str, where: str = "kind") -> type[VenueServer]:
