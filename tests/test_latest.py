@@ -311,10 +311,11 @@ def test_latest_port_is_in_the_port_plan_and_both_shipped_configs() -> None:
     assert len(set(ports.all_ports().values())) == len(ports.all_ports())
 
 
-@pytest.mark.parametrize("value,needle", [("0", "latest_port 0 is not a TCP port"),
-                                          ("50052", "other than publisher.port"),
-                                          ("'x'", "publisher.latest_port must be int")])
+@pytest.mark.parametrize("value,needle", [("0", "publisher.latest_port: 0 is not a TCP port"),
+                                          ("50052", "publisher.latest_port: 50052 is not a TCP port other than"),
+                                          ("'x'", "publisher.latest_port")])
 def test_latest_port_errors_name_the_key(value: str, needle: str) -> None:
+    """A wrong latest_port is a start-up error naming the key."""
     with pytest.raises(config.ConfigError, match=needle):
         config.load(REPO / "deploy" / "demo.toml", sets=[f"publisher.latest_port={value}"])
 
