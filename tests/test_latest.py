@@ -502,6 +502,64 @@ def test_disconnected_and_unread_clients_hold_nothing(scripted: Scripted) -> Non
     greedy.close(0)
 
 
+def test_curve_latest_endpoint_serves_only_allowed_keys(tmp_path: Path) -> None:
+    """With CURVE on, the latest endpoint is a CURVE server like the PUB: the allowed subscriber
+    key gets the newest book, a stranger's key and a plain client get nothing. (The real
+    Publisher in-process, its loop steps driven by a thread.)"""
+    import zmq.auth
+
+    from common import security
+    from services.publisher.service import Publisher
+
+    keys = tmp_path / "keys"
+    security.make_keys(keys)
+    zmq.auth.create_certificates(str(tmp_path), "stranger")
+    path = tmp_path / "bookmux.toml"
+    write_config(path, symbols=[SYM], levels=5, venues={"alpha": {}},
+                 extra=f'[security]\ncurve = true\nkeys_dir = "{keys}"\n')
+    port = free_port()
+    path.write_text(path.read_text().replace("[publisher]\n", f"[publisher]\nlatest_port = {port}\n", 1))
+    ctx = zmq.Context()
+    pub = Publisher(config.load(path), levels=5, ctx=ctx)
+    stop = threading.Event()
+
+    def serve() -> None:        # the publisher's sockets are used by this thread only
+        for seq in (1, 2, 3):
+            pub.on_snapshot(book_frames(SYM, 9, seq, bid=str(100 + seq)))
+        while not stop.is_set():
+            if pub.latest_sock is not None and pub.latest_sock.poll(50):
+                pub.on_latest(time.monotonic())
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    server = keys / "server.key"
+    allowed = subscribe(endpoint, SYM, latest_only=True, ctx=ctx,
+                        curve=security_keys(server, keys / "subscriber.key_secret"))
+    stranger = subscribe(endpoint, SYM, latest_only=True, ctx=ctx,
+                         curve=security_keys(server, tmp_path / "stranger.key_secret"))
+    plain = subscribe(endpoint, SYM, latest_only=True, ctx=ctx)
+    try:
+        b = allowed.recv(timeout=20)
+        assert (b.seq, b.bids[0].price, b.conflated) == (3, D(103), 0)
+        for s in (stranger, plain):
+            with pytest.raises(SubscriptionTimeout):
+                s.recv(timeout=0.5)
+            assert s.received == 0
+    finally:
+        stop.set()
+        t.join(10)
+        for s in (allowed, stranger, plain):
+            s.close()
+        pub.close()
+        ctx.destroy(linger=0)
+
+
+def security_keys(server: Path, client: Path) -> Any:
+    from common.subscriber import CurveKeys
+
+    return CurveKeys.from_files(server, client)
+
+
 # --- the whole pipeline on the simulator at 10x traffic ---------------------------------------
 
 
@@ -655,7 +713,9 @@ def test_simulator_10x_stalled_latest_subscriber_gets_the_newest_book(tmp_path: 
 
         pl.drain()
         load.stop.set()
-        load.join(10)
+        load.join(10)                              # its 20 clients disconnect: nothing of them stays
+        wait_until(lambda: msgpack.unpackb(stats(pl.ctx, endpoint))["waiting"] == 0, timeout=60,
+                   pump=pl.drain, what="no request held after the clients left")
         st = msgpack.unpackb(stats(pl.ctx, endpoint))["counters"]
         lat = [(m["_rx"] - m["ts"]) / 1e6 for s in syms for m in pl.subs[s].received[marks[s]:] if "_rx" in m]
         REPORT.append(f"10x: ~{rate:.0f} books/s published; 20 latest-only clients got {sum(load.books)} books "

@@ -217,6 +217,11 @@ class Publisher:
                 self._last_log = now
                 log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(
                     {**self.counters, **{f"latest_{k}": v for k, v in self.latest.counters.items()}}.items())))
+        self.close()
+        log.info("stopped; counters %s; latest endpoint %s", self.counters, self.latest.counters)
+
+    def close(self) -> None:
+        """Close every socket (after :meth:`run`, or when driven step by step)."""
         self.sub_watch.close()
         self.sub.close()
         self.out.close()
@@ -225,7 +230,6 @@ class Publisher:
             self.latest_sock.close()
         if self.sec is not None:
             self.sec.close()
-        log.info("stopped; counters %s; latest endpoint %s", self.counters, self.latest.counters)
 
     def stop(self) -> None:
         self.running = False
