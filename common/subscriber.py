@@ -234,7 +234,8 @@ class LatestClient:
     :meth:`request` builds the next request (the symbols, what is already held, and how long the
     publisher may hold it: 0 while fetched books wait to be taken, so they are only refreshed,
     else ``wait``); :meth:`on_answer` keeps the newest book per symbol from any answer;
-    :meth:`take` yields the books of the last request's answer, oldest-requested symbol first.
+    :meth:`take` yields the fetched books once the last request is answered, in the order their
+    symbols were fetched (a newer book of a symbol waiting to be taken keeps that symbol's turn).
     Only the last request's answer ends a wait: an answer to an earlier one (a read that timed out)
     still brings books, never older ones than held. Memory: one undecoded book per symbol.
     No sockets, no clock (times are given).

@@ -19,7 +19,8 @@ Cost: a published book is O(1) plus O(clients waiting for that symbol); a reques
 it names) (O(symbols held) when it names none).
 
 The I/O side (:class:`services.publisher.service.Publisher`) feeds it ROUTER messages, books and
-the time, and sends what it returns; :meth:`LatestBooks.messages` documents the envelope.
+the time, and sends what it returns (each message starts with the client's envelope, see
+:meth:`LatestBooks.on_message`).
 """
 
 from __future__ import annotations
