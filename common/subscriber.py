@@ -356,12 +356,6 @@ class _Base:
             curve.apply(sock)
         sock.connect(eps[0])
 
-    def _latest_request(self, sock: zmq.Socket, c: LatestClient) -> None:
-        try:
-            sock.send(c.request(time.monotonic()), zmq.NOBLOCK)
-        except zmq.Again:
-            pass   # the publisher is unreachable: asked again when the answer is due
-
     def _taken(self, book: MergedBook | None) -> MergedBook | None:
         if book is not None:
             self.last[book.symbol] = book
@@ -459,16 +453,24 @@ class Subscription(_Base):
             if book is not None:
                 return book
 
+    def _ask(self, c: LatestClient) -> None:
+        try:
+            self.sock.send(c.request(time.monotonic()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # the publisher is unreachable: asked again when the answer is due
+
     def _recv_latest(self, c: LatestClient, wait: float | None, deadline: float | None) -> MergedBook:
+        """One round trip (more after an empty or lost answer): drain answers that came while the
+        application was away, ask for what is newer than what is held, take a book."""
         while self.sock.poll(0):   # answers that came while the application was away: refreshed below
             c.on_answer(self.sock.recv_multipart(), time.time_ns())
-        self._latest_request(self.sock, c)
+        self._ask(c)
         while True:
             book = self._taken(c.take())
             if book is not None:
                 return book
             if c.outstanding is None:   # answered with nothing newer (the publisher's wait ran out)
-                self._latest_request(self.sock, c)
+                self._ask(c)
                 continue
             now = time.monotonic()
             until = c.due if deadline is None else min(c.due, deadline)
@@ -478,7 +480,7 @@ class Subscription(_Base):
                     return book
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._timed_out(wait)
-                self._latest_request(self.sock, c)   # lost (the publisher restarted?): ask again
+                self._ask(c)   # lost (the publisher restarted?): ask again
                 continue
             c.on_answer(self.sock.recv_multipart(), time.time_ns())
 
@@ -539,17 +541,23 @@ class AsyncSubscription(_Base):
             if book is not None:
                 return book
 
+    async def _ask(self, c: LatestClient) -> None:
+        try:
+            await self.sock.send(c.request(time.monotonic()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # the publisher is unreachable: asked again when the answer is due
+
     async def _recv_latest(self, c: LatestClient, wait: float | None, deadline: float | None) -> MergedBook:
         """:meth:`Subscription._recv_latest` with awaits (same steps, same rules)."""
         while await self.sock.poll(0):
             c.on_answer(await self.sock.recv_multipart(), time.time_ns())
-        self._latest_request(self.sock, c)
+        await self._ask(c)
         while True:
             book = self._taken(c.take())
             if book is not None:
                 return book
             if c.outstanding is None:
-                self._latest_request(self.sock, c)
+                await self._ask(c)
                 continue
             now = time.monotonic()
             until = c.due if deadline is None else min(c.due, deadline)
@@ -559,7 +567,7 @@ class AsyncSubscription(_Base):
                     return book
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._timed_out(wait)
-                self._latest_request(self.sock, c)
+                await self._ask(c)
                 continue
             c.on_answer(await self.sock.recv_multipart(), time.time_ns())
 

@@ -337,9 +337,13 @@ class Scripted:
         self.feed = ScriptedFeed("alpha", self.ep["alpha"]["pub"], self.ep["alpha"]["ctl"], self.ctx)
         self._hb = 0.0
         self.bid = {SYM: 100, OTHER: 10}
-        c = str(self.cfg)
-        ps.start("aggregator", "services.aggregator", "--config", c)
-        ps.start("publisher", "services.publisher", "--config", c, "--latest-port", str(self.latest_port))
+        self.ps = ps
+        ps.start("aggregator", "services.aggregator", "--config", str(self.cfg))
+        self.start_publisher()
+
+    def start_publisher(self) -> None:
+        self.ps.start("publisher", "services.publisher", "--config", str(self.cfg),
+                      "--latest-port", str(self.latest_port))
 
     def pump(self) -> None:
         self.feed.pump()
@@ -558,6 +562,43 @@ def security_keys(server: Path, client: Path) -> Any:
     from common.subscriber import CurveKeys
 
     return CurveKeys.from_files(server, client)
+
+
+def test_a_latest_subscription_goes_on_across_a_publisher_restart(scripted: Scripted) -> None:
+    """The publisher is killed while a latest-only read waits and started again: the read (a
+    request lost with the old publisher is asked again) returns the new newest book."""
+    p = scripted
+    sub = Subscriber(p.pub, SYM, p.ctx)
+    with subscribe(p.latest, SYM, latest_only=True, timeout=60, ctx=p.ctx) as latest:
+        until(latest, lambda b: bool(b.bids), p.pump, "a live book")
+        p.ps.kill("publisher")
+        with pytest.raises(SubscriptionTimeout):
+            latest.recv(timeout=0.3)
+        p.start_publisher()
+        p.move()
+        b = until(latest, lambda b: b.bids[0].price == D(p.bid[SYM]), p.pump, "the moved book after the restart")
+        assert b.missed == 0
+        assert b.seq == newest_seq(sub, p.pump, str(p.bid[SYM]))
+    sub.sock.close(0)
+
+
+def test_asyncio_latest_timeout_with_no_publisher() -> None:
+    """An asyncio latest-only read with nothing listening times out, and may be retried."""
+    ctx = zmq.Context()
+
+    async def read() -> int:
+        timeouts = 0
+        async with asubscribe(f"tcp://127.0.0.1:{free_port()}", SYM, latest_only=True, ctx=ctx) as a:
+            for _ in range(3):
+                with pytest.raises(SubscriptionTimeout):
+                    await a.recv(timeout=0.1)
+                timeouts += 1
+        return timeouts
+
+    try:
+        assert asyncio.run(read()) == 3
+    finally:
+        ctx.destroy(linger=0)
 
 
 # --- the whole pipeline on the simulator at 10x traffic ---------------------------------------
