@@ -105,8 +105,7 @@ def test_another_epoch_is_newer_whatever_its_seq() -> None:
 
 
 def test_wait_zero_answers_at_once_and_a_held_request_expires_empty() -> None:
-    """``wait`` 0 answers with no books; a held request is answered empty when its wait ends,
-    and the wait is capped at LATEST_MAX_WAIT."""
+    """``wait`` 0 answers at once; a held request is answered empty when its (capped) wait ends."""
     core = LatestBooks()
     publish(core, SYM, 7, 3)
     out = core.on_message([b"c1", req(1, have={SYM: (7, 3)}, wait=0)], now=0.0)
@@ -191,8 +190,8 @@ def test_held_requests_are_bounded() -> None:
 
 
 def test_random_clients_against_a_model() -> None:
-    """5000 random steps (books, requests, expiries, gone clients): every answer is exactly the
-    model's newest-per-symbol newer than ``have``, and the index stays consistent."""
+    """5000 random steps: every answer is exactly the model's, and ``check()`` holds after each."""
+    # steps: books published, requests (any symbols, have, wait), expiries, clients gone
     rnd = random.Random(3)
     core = LatestBooks()
     newest: dict[str, tuple[int, int]] = {}
@@ -260,8 +259,8 @@ def books_answer(rid: int, *books: tuple[str, int, int]) -> list[bytes]:
 
 
 def test_client_core_asks_with_what_it_holds_and_counts_skips_as_conflated() -> None:
-    """Requests say what is held (wait 0 while fetched books wait to be taken); only the last
-    request's answer ends a wait; a seq jump is conflated, never missed."""
+    """Requests carry what is held; only the last request's answer ends a wait; jumps are conflated."""
+    # wait 0 while fetched books wait to be taken (a refresh); a late answer never brings older books
     c = LatestClient(BookTracker([SYM, OTHER], conflating=True), wait=5.0)
     r1 = schema.decode_latest_request(c.request(now=100.0))
     assert r1 == LatestRequest(1, (SYM, OTHER), {}, 5.0) and c.due == 100.0 + 5.0 + 2.0
@@ -293,6 +292,7 @@ def test_client_core_refused_and_malformed() -> None:
 
 
 def test_answer_decoding_checks_the_frame_count() -> None:
+    """An answer whose frames do not match its header's book count is malformed."""
     with pytest.raises(BusError, match="3 frames for 2 books"):
         schema.decode_latest_answer([schema.encode_books_header(1, 2), *book_frames(SYM, 1, 1)])
 
@@ -414,9 +414,8 @@ def until(sub: Any, pred: Callable[[MergedBook], bool], pump: Callable[[], None]
 
 
 def test_a_stalled_latest_subscriber_reads_the_newest_book_first(scripted: Scripted) -> None:
-    """After 200 books published while it did not read, a latest-only subscription's next book
-    is the newest (the seq a SUB subscriber saw last), the 199 between counted as conflated,
-    none as missed; a plain SUB subscription that stalled the same way reads its oldest first."""
+    """After 200 books it did not read, a latest-only read returns the newest; a plain SUB the oldest."""
+    # the newest: the seq a SUB subscriber saw last; the ones between counted as conflated, none missed
     p = scripted
     sub = Subscriber(p.pub, SYM, p.ctx)
     with subscribe(p.latest, SYM, latest_only=True, timeout=30, ctx=p.ctx) as latest, \
@@ -424,7 +423,7 @@ def test_a_stalled_latest_subscriber_reads_the_newest_book_first(scripted: Scrip
         first = until(latest, lambda b: bool(b.bids), p.pump, "a live book")
         assert first.symbol == SYM and first.bids[0].price == D(100) and first.missed == 0
         until(plain, lambda b: b.seq >= first.seq, p.pump, "the plain subscription there too")
-        seen = first.seq
+        seen, conflated_before = first.seq, latest.conflated
         newest_seq(sub, p.pump, "100")
         plain_before = plain.received
         for _ in range(200):         # 200 books published while neither subscription reads
@@ -435,7 +434,7 @@ def test_a_stalled_latest_subscriber_reads_the_newest_book_first(scripted: Scrip
         assert newest >= seen + 200
         b = latest.recv()
         assert (b.seq, b.bids[0].price, b.conflated, b.missed) == (newest, D(p.bid[SYM]), newest - seen - 1, 0)
-        assert (latest.conflated, latest.missed) == (newest - seen - 1, 0)
+        assert (latest.conflated - conflated_before, latest.missed) == (newest - seen - 1, 0)
         old = plain.recv()
         assert old.seq < newest and plain.received == plain_before + 1
         REPORT.append(f"scripted: after 200 books, latest-only read seq {b.seq} (newest {newest}), "
@@ -449,8 +448,7 @@ def test_a_stalled_latest_subscriber_reads_the_newest_book_first(scripted: Scrip
 
 
 def test_asyncio_flavour_latest_only(scripted: Scripted) -> None:
-    """``asubscribe(..., latest_only=True)``: the same newest-first rule with awaits, for every
-    symbol (None), each symbol once with its newest book."""
+    """``asubscribe(..., latest_only=True)`` for every symbol: each symbol once, with its newest book."""
     p = scripted
     sub = {s: Subscriber(p.pub, s, p.ctx) for s in (SYM, OTHER)}
     for s in sub:
@@ -472,8 +470,9 @@ def test_asyncio_flavour_latest_only(scripted: Scripted) -> None:
 
 
 def test_disconnected_and_unread_clients_hold_nothing(scripted: Scripted) -> None:
-    """50 clients that hold a request and disconnect are forgotten when their wait ends; a client
-    that asks 1000 times and never reads costs at most its answer queue; both counted."""
+    """Disconnected clients are forgotten, one that asks and never reads only loses answers."""
+    # 50 clients hold a request and disconnect: nothing held once their wait ends, 50 counted gone;
+    # one asks 1000 times and never reads: at most its answer queue, the rest counted unread
     p = scripted
     sub = Subscriber(p.pub, SYM, p.ctx)
     newest_seq(sub, p.pump)                      # a live book, nothing more coming
@@ -507,9 +506,9 @@ def test_disconnected_and_unread_clients_hold_nothing(scripted: Scripted) -> Non
 
 
 def test_curve_latest_endpoint_serves_only_allowed_keys(tmp_path: Path) -> None:
-    """With CURVE on, the latest endpoint is a CURVE server like the PUB: the allowed subscriber
-    key gets the newest book, a stranger's key and a plain client get nothing. (The real
-    Publisher in-process, its loop steps driven by a thread.)"""
+    """With CURVE on, only the allowed subscriber key gets books from the latest endpoint."""
+    # the real Publisher in-process, its steps driven by a thread; a stranger's key and a plain
+    # client get nothing
     import zmq.auth
 
     from common import security
@@ -565,8 +564,8 @@ def security_keys(server: Path, client: Path) -> Any:
 
 
 def test_a_latest_subscription_goes_on_across_a_publisher_restart(scripted: Scripted) -> None:
-    """The publisher is killed while a latest-only read waits and started again: the read (a
-    request lost with the old publisher is asked again) returns the new newest book."""
+    """Across a publisher restart, a latest-only subscription reads on: the newest book again."""
+    # reads while it is down time out; a request lost with the old publisher is asked again
     p = scripted
     sub = Subscriber(p.pub, SYM, p.ctx)
     with subscribe(p.latest, SYM, latest_only=True, timeout=60, ctx=p.ctx) as latest:
@@ -578,7 +577,10 @@ def test_a_latest_subscription_goes_on_across_a_publisher_restart(scripted: Scri
         p.move()
         b = until(latest, lambda b: b.bids[0].price == D(p.bid[SYM]), p.pump, "the moved book after the restart")
         assert b.missed == 0
-        assert b.seq == newest_seq(sub, p.pump, str(p.bid[SYM]))
+        newest = newest_seq(sub, p.pump, str(p.bid[SYM]))   # the restarted publisher's republish may follow
+        if b.seq < newest:
+            b = until(latest, lambda b: b.seq >= newest, p.pump, "the newest")
+        assert b.seq == newest
     sub.sock.close(0)
 
 
@@ -667,11 +669,12 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def test_simulator_10x_stalled_latest_subscriber_gets_the_newest_book(tmp_path: Path) -> None:
-    """At 10x the demo's traffic, with 20 latest-only clients reading flat out and one that asks
-    and never reads: a latest-only subscriber that stalls 10 s then reads gets, first, a book of
-    at least the seq a SUB subscriber already saw (the same bytes); after the market pauses, the
-    newest exactly. The SUB subscribers lose nothing (contiguous seqs) and the publisher misses
-    nothing from the aggregator. Ages and a stalled plain SUB's backlog are reported."""
+    """At 10x traffic, a latest-only subscriber stalled 10 s reads the newest book first."""
+    # Under traffic: a book of at least the seq a SUB subscriber already saw (the same bytes); after
+    # the market pauses: exactly the newest. Meanwhile 20 latest-only clients read flat out and one
+    # asks and never reads: the SUB subscribers lose nothing (contiguous seqs), the publisher misses
+    # nothing from the aggregator, nothing stays held once clients leave. Ages, the SUB latency and
+    # a stalled plain SUB's backlog are reported (-s).
     demo_rate = float(config.load(REPO / "deploy" / "demo.toml").simulator["rate"])
     syms = [SYM, OTHER]
     pl = SimPipeline(tmp_path, {"binance": {"kind": "binance", "api": "spot"},
