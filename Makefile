@@ -49,6 +49,11 @@ deps:
 	    echo "installing tmux (tests/test_tui_tmux.py drives the terminal view in it)"; \
 	    apt-get install -y -qq tmux >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tmux; }; \
 	  else echo "tmux is missing: install it (e.g. sudo apt-get install tmux) for tests/test_tui_tmux.py" >&2; fi; }
+	@command -v ip >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing iproute2 (tests/test_cluster_netns.py builds hosts as network namespaces)"; \
+	    apt-get install -y -qq iproute2 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iproute2; }; \
+	  else echo "iproute2 (ip) is missing: install it as root for tests/test_cluster_netns.py" >&2; fi; }
 
 run: $(STAMP)
 	@conf=$$($(VPY) -m deploy.supervisor --config $(CONFIG) $(OPTS)) && \

@@ -6,14 +6,31 @@ what the TOML file (plus overrides) says.
 
   python -m deploy.supervisor --config deploy/demo.toml --demo --symbols BTC/USDT,ETH/USDT
   supervisord -n -c run/demo/supervisord.conf
+
+Across hosts (``--cluster``): the config file also has a ``[cluster.hosts.<name>]`` table per host,
+with the host's ``addresses`` and the ``programs`` it runs (names as above: ``feed_binance``,
+``feed_binance_1`` for a shard, ``aggregator``, ``publisher``, ``gateway_grpc``, ``simulator``).
+``--host NAME`` writes that host's configuration, with only its programs, after checking the
+whole cluster: every program placed exactly once, every endpoint bound by a program on an address
+of its own host (loopback only when everything that connects to it runs on the same host), and
+CURVE on. ``--ports`` prints what that host's firewall must let in instead.
+
+  python -m deploy.supervisor --cluster deploy/cluster.toml --host core
+  python -m deploy.supervisor --cluster deploy/cluster.toml --host core --ports
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 import shlex
 import sys
+import tomllib
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import config, venues
 from common.config import REPO_ROOT, ConfigError
@@ -26,7 +43,9 @@ def esc(value: object, times: int = 1) -> str:
     return str(value).replace("%", "%" * 2 ** times)
 
 
-def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> str:
+def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str,
+           only: Collection[str] | None = None) -> str:
+    """The supervisord configuration of every program, or of the ``only`` ones (one host's)."""
     run = (REPO_ROOT / cfg.run_dir).resolve()
     logs = run / "logs"
 
@@ -60,27 +79,241 @@ def render(cfg: config.Config, *, flags: list[str], demo: bool, python: str) -> 
             "environment=PYTHONUNBUFFERED=\"1\"", "",
         ])
 
+    names = []
+    for p in programs(cfg, common=common, demo=demo, python=python):
+        if only is None or p.name in only:
+            program(p.name, p.command, p.priority)
+            names.append(p.name)
+    out += ["[group:bookmux]", f"programs={','.join(names)}", ""]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervisord program: its name, command line and start priority (lower starts first)."""
+
+    name: str
+    command: str
+    priority: int
+
+
+def feed_name(v: config.VenueConfig, index: int) -> str:
+    return f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{index}"
+
+
+def programs(cfg: config.Config, *, common: str, demo: bool, python: str) -> list[Program]:
+    """Every program of the deployment, in start order; ``common``: the flags every program gets,
+    quoted. Raises ConfigError when a venue's own config rules (its spec's ``check_config``) reject it."""
+    out = []
     if demo:
-        program("simulator", f"{python} -m services.simulator {common}", 10)
+        out.append(Program("simulator", f"{python} -m services.simulator {common}", 10))
     for v in cfg.enabled_venues:
         module = venues.kind(v.kind).feed
         spec = venues.load_spec(v.kind, v.api or None)
         if spec.check_config is not None:
             spec.check_config(v)       # e.g. Kraken's depths: a wrong value stops `make run` here
         for sh in v.processes:
-            name = f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
-            program(name, f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20)
-    program("aggregator", f"{python} -m services.aggregator {common}", 30)
-    program("publisher", f"{python} -m services.publisher {common}", 40)
-    gateways = []
+            out.append(Program(feed_name(v, sh.index),
+                               f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20))
+    out.append(Program("aggregator", f"{python} -m services.aggregator {common}", 30))
+    out.append(Program("publisher", f"{python} -m services.publisher {common}", 40))
     if cfg.gateway_grpc.enabled:   # its --levels is its depth: the same as the publisher's when given
-        program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50)
-        gateways.append("gateway_grpc")
-    feeds = [f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{sh.index}"
-             for v in cfg.enabled_venues for sh in v.processes]
-    names = (["simulator"] if demo else []) + feeds + ["aggregator", "publisher", *gateways]
-    out += ["[group:bookmux]", f"programs={','.join(names)}", ""]
-    return "\n".join(out)
+        out.append(Program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50))
+    return out
+
+
+# --- across hosts -------------------------------------------------------------------------------
+
+HOST_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+WILDCARDS = ("*", "0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class Host:
+    """``[cluster.hosts.<name>]``: the addresses of a host and the programs it runs."""
+
+    name: str
+    addresses: tuple[str, ...]
+    programs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address one program binds and others reach: ``peers`` connect with the same string
+    (so it must be an address of the binder's host, or loopback with every peer beside it);
+    ``outside`` says who else comes from outside the cluster's programs (empty: nobody)."""
+
+    key: str
+    scheme: str
+    host: str
+    port: int | None
+    binder: str
+    peers: tuple[str, ...] = ()
+    outside: str = ""
+    wildcard_ok: bool = False      # the peers do not dial the string itself (they map a wildcard)
+
+
+def _split(key: str, endpoint: str) -> tuple[str, str, int | None]:
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        raise ConfigError(f"{key} = {endpoint!r} is not an endpoint like tcp://10.0.0.5:50060")
+    if scheme != "tcp":
+        return scheme, rest, None
+    host, _, port = rest.rpartition(":")
+    try:
+        return scheme, host.strip("[]"), int(port)
+    except ValueError:
+        raise ConfigError(f"{key} = {endpoint!r} has no port") from None
+
+
+def endpoints(cfg: config.Config, *, simulator: bool = False) -> list[Endpoint]:
+    """Every address the programs of ``cfg`` bind, with who binds it and who reaches it."""
+    out = []
+    for v in cfg.enabled_venues:
+        for sh in v.processes:
+            w = f"venues.{v.id}" if not v.shards else f"venues.{v.id}.shards[{sh.index}]"
+            for what, ep in (("pub", sh.pub), ("ctl", sh.ctl)):
+                out.append(Endpoint(f"{w}.{what}", *_split(f"{w}.{what}", ep), feed_name(v, sh.index),
+                                    ("aggregator",)))
+    agg = cfg.aggregator
+    out.append(Endpoint("aggregator.pub", *_split("aggregator.pub", agg.pub), "aggregator", ("publisher",)))
+    out.append(Endpoint("aggregator.ctl", *_split("aggregator.ctl", agg.ctl), "aggregator", ("publisher",)))
+    out.append(Endpoint("aggregator.query", *_split("aggregator.query", agg.query), "aggregator",
+                        outside="depletion clients (CURVE)"))
+    gw = ("gateway_grpc",) if cfg.gateway_grpc.enabled else ()
+    out.append(Endpoint("publisher.bind", "tcp", cfg.publisher.bind.strip("[]"), cfg.publisher.port, "publisher",
+                        gw, outside="subscribers (CURVE)", wildcard_ok=True))
+    latest = getattr(cfg.publisher, "latest_port", None)     # the latest-per-symbol ROUTER, when configured
+    if latest:
+        out.append(Endpoint("publisher.latest_port", "tcp", cfg.publisher.bind.strip("[]"), latest, "publisher",
+                            outside="latest-only subscribers (CURVE)", wildcard_ok=True))
+    if cfg.gateway_grpc.enabled:
+        out.append(Endpoint("gateway_grpc.bind", "tcp", cfg.gateway_grpc.bind.strip("[]"), cfg.gateway_grpc.port,
+                            "gateway_grpc", outside="gRPC clients (no TLS)", wildcard_ok=True))
+    # Prometheus endpoints ("host:port"), when the config has them.
+    metrics = [("aggregator.metrics", "aggregator", getattr(agg, "metrics", None)),
+               ("publisher.metrics", "publisher", getattr(cfg.publisher, "metrics", None)),
+               ("gateway_grpc.metrics", "gateway_grpc", getattr(cfg.gateway_grpc, "metrics", None)
+                if cfg.gateway_grpc.enabled else None)]
+    for v in cfg.enabled_venues:
+        for sh in v.processes:
+            key = f"venues.{v.id}.metrics" if not v.shards else f"venues.{v.id}.shards[{sh.index}].metrics"
+            metrics.append((key, feed_name(v, sh.index), getattr(v.shard(sh.index), "metrics", None)))
+    for key, prog, addr in metrics:
+        if addr:
+            out.append(Endpoint(key, *_split(key, f"tcp://{addr}"), prog, outside="metrics scraper",
+                                wildcard_ok=True))
+    if simulator:
+        host = str(cfg.simulator.get("host", "127.0.0.1"))
+        feeds = tuple(feed_name(v, sh.index) for v in cfg.enabled_venues for sh in v.processes)
+        for vid, sv in dict(cfg.simulator.get("venues", {})).items():
+            if isinstance(sv, dict) and isinstance(sv.get("port"), int):
+                out.append(Endpoint(f"simulator.venues.{vid}.port", "tcp", host, sv["port"], "simulator", feeds))
+        if isinstance(cfg.simulator.get("control_port"), int):
+            out.append(Endpoint("simulator.control_port", "tcp", host, cfg.simulator["control_port"], "simulator",
+                                outside="test and demo tools"))
+    return out
+
+
+def load_cluster(raw: Any, names: list[str]) -> dict[str, Host]:
+    """Validate ``[cluster]`` against the program ``names`` of the config: every program on exactly
+    one host (the simulator may be left out). Errors name the key."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("cluster: the config has no [cluster.hosts.<name>] tables")
+    extra = sorted(set(raw) - {"hosts"})
+    if extra:
+        raise ConfigError(f"cluster: unknown key(s) {extra}; allowed: ['hosts']")
+    hosts_raw = raw.get("hosts")
+    if not isinstance(hosts_raw, dict) or not hosts_raw:
+        raise ConfigError("cluster.hosts must have a table per host: [cluster.hosts.<name>]")
+    hosts: dict[str, Host] = {}
+    placed: dict[str, str] = {}
+    for name, h in hosts_raw.items():
+        w = f"cluster.hosts.{name}"
+        if not HOST_RE.match(name):
+            raise ConfigError(f"{w}: host names are lowercase letters, digits, - and _")
+        if not isinstance(h, dict):
+            raise ConfigError(f"{w} must be a table")
+        extra = sorted(set(h) - {"addresses", "programs"})
+        if extra:
+            raise ConfigError(f"{w}: unknown key(s) {extra}; allowed: ['addresses', 'programs']")
+        addrs, progs = h.get("addresses"), h.get("programs")
+        if not isinstance(addrs, list) or not addrs or not all(isinstance(a, str) for a in addrs):
+            raise ConfigError(f"{w}.addresses must be a list of the host's IP addresses, e.g. [\"10.0.1.11\"]")
+        for a in addrs:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ConfigError(f"{w}.addresses: {a!r} is not an IP address") from None
+        if not isinstance(progs, list) or not all(isinstance(p, str) for p in progs):
+            raise ConfigError(f"{w}.programs must be a list of program names, e.g. [\"aggregator\"]")
+        for p in progs:
+            if p not in names:
+                raise ConfigError(f"{w}.programs: {p!r} is not a program of this config; programs: {names}")
+            if p in placed:
+                raise ConfigError(f"{w}.programs: {p} already runs on host {placed[p]}")
+            placed[p] = name
+        hosts[name] = Host(name, tuple(str(ipaddress.ip_address(a)) for a in addrs), tuple(progs))
+    missing = [p for p in names if p not in placed and p != "simulator"]
+    if missing:
+        raise ConfigError(f"cluster.hosts: no host runs {missing}")
+    return hosts
+
+
+def check_cluster(cfg: config.Config, hosts: dict[str, Host], eps: list[Endpoint]) -> None:
+    """Every endpoint reachable as configured from the hosts of the programs that dial it."""
+    if len(hosts) > 1 and not cfg.security.curve:
+        raise ConfigError(f"security.curve: a cluster of {len(hosts)} hosts needs [security] curve = true")
+    where = {p: h for h in hosts.values() for p in h.programs}
+    for e in eps:
+        home = where.get(e.binder)
+        if home is None:
+            continue                       # a program no host runs (the simulator)
+        away = sorted({where[p].name for p in e.peers if p in where and where[p] is not home})
+        if e.scheme != "tcp":
+            if away:
+                raise ConfigError(f"{e.key}: {e.scheme}:// reaches the same host only; {away} must reach it")
+        elif e.host in WILDCARDS:
+            if e.peers and not e.wildcard_ok:
+                raise ConfigError(f"{e.key}: a wildcard address cannot be dialled by {list(e.peers)}: write "
+                                  f"an address of host {home.name} {list(home.addresses)}")
+        elif config.is_loopback(e.host):
+            if away:
+                raise ConfigError(f"{e.key}: loopback {e.host}, but {e.binder} runs on {home.name} and "
+                                  f"{list(e.peers)} on {away}: bind an address of {home.name} {list(home.addresses)}")
+        else:
+            try:
+                addr = str(ipaddress.ip_address(e.host))
+            except ValueError:
+                raise ConfigError(f"{e.key}: {e.host!r} is not an IP address (host names cannot be bound)") from None
+            if addr not in home.addresses:
+                raise ConfigError(f"{e.key}: {e.binder} runs on host {home.name} {list(home.addresses)}, "
+                                  f"which does not have {addr}")
+
+
+def firewall(hosts: dict[str, Host], eps: list[Endpoint], host: str) -> list[str]:
+    """What ``host``'s firewall must let in: one line per port bound on a non-loopback address."""
+    where = {p: h for h in hosts.values() for p in h.programs}
+    out = []
+    for e in eps:
+        if e.scheme != "tcp" or where.get(e.binder) is not hosts[host] or config.is_loopback(e.host):
+            continue
+        src = [f"{h.name} ({', '.join(h.addresses)})"
+               for h in sorted({where[p] for p in e.peers if p in where and where[p] is not hosts[host]},
+                               key=lambda h: h.name)]
+        if e.outside:
+            src.append(e.outside)
+        if src:
+            out.append(f"tcp {e.port:<5} on {e.host or '*'}  from {'; '.join(src)}   # {e.key} ({e.binder})")
+    return out
+
+
+def read_cluster(path: str | Path) -> Any:
+    """The raw ``[cluster]`` table of a config file (the services ignore it)."""
+    try:
+        return tomllib.loads(Path(path).read_text()).get("cluster")
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,9 +323,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo", action="store_true", help="also run the exchange simulator")
     ap.add_argument("--port", type=int, default=None, help="publisher port (config publisher.port)")
     ap.add_argument("--print", action="store_true", help="print the configuration instead of writing it")
+    g = ap.add_argument_group("across hosts")
+    g.add_argument("--cluster", metavar="PATH", default=None,
+                   help="a config with [cluster.hosts.<name>] tables (e.g. deploy/cluster.toml); replaces --config")
+    g.add_argument("--host", metavar="NAME", default=None,
+                   help="with --cluster: the host to write the configuration of (only its programs)")
+    g.add_argument("--ports", action="store_true",
+                   help="with --cluster --host: print the TCP ports the host's firewall must let in, and from whom")
     args = ap.parse_args(argv)
     if args.port is not None:
         args.sets.append(f"publisher.port={args.port}")
+    if args.cluster:
+        if args.demo:
+            ap.error("--demo with --cluster: list \"simulator\" in the programs of a host instead")
+        args.config = args.cluster
+    elif args.host or args.ports:
+        ap.error("--host and --ports need --cluster PATH")
     try:
         cfg = config.from_args(args)
     except ConfigError as e:
@@ -109,8 +355,23 @@ def main(argv: list[str] | None = None) -> int:
         flags += ["--set", s]
     if args.log_level:
         flags += ["--log-level", args.log_level]
+    only: tuple[str, ...] | None = None
+    demo = args.demo
     try:
-        text = render(cfg, flags=flags, demo=args.demo, python=sys.executable)
+        if args.cluster:
+            names = [p.name for p in programs(cfg, common="", demo=True, python=sys.executable)]
+            hosts = load_cluster(read_cluster(args.cluster), names)
+            if args.host not in hosts:
+                which = "give --host NAME" if args.host is None else f"--host {args.host!r} is not a host"
+                raise ConfigError(f"{which}; hosts of {args.cluster}: {sorted(hosts)}")
+            demo = any("simulator" in h.programs for h in hosts.values())
+            eps = endpoints(cfg, simulator=demo)
+            check_cluster(cfg, hosts, eps)
+            if args.ports:
+                print("\n".join(firewall(hosts, eps, args.host)))
+                return 0
+            only = hosts[args.host].programs
+        text = render(cfg, flags=flags, demo=demo, python=sys.executable, only=only)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
