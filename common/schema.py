@@ -61,6 +61,34 @@ in this key order (one codec: :class:`MergedBook`, :func:`encode_merged`, :func:
                of the last update of this symbol's book from the venue, and when the aggregator
                last heard anything from the venue's feed (refreshed with every snapshot)
 
+Latest endpoint (publisher ROUTER <- latest-only subscribers' DEALER; ``publisher.latest_port``)
+---------------------------------------------------------------------------------------------------
+The newest merged book of each wanted symbol, on request: a subscriber that stalls and comes back
+reads the book of *now*, never a queue of old ones (the ZeroMQ Guide's clone pattern, with a
+credit of one answer per request). Request, one frame (a REQ socket works too: the publisher
+echoes every frame before the last one as the envelope)::
+
+    {"t": "latest", "id": int, "s": [symbols], "have": {symbol: [epoch, seq]}, "wait": seconds}
+
+    id     the client's request number, echoed in the answer (>= 0)
+    s      the symbols wanted; [] = every symbol (at most LATEST_MAX_SYMBOLS)
+    have   the (epoch, seq) the client already holds per symbol (omitted: none)
+    wait   how long the publisher may hold the request when nothing newer exists (0: answer now;
+           capped at LATEST_MAX_WAIT)
+
+A book is *newer* than ``have`` when its epoch differs or its seq is greater. The publisher answers
+each request once: at once when it holds a newer book of a wanted symbol, else as soon as one is
+published, else with no books when ``wait`` has passed. A later request of the same client
+replaces one it still holds. The answer, ``1 + 2n`` frames::
+
+    frame 0            msgpack {"t": "books", "id": int, "n": int}
+    frames 1+2i, 2+2i  topic ``book.<SYMBOL>`` and payload: one merged book, the very bytes the SUB
+                       path sends (the newest the publisher holds of that symbol)
+
+``{"t": "stats", "id": int}`` -> one frame ``{"t": "stats", "id", "waiting": clients holding a
+request, "books": {symbol: [epoch, seq]} (the newest of each), "counters": {name: int}}``.
+Anything malformed or refused -> one frame ``{"t": "error", "id": int (0 if unknown), "error": str}``.
+
 Keys are only ever added (never changed or removed); a decoder keeps the keys it does not know in
 :attr:`MergedBook.extra` and the encoder writes them back after the known ones. The publisher
 forwards the aggregator's payload bytes unchanged (:func:`peek_merged` checks the header only),
@@ -382,9 +410,10 @@ class MergedBook:
     None when the sender did not include them; ``extra`` holds any key this codec does not know
     (a newer sender), written back by :func:`encode_merged`.
 
-    ``missed``, ``new_epoch`` and ``received_ns`` are the receiver's view, never on the wire:
-    :mod:`common.subscriber` sets them (snapshots of this symbol missed right before this one;
-    True when an earlier snapshot of this symbol had another epoch; local receive time, ns).
+    ``missed``, ``new_epoch``, ``received_ns`` and ``conflated`` are the receiver's view, never on
+    the wire: :mod:`common.subscriber` sets them (snapshots of this symbol missed right before this
+    one; True when an earlier snapshot of this symbol had another epoch; local receive time, ns;
+    snapshots skipped on purpose by a latest-only subscription).
     """
 
     symbol: str
@@ -403,6 +432,9 @@ class MergedBook:
     missed: int = 0
     new_epoch: bool = False
     received_ns: int = 0
+    #: Latest-only subscriptions: snapshots of this symbol skipped on purpose since the previous
+    #: book (the publisher sent only the newest); never counted in ``missed``.
+    conflated: int = 0
 
     @property
     def best_bid(self) -> Level | None:
@@ -627,3 +659,127 @@ def cut_merged(m: Mapping[str, Any], levels: int) -> bytes | None:
     out["bids"] = m["bids"][:levels]
     out["asks"] = m["asks"][:levels]
     return _pack(out)
+
+
+# --- latest endpoint (newest book per symbol on request) ------------------------------------------
+
+#: Most symbols one latest request may name (and entries of its ``have``).
+LATEST_MAX_SYMBOLS = 1000
+#: Longest the publisher holds a latest request (seconds); a larger ``wait`` is cut to this.
+LATEST_MAX_WAIT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LatestRequest:
+    """A decoded ``latest`` request (see the module docstring): ``symbols`` empty = every symbol."""
+
+    id: int
+    symbols: tuple[str, ...]
+    have: dict[str, tuple[int, int]]
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    """A decoded ``stats`` request."""
+
+    id: int
+
+
+def encode_latest_request(req: LatestRequest) -> bytes:
+    return _pack({"t": "latest", "id": req.id, "s": list(req.symbols),
+                  "have": {s: [e, q] for s, (e, q) in req.have.items()}, "wait": req.wait})
+
+
+def encode_stats_request(req_id: int) -> bytes:
+    return _pack({"t": "stats", "id": req_id})
+
+
+def request_id(m: Any) -> int:
+    """The ``id`` of a request map when it has a valid one, else 0 (for the error answer)."""
+    v = m.get("id") if isinstance(m, dict) else None
+    return v if type(v) is int and v >= 0 else 0
+
+
+def decode_latest_request(raw: bytes) -> LatestRequest | StatsRequest:
+    """One request frame -> :class:`LatestRequest` or :class:`StatsRequest`; :class:`BusError`
+    naming the key when malformed or over the limits. O(symbols)."""
+    m = unpack(raw)
+    if not isinstance(m, dict):
+        raise BusError("request is not a map")
+    t = m.get("t")
+    rid = _int(m, "id")
+    if rid < 0:
+        raise BusError("'id' is negative")
+    if t == "stats":
+        return StatsRequest(rid)
+    if t != "latest":
+        raise BusError(f"unknown request type {t!r}"[:120])
+    syms = m.get("s", [])
+    if not isinstance(syms, list) or not all(type(x) is str and 0 < len(x) <= 41 for x in syms):
+        raise BusError("'s' is not a list of symbols")
+    have_raw = m.get("have", {})
+    if not isinstance(have_raw, dict):
+        raise BusError("'have' is not a map of symbol -> [epoch, seq]")
+    if len(syms) > LATEST_MAX_SYMBOLS or len(have_raw) > LATEST_MAX_SYMBOLS:
+        raise BusError(f"more than {LATEST_MAX_SYMBOLS} symbols in 's' or 'have'")
+    have: dict[str, tuple[int, int]] = {}
+    for sym, pos in have_raw.items():
+        if (not isinstance(pos, list) or len(pos) != 2 or not all(type(x) is int and x >= 0 for x in pos)):
+            raise BusError(f"'have' of {sym!r} is not [epoch, seq]"[:120])
+        have[sym] = (pos[0], pos[1])
+    wait = m.get("wait", 0)
+    if type(wait) not in (int, float) or not 0 <= wait < float("inf"):
+        raise BusError(f"'wait' is not a number of seconds >= 0: {wait!r}"[:120])
+    return LatestRequest(rid, tuple(dict.fromkeys(syms)), have, float(wait))
+
+
+def encode_books_header(req_id: int, n: int) -> bytes:
+    """Frame 0 of a latest answer carrying ``n`` books."""
+    return _pack({"t": "books", "id": req_id, "n": n})
+
+
+def encode_stats(req_id: int, waiting: int, books: Mapping[str, tuple[int, int]],
+                 counters: Mapping[str, int]) -> bytes:
+    return _pack({"t": "stats", "id": req_id, "waiting": waiting,
+                  "books": {s: [e, q] for s, (e, q) in books.items()}, "counters": dict(counters)})
+
+
+def encode_latest_error(req_id: int, error: str) -> bytes:
+    return _pack({"t": "error", "id": req_id, "error": error[:200]})
+
+
+@dataclass(frozen=True, slots=True)
+class LatestAnswer:
+    """A decoded answer of the latest endpoint: ``kind`` "books" (``books``: the ``[topic,
+    payload]`` pairs, undecoded), "stats" (``info``: the map) or "error" (``error``)."""
+
+    kind: str
+    id: int
+    books: list[list[bytes]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def decode_latest_answer(frames: Sequence[bytes]) -> LatestAnswer:
+    """The frames of one answer (without the ROUTER envelope) -> :class:`LatestAnswer`;
+    :class:`BusError` when the header or the frame count is wrong (the books themselves are
+    checked by :func:`decode_merged` when taken)."""
+    if not frames:
+        raise BusError("empty answer")
+    m = unpack(frames[0])
+    if not isinstance(m, dict):
+        raise BusError("answer header is not a map")
+    t, rid = m.get("t"), _int(m, "id")
+    if t == "books":
+        n = _int(m, "n")
+        if len(frames) != 1 + 2 * n:
+            raise BusError(f"{len(frames)} frames for {n} books, expected {1 + 2 * n}")
+        return LatestAnswer("books", rid, [[bytes(frames[i]), bytes(frames[i + 1])] for i in range(1, len(frames), 2)])
+    if len(frames) != 1:
+        raise BusError(f"{len(frames)} frames in a {t!r} answer, expected 1"[:120])
+    if t == "stats":
+        return LatestAnswer("stats", rid, info=m)
+    if t == "error":
+        return LatestAnswer("error", rid, error=str(m.get("error", ""))[:200])
+    raise BusError(f"unknown answer type {t!r}"[:120])

@@ -24,6 +24,12 @@ What it does for you (the subscriber contract of the README):
 * **timeout**: with ``timeout=T`` seconds, waiting longer than T for the next book raises
   :class:`SubscriptionTimeout` (a ``TimeoutError``); the subscription stays usable, iterate on or
   call :meth:`Subscription.recv` again. ``timeout=None`` (the default) waits forever.
+* **latest only** (``latest_only=True``, endpoint: the publisher's ``latest_port``, 50056): instead
+  of a SUB queue of every snapshot, each book is fetched on demand from the publisher's latest
+  endpoint (protocol in :mod:`common.schema`, "Latest endpoint"), so a reader that stalls and
+  comes back gets the newest book of each symbol, never a backlog. Snapshots skipped that way are
+  counted in ``book.conflated`` and ``conflated``, never in ``missed`` (nothing was lost). Nothing
+  is queued for the subscription between two reads; each read costs one round trip.
 
 Blocking: :func:`subscribe` -> :class:`Subscription` (an iterator and a context manager).
 asyncio: :func:`asubscribe` -> :class:`AsyncSubscription` (``async for book in asubscribe(...)``).
@@ -43,13 +49,24 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from common.config import SYMBOL_RE
 from common.query import QueryError, Reply, decode_reply, encode_request
-from common.schema import BusError, MergedBook, book_topic, decode_merged
+from common.schema import (
+    BusError,
+    LatestRequest,
+    MergedBook,
+    book_topic,
+    decode_latest_answer,
+    decode_merged,
+    decode_merged_payload,
+    encode_latest_request,
+    peek_merged,
+)
 
 log = logging.getLogger("subscriber")
 
@@ -57,9 +74,11 @@ __all__ = [
     "AsyncSubscription",
     "BookTracker",
     "CurveKeys",
+    "LatestClient",
     "QueryRefused",
     "QueryTimeout",
     "Subscription",
+    "SubscriptionRefused",
     "SubscriptionTimeout",
     "asubscribe",
     "deplete",
@@ -72,10 +91,22 @@ MAX_MSG_SIZE = 16 << 20
 #: Receive high-water mark: snapshots queued for a slow reader before ZeroMQ drops (seen as
 #: ``missed``: every snapshot is a full state, so only intermediate states are lost).
 RCVHWM = 1000
+#: Latest-only: how long the publisher may hold a request when nothing is newer (it then answers
+#: with no books and the subscription asks again).
+LATEST_WAIT = 5.0
+#: Latest-only: extra time for an answer before the request is taken as lost (the publisher
+#: restarted) and sent again; and how long a refresh may take before the books already fetched
+#: are yielded without it.
+RESEND_GRACE = 2.0
+REFRESH_GRACE = 1.0
 
 
 class SubscriptionTimeout(TimeoutError):
     """No book of the subscribed symbols arrived within the subscription's ``timeout``."""
+
+
+class SubscriptionRefused(RuntimeError):
+    """The publisher's latest endpoint refused a request (the message is its own)."""
 
 
 class QueryTimeout(TimeoutError):
@@ -132,10 +163,14 @@ class BookTracker:
     Checks the topic exactly, decodes (:func:`common.schema.decode_merged`), follows ``epoch``
     and ``seq`` per symbol and counts what it sees. No sockets, no clock (``received_ns`` is
     given). O(levels) per message.
+
+    ``conflating=True`` (latest-only subscriptions): a jump in ``seq`` counts as ``conflated``
+    (skipped on purpose by the publisher), not as ``missed``.
     """
 
-    def __init__(self, symbols: str | Iterable[str] | None = None) -> None:
+    def __init__(self, symbols: str | Iterable[str] | None = None, *, conflating: bool = False) -> None:
         self.symbols = _symbols(symbols)
+        self.conflating = conflating
         #: Exact topics accepted; None: every ``book.*`` topic.
         self.topics: frozenset[bytes] | None = frozenset(book_topic(s) for s in self.symbols) or None
         #: Last ``(epoch, seq)`` yielded per symbol.
@@ -147,6 +182,7 @@ class BookTracker:
         self.duplicates = 0    # books at or below the last seq of their epoch: dropped
         self.malformed = 0     # undecodable messages: dropped
         self.foreign = 0       # other topics matching a subscription's prefix: dropped
+        self.conflated = 0     # snapshots skipped on purpose (latest-only), over all symbols
 
     def subscriptions(self) -> list[bytes]:
         """The ZeroMQ prefixes to subscribe to."""
@@ -161,9 +197,16 @@ class BookTracker:
             book = decode_merged(frames)
         except BusError as e:
             self.malformed += 1
-            if self.malformed <= 10 or self.malformed % 1000 == 0:
-                log.warning("dropped a malformed snapshot (%d so far): %s", self.malformed, e)
+            self._log_malformed(e)
             return None
+        return self.track(book, received_ns)
+
+    def _log_malformed(self, e: Exception) -> None:
+        if self.malformed <= 10 or self.malformed % 1000 == 0:
+            log.warning("dropped a malformed snapshot (%d so far): %s", self.malformed, e)
+
+    def track(self, book: MergedBook, received_ns: int = 0) -> MergedBook | None:
+        """A decoded book -> itself with the receiver's view set, or None (a duplicate, dropped)."""
         prev = self.position.get(book.symbol)
         if prev is not None:
             if prev[0] != book.epoch:
@@ -173,12 +216,103 @@ class BookTracker:
                 self.duplicates += 1
                 return None
             elif book.seq != prev[1] + 1:
-                book.missed = book.seq - prev[1] - 1
-                self.missed += book.missed
+                if self.conflating:
+                    book.conflated = book.seq - prev[1] - 1
+                    self.conflated += book.conflated
+                else:
+                    book.missed = book.seq - prev[1] - 1
+                    self.missed += book.missed
         self.position[book.symbol] = (book.epoch, book.seq)
         book.received_ns = received_ns
         self.received += 1
         return book
+
+
+class LatestClient:
+    """The pure core of a latest-only subscription: requests out, answers in, books out.
+
+    :meth:`request` builds the next request (the symbols, what is already held, and how long the
+    publisher may hold it: 0 while fetched books wait to be taken, so they are only refreshed,
+    else ``wait``); :meth:`on_answer` keeps the newest book per symbol from any answer;
+    :meth:`take` yields the fetched books once the last request is answered, in the order their
+    symbols were fetched (a newer book of a symbol waiting to be taken keeps that symbol's turn).
+    Only the last request's answer ends a wait: an answer to an earlier one (a read that timed out)
+    still brings books, never older ones than held. Memory: one undecoded book per symbol.
+    No sockets, no clock (times are given).
+    """
+
+    def __init__(self, tracker: BookTracker, *, wait: float = LATEST_WAIT) -> None:
+        self.tracker = tracker
+        self.wait = wait
+        #: symbol -> (epoch, seq, payload map, receive time ns): fetched, not yet taken.
+        self.pending: dict[str, tuple[int, int, dict[str, Any], int]] = {}
+        #: id of the request whose answer is awaited (None: answered).
+        self.outstanding: int | None = None
+        #: monotonic time by which the awaited answer is due (then: asked again, or books taken).
+        self.due = 0.0
+        self._last_id = 0
+        self.requests = 0
+        self.answers = 0
+
+    def request(self, now: float) -> bytes:
+        """The next request; from now on only its answer ends the wait."""
+        self._last_id += 1
+        self.requests += 1
+        self.outstanding = self._last_id
+        have = {s: (e, q) for s, (e, q) in self.tracker.position.items()}
+        have.update({s: (p[0], p[1]) for s, p in self.pending.items()})
+        wait = 0.0 if self.pending else self.wait
+        self.due = now + (wait + RESEND_GRACE if wait else REFRESH_GRACE)
+        return encode_latest_request(LatestRequest(self._last_id, self.tracker.symbols, have, wait))
+
+    def on_answer(self, frames: Sequence[bytes], received_ns: int) -> None:
+        """One answer off the socket. Raises :class:`SubscriptionRefused` when the publisher
+        refused the awaited request; anything malformed is counted and dropped."""
+        t = self.tracker
+        try:
+            answer = decode_latest_answer(frames)
+        except BusError as e:
+            t.malformed += 1
+            t._log_malformed(e)
+            return
+        if answer.id == self.outstanding:
+            self.outstanding = None
+            if answer.kind == "error":
+                raise SubscriptionRefused(f"the publisher refused the request: {answer.error}")
+        self.answers += 1
+        for pair in answer.books:
+            if t.topics is not None and pair[0] not in t.topics:
+                t.foreign += 1
+                continue
+            try:
+                m, symbol, epoch, seq = peek_merged(pair)
+            except BusError as e:
+                t.malformed += 1
+                t._log_malformed(e)
+                continue
+            held = self.pending.get(symbol) or t.position.get(symbol)
+            if held is None or held[0] != epoch or seq > held[1]:
+                self.pending[symbol] = (epoch, seq, m, received_ns)
+
+    def take(self, *, force: bool = False) -> MergedBook | None:
+        """The next fetched book once the last request is answered (``force``: even if not),
+        or None."""
+        if self.outstanding is not None and not force:
+            return None
+        t = self.tracker
+        while self.pending:
+            symbol = next(iter(self.pending))
+            _e, _q, m, received_ns = self.pending.pop(symbol)
+            try:
+                book = decode_merged_payload(m)
+            except BusError as e:
+                t.malformed += 1
+                t._log_malformed(e)
+                continue
+            got = t.track(book, received_ns)
+            if got is not None:
+                return got
+        return None
 
 
 class _Base:
@@ -186,10 +320,12 @@ class _Base:
 
     _timeout: float | None
 
-    def __init__(self, symbols: str | Iterable[str] | None, timeout: float | None) -> None:
+    def __init__(self, symbols: str | Iterable[str] | None, timeout: float | None, latest_only: bool) -> None:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-        self.tracker = BookTracker(symbols)
+        self.tracker = BookTracker(symbols, conflating=latest_only)
+        self.latest_only = latest_only
+        self._latest = LatestClient(self.tracker) if latest_only else None
         self._timeout = timeout
         self.closed = False
         #: The last book yielded per symbol.
@@ -207,6 +343,23 @@ class _Base:
             curve.apply(sock)
         for e in [endpoints] if isinstance(endpoints, str) else endpoints:
             sock.connect(e)
+
+    @staticmethod
+    def _setup_latest(sock: zmq.Socket, endpoint: str | Sequence[str], curve: CurveKeys | None) -> None:
+        eps = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if len(eps) != 1:
+            raise ValueError(f"latest_only takes one endpoint (the publisher's latest_port), got {eps!r}")
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 2)      # requests to a publisher that is down: few, then dropped
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
+        if curve is not None:
+            curve.apply(sock)
+        sock.connect(eps[0])
+
+    def _taken(self, book: MergedBook | None) -> MergedBook | None:
+        if book is not None:
+            self.last[book.symbol] = book
+        return book
 
     def _wait(self, timeout: float | None) -> float | None:
         """Seconds to wait (None: forever) for a per-call ``timeout`` (None: the subscription's)."""
@@ -244,6 +397,11 @@ class _Base:
         return self.tracker.epochs
 
     @property
+    def conflated(self) -> int:
+        """Latest-only: snapshots skipped on purpose (only the newest was fetched), all symbols."""
+        return self.tracker.conflated
+
+    @property
     def duplicates(self) -> int:
         return self.tracker.duplicates
 
@@ -266,11 +424,14 @@ class Subscription(_Base):
 
     def __init__(self, endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
                  timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
-                 hwm: int = RCVHWM) -> None:
-        super().__init__(symbols, timeout)
-        self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
+                 hwm: int = RCVHWM, latest_only: bool = False) -> None:
+        super().__init__(symbols, timeout, latest_only)
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER if latest_only else zmq.SUB)
         try:
-            self._setup(self.sock, endpoint, self.tracker, curve, hwm)
+            if latest_only:
+                self._setup_latest(self.sock, endpoint, curve)
+            else:
+                self._setup(self.sock, endpoint, self.tracker, curve, hwm)
         except BaseException:
             self.sock.close(0)
             raise
@@ -281,6 +442,8 @@ class Subscription(_Base):
         ``zmq.ZMQError`` once closed."""
         wait = self._wait(timeout)
         deadline = None if wait is None else time.monotonic() + wait
+        if self._latest is not None:
+            return self._recv_latest(self._latest, wait, deadline)
         while True:
             if deadline is not None:
                 left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
@@ -289,6 +452,37 @@ class Subscription(_Base):
             book = self._took(self.sock.recv_multipart())
             if book is not None:
                 return book
+
+    def _ask(self, c: LatestClient) -> None:
+        try:
+            self.sock.send(c.request(time.monotonic()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # the publisher is unreachable: asked again when the answer is due
+
+    def _recv_latest(self, c: LatestClient, wait: float | None, deadline: float | None) -> MergedBook:
+        """One round trip (more after an empty or lost answer): drain answers that came while the
+        application was away, ask for what is newer than what is held, take a book."""
+        while self.sock.poll(0):   # answers that came while the application was away: refreshed below
+            c.on_answer(self.sock.recv_multipart(), time.time_ns())
+        self._ask(c)
+        while True:
+            book = self._taken(c.take())
+            if book is not None:
+                return book
+            if c.outstanding is None:   # answered with nothing newer (the publisher's wait ran out)
+                self._ask(c)
+                continue
+            now = time.monotonic()
+            until = c.due if deadline is None else min(c.due, deadline)
+            if not self.sock.poll(max(0, math.ceil((until - now) * 1000))):
+                book = self._taken(c.take(force=True))   # the refresh is late: what was fetched
+                if book is not None:
+                    return book
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timed_out(wait)
+                self._ask(c)   # lost (the publisher restarted?): ask again
+                continue
+            c.on_answer(self.sock.recv_multipart(), time.time_ns())
 
     def __iter__(self) -> Subscription:
         return self
@@ -317,13 +511,16 @@ class AsyncSubscription(_Base):
 
     def __init__(self, endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
                  timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
-                 hwm: int = RCVHWM) -> None:
-        super().__init__(symbols, timeout)
+                 hwm: int = RCVHWM, latest_only: bool = False) -> None:
+        super().__init__(symbols, timeout, latest_only)
         base = ctx or zmq.Context.instance()
         actx = base if isinstance(base, zmq.asyncio.Context) else zmq.asyncio.Context.shadow(base.underlying)
-        self.sock = actx.socket(zmq.SUB)
+        self.sock = actx.socket(zmq.DEALER if latest_only else zmq.SUB)
         try:
-            self._setup(self.sock, endpoint, self.tracker, curve, hwm)
+            if latest_only:
+                self._setup_latest(self.sock, endpoint, curve)
+            else:
+                self._setup(self.sock, endpoint, self.tracker, curve, hwm)
         except BaseException:
             self.sock.close(0)
             raise
@@ -333,6 +530,8 @@ class AsyncSubscription(_Base):
         ``math.inf``: forever), then raises :class:`SubscriptionTimeout`."""
         wait = self._wait(timeout)
         deadline = None if wait is None else time.monotonic() + wait
+        if self._latest is not None:
+            return await self._recv_latest(self._latest, wait, deadline)
         while True:
             if deadline is not None:
                 left = max(0.0, deadline - time.monotonic())   # 0: take only what is queued
@@ -341,6 +540,36 @@ class AsyncSubscription(_Base):
             book = self._took(await self.sock.recv_multipart())
             if book is not None:
                 return book
+
+    async def _ask(self, c: LatestClient) -> None:
+        try:
+            await self.sock.send(c.request(time.monotonic()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # the publisher is unreachable: asked again when the answer is due
+
+    async def _recv_latest(self, c: LatestClient, wait: float | None, deadline: float | None) -> MergedBook:
+        """:meth:`Subscription._recv_latest` with awaits (same steps, same rules)."""
+        while await self.sock.poll(0):
+            c.on_answer(await self.sock.recv_multipart(), time.time_ns())
+        await self._ask(c)
+        while True:
+            book = self._taken(c.take())
+            if book is not None:
+                return book
+            if c.outstanding is None:
+                await self._ask(c)
+                continue
+            now = time.monotonic()
+            until = c.due if deadline is None else min(c.due, deadline)
+            if not await self.sock.poll(max(0, math.ceil((until - now) * 1000))):
+                book = self._taken(c.take(force=True))
+                if book is not None:
+                    return book
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timed_out(wait)
+                await self._ask(c)
+                continue
+            c.on_answer(await self.sock.recv_multipart(), time.time_ns())
 
     def __aiter__(self) -> AsyncSubscription:
         return self
@@ -366,19 +595,24 @@ class AsyncSubscription(_Base):
 
 def subscribe(endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
               timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
-              hwm: int = RCVHWM) -> Subscription:
+              hwm: int = RCVHWM, latest_only: bool = False) -> Subscription:
     """Subscribe to the merged books of ``symbols`` (one ``"BTC/USDT"``, several, or None/empty
     for every symbol) on the publisher at ``endpoint`` (or several endpoints). Returns a
     :class:`Subscription`: iterate it for :class:`~common.schema.MergedBook` values; close it (or
-    use ``with``) when done. ``ValueError`` for a malformed symbol or a negative timeout."""
-    return Subscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm)
+    use ``with``) when done. ``ValueError`` for a malformed symbol or a negative timeout.
+
+    ``latest_only=True``: ``endpoint`` is the publisher's latest endpoint (``latest_port``, one
+    endpoint) and every read returns the newest book of a symbol (see the module docstring);
+    ``hwm`` does not apply. :class:`SubscriptionRefused` if the publisher refuses a request."""
+    return Subscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm, latest_only=latest_only)
 
 
 def asubscribe(endpoint: str | Sequence[str], symbols: str | Iterable[str] | None = None, *,
                timeout: float | None = None, curve: CurveKeys | None = None, ctx: zmq.Context | None = None,
-               hwm: int = RCVHWM) -> AsyncSubscription:
+               hwm: int = RCVHWM, latest_only: bool = False) -> AsyncSubscription:
     """:func:`subscribe` for asyncio: ``async for book in asubscribe(endpoint, "BTC/USDT")``."""
-    return AsyncSubscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm)
+    return AsyncSubscription(endpoint, symbols, timeout=timeout, curve=curve, ctx=ctx, hwm=hwm,
+                             latest_only=latest_only)
 
 
 # --- depletion queries ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ them to it); a new process takes its ports here first.
     50052        publisher: merged books to subscribers (ZeroMQ PUB)
     50053        aggregator: depletion queries (ROUTER)
     50054/50055  aggregator: merged books to the publisher (PUB) / republish requests (ROUTER)
+    50056        publisher: the newest book per symbol on request (ROUTER, latest-only subscribers)
     50060-50079  feeds: each venue a pair (bus PUB, snapshot ROUTER), in the order below
     50080-50089  simulator: one port per simulated exchange (REST and WebSocket)
     50090        simulator: HTTP control interface
@@ -21,6 +22,7 @@ PUBLISHER = 50052
 AGGREGATOR_QUERY = 50053
 AGGREGATOR_PUB = 50054
 AGGREGATOR_CTL = 50055
+PUBLISHER_LATEST = 50056
 
 #: venue id -> (bus PUB, snapshot ROUTER) of its feed process (shards of a venue take further
 #: pairs from the reserve at the end of the range).
@@ -67,6 +69,7 @@ def all_ports() -> dict[str, int]:
     """Every planned port by name (for the test that holds the configs to the plan)."""
     out = {"gateway_grpc": GATEWAY_GRPC, "publisher": PUBLISHER, "aggregator.query": AGGREGATOR_QUERY,
            "aggregator.pub": AGGREGATOR_PUB, "aggregator.ctl": AGGREGATOR_CTL,
+           "publisher.latest": PUBLISHER_LATEST,
            "simulator.control": SIMULATOR_CONTROL}
     for v, (pub, ctl) in FEEDS.items():
         out[f"venues.{v}.pub"] = pub

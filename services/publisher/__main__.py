@@ -19,11 +19,15 @@ def main(argv: list[str] | None = None) -> int:
 
 Subscribers connect a SUB socket to tcp://<bind>:<port>, subscribe to "book.BTC/USDT" (compare
 the topic frame exactly: ZeroMQ matches prefixes) and receive [topic, msgpack map] messages, each
-a full top-N state (see the README's subscriber contract). Serves Prometheus metrics, /healthz
-and /readyz on publisher.metrics ("host:port", when set). Example:
-  python -m services.publisher --port 50052 --levels 10""")
+a full top-N state (see the README's subscriber contract). With publisher.latest_port (or
+--latest-port) it also serves the newest book of each symbol on request to latest-only
+subscribers (a ROUTER; protocol in common/schema.py, "Latest endpoint"). Serves Prometheus
+metrics, /healthz and /readyz on publisher.metrics ("host:port", when set). Example:
+  python -m services.publisher --port 50052 --latest-port 50056 --levels 10""")
     ap.add_argument("--bind", default=None, help="address to bind (config publisher.bind, default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="port to bind (config publisher.port, default 50052)")
+    ap.add_argument("--latest-port", type=int, default=None,
+                    help="port of the latest-only endpoint (config publisher.latest_port; default: none)")
 
     def adjust(a: argparse.Namespace) -> list[str]:
         out = []
@@ -31,6 +35,8 @@ and /readyz on publisher.metrics ("host:port", when set). Example:
             out.append(f"publisher.bind={a.bind!r}")
         if a.port is not None:
             out.append(f"publisher.port={a.port}")
+        if a.latest_port is not None:
+            out.append(f"publisher.latest_port={a.latest_port}")
         return out
 
     _args, cfg, log = service.load(ap, argv, "publisher", adjust)
@@ -40,7 +46,7 @@ and /readyz on publisher.metrics ("host:port", when set). Example:
         log.error("%s", e)
         return 2
     except zmq.ZMQError as e:
-        log.error("cannot bind %s: %s", cfg.publisher.endpoint, e)
+        log.error("cannot bind %s or %s: %s", cfg.publisher.endpoint, cfg.publisher.latest_endpoint, e)
         return 1
     try:
         endpoint = pub_metrics.start(p)     # /metrics /healthz /readyz on publisher.metrics

@@ -10,10 +10,18 @@ Late joiners: the subscriber socket is an XPUB that reports each subscription; t
 asks the aggregator (``aggregator.ctl``) to publish those symbols again with the next ``seq``, so a
 new subscriber has a full book at once, even in a quiet market, and the others see one more
 contiguous snapshot. A restarted publisher asks for every symbol the same way.
+
+Latest-only subscribers (``publisher.latest_port``): a ROUTER beside the PUB serves the newest
+book of each symbol on request (:mod:`services.publisher.latest`, protocol in
+:mod:`common.schema`), so a subscriber that stalled reads the book of now instead of a queue of
+old ones. It never touches the PUB path: SUB subscribers get exactly what they got before.
+Books from the aggregator are always handled before requests (at most ``LATEST_BATCH`` requests
+per turn of the loop), so latest-only clients, however many, only take time the pipeline leaves.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import time
@@ -25,8 +33,18 @@ from common.config import Config
 from common.metrics import LatencyHistogram
 from common.schema import BusError
 from common.security import Security
+from services.publisher.latest import LatestBooks, Out
 
 log = logging.getLogger("publisher")
+
+# Limits
+#: Requests read from the latest endpoint per turn of the loop (books from the aggregator first).
+LATEST_BATCH = 200
+#: Answers queued per latest-only client before ZeroMQ refuses more (a client that asks but does
+#: not read: its answers are dropped, counted in ``latest_unread``).
+LATEST_SNDHWM = 16
+#: Held latest requests at once (all clients).
+LATEST_MAX_WAITING = 10_000
 
 
 class Publisher:
@@ -44,10 +62,29 @@ class Publisher:
         self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec)
         self.sub_watch = bus.Reconnector(self.sub)
         self.ctl.setsockopt(zmq.SNDHWM, 100)
+        self.counters: dict[str, int] = {}
+        self.latest = LatestBooks(max_waiting=LATEST_MAX_WAITING)
+        self.latest.extra = self.counters
+        self.latest_sock: zmq.Socket | None = None
+        if cfg.publisher.latest_endpoint is not None:
+            self.latest_sock = self.ctx.socket(zmq.ROUTER)
+            self.latest_sock.setsockopt(zmq.LINGER, 0)
+            self.latest_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # a gone client is an error, not silence
+            self.latest_sock.setsockopt(zmq.SNDHWM, LATEST_SNDHWM)
+            self.latest_sock.setsockopt(zmq.MAXMSGSIZE, 1 << 16)
+            try:
+                if self.sec is not None:
+                    self.sec.server(self.latest_sock)
+                self.latest_sock.bind(cfg.publisher.latest_endpoint)
+            except BaseException:
+                self.latest_sock.close(0)
+                self.sub.close(0)
+                self.out.close(0)
+                self.ctl.close(0)
+                raise
         self.connected = False             # nothing received from the aggregator yet
         self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
         self.last: dict[str, tuple[int, int]] = {}
-        self.counters: dict[str, int] = {}
         self.running = True
         # Health and metrics (services/publisher/metrics.py reads these).
         self.ticked = time.monotonic()                  # the loop's last round
@@ -57,9 +94,10 @@ class Publisher:
         self.latency: dict[str, LatencyHistogram] = {}  # rts of a snapshot's newest input -> sent
         self._ts_seen: dict[str, int] = {}
         self._last_log = time.monotonic()
-        log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s)",
-                 cfg.aggregator.pub, cfg.publisher.endpoint, levels, cfg.publisher.sndhwm,
-                 "on: only allowed client keys" if self.sec else "off")
+        log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s); "
+                 "latest-only subscribers on %s", cfg.aggregator.pub, cfg.publisher.endpoint, levels,
+                 cfg.publisher.sndhwm, "on: only allowed client keys" if self.sec else "off",
+                 cfg.publisher.latest_endpoint or "(off: publisher.latest_port not set)")
 
     def _count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
@@ -122,7 +160,8 @@ class Publisher:
                 log.warning("%s: missed snapshots %d..%d from the aggregator", symbol, prev[1] + 1, seq - 1)
         self.last[symbol] = (epoch, seq)
         cut = schema.cut_merged(m, self.levels)
-        self.out.send_multipart([frames[0], frames[1] if cut is None else cut])
+        payload = frames[1] if cut is None else cut
+        self.out.send_multipart([frames[0], payload])
         self._count("published")
         ts = m.get("ts")
         if type(ts) is int and ts > self._ts_seen.get(symbol, 0):   # new input: its age once sent
@@ -131,6 +170,34 @@ class Publisher:
             if h is None:
                 h = self.latency[symbol] = LatencyHistogram()
             h.observe((time.time_ns() - ts) / 1e9)
+        if self.latest_sock is not None:
+            for msg in self.latest.on_book(symbol, epoch, seq, bytes(frames[0]), bytes(payload)):
+                self._send_latest(msg)
+
+    def _send_latest(self, msg: Out) -> None:
+        """Send one answer of the latest endpoint; a client that left (ZeroMQ cannot route to it)
+        is forgotten, one that does not read its answers loses this one (counted)."""
+        assert self.latest_sock is not None
+        try:
+            self.latest_sock.send_multipart(msg, zmq.NOBLOCK)
+        except zmq.Again:
+            self._count("latest_unread")
+        except zmq.ZMQError as e:
+            if e.errno != errno.EHOSTUNREACH:
+                raise
+            self.latest.gone(msg[0])
+
+    def on_latest(self, now: float) -> None:
+        """Serve up to ``LATEST_BATCH`` pending requests of the latest endpoint."""
+        assert self.latest_sock is not None
+        for _ in range(LATEST_BATCH):
+            try:
+                frames = self.latest_sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            answer = self.latest.on_message(frames, now)
+            if answer is not None:
+                self._send_latest(answer)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -139,8 +206,11 @@ class Publisher:
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.out, zmq.POLLIN)
         poller.register(self.sub_watch.monitor, zmq.POLLIN)
+        if self.latest_sock is not None:
+            poller.register(self.latest_sock, zmq.POLLIN)
+        next_expiry = time.monotonic()
         while self.running:
-            events = dict(poller.poll(500))
+            events = dict(poller.poll(250 if self.latest.held else 500))
             self.ticked = now = time.monotonic()
             if self.sub_watch.monitor in events:
                 for endpoint in self.sub_watch.on_events(now):
@@ -163,16 +233,30 @@ class Publisher:
                     self.on_snapshot(frames)
                 self.sub_watch.healthy(self.cfg.aggregator.pub)
                 self.heard_at = now
+            if self.latest_sock is not None:
+                if self.latest_sock in events:
+                    self.on_latest(now)
+                if now >= next_expiry:
+                    next_expiry = now + 0.25
+                    for msg in self.latest.expire(now):
+                        self._send_latest(msg)
             if now - self._last_log > 30 and self.counters:
                 self._last_log = now
-                log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+                log.info("counters %s", " ".join(f"{k}={v}" for k, v in sorted(
+                    {**self.counters, **{f"latest_{k}": v for k, v in self.latest.counters.items()}}.items())))
+        self.close()
+        log.info("stopped; counters %s; latest endpoint %s", self.counters, self.latest.counters)
+
+    def close(self) -> None:
+        """Close every socket (after :meth:`run`, or when driven step by step)."""
         self.sub_watch.close()
         self.sub.close()
         self.out.close()
         self.ctl.close()
+        if self.latest_sock is not None:
+            self.latest_sock.close()
         if self.sec is not None:
             self.sec.close()
-        log.info("stopped; counters %s", self.counters)
 
     def stop(self) -> None:
         self.running = False
