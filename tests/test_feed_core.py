@@ -297,3 +297,10 @@ def test_repeated_resubscriptions_back_off() -> None:
     assert sends[0] == 0.25 and gaps == [0.75, 1.25, 2.25, 4.25] and c.streams["BTC/USD"].resubs == 6
     c.frame(json.dumps({"items": [snap("BTCUSD", [["10", "1"]], [["11", "1"]])]}), 3, now)
     assert c.streams["BTC/USD"].status == LIVE and c.streams["BTC/USD"].resubs == 0
+    # a new connection starts the count afresh, and forgets a resubscription scheduled on the old one
+    c.frame(bad, 4, now)
+    c.frame(bad, 4, now)
+    assert c.streams["BTC/USD"].resub_at is not None
+    c.disconnected(SYNCING, "lost", 5)
+    c.connected(now + 1, 6)
+    assert (c.streams["BTC/USD"].resubs, c.streams["BTC/USD"].resub_at) == (0, None)

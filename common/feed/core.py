@@ -164,6 +164,8 @@ class FeedCore:
         self.quiet.forget()
         for st in active:
             st.refused = False
+            st.resubs = 0           # a new connection: resubscriptions start afresh
+            st.resub_at = None
         frames = self.spec.subscribe(self.cfg, [st.key for st in active])
         if frames:
             self.actions.append(Send(frames))
@@ -178,6 +180,7 @@ class FeedCore:
             st.void()
             st.fetching = False
             st.awaiting_since = None
+            st.resub_at = None      # a scheduled resubscription belonged to that connection
             self.out.discard(st)
             self.set_status(st, status, reason, rts)
 
