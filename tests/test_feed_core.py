@@ -304,3 +304,33 @@ def test_repeated_resubscriptions_back_off() -> None:
     c.disconnected(SYNCING, "lost", 5)
     c.connected(now + 1, 6)
     assert (c.streams["BTC/USD"].resubs, c.streams["BTC/USD"].resub_at) == (0, None)
+
+
+def test_an_event_is_a_book_only_right_after_subscribing() -> None:
+    """A venue whose first event after subscribing is the book (Gemini): once the symbol's book
+    is voided without a new subscription (a quiet resync held back by the budget), a later event
+    is a diff of a book we no longer hold and never becomes the published book."""
+    from common.feed.types import Verdict
+
+    class FirstIsBook(StreamSequencer):
+        def on_event(self, ev: DepthEvent) -> Verdict:
+            if not self.synced:
+                self.synced = True
+                return Verdict.SNAPSHOT
+            return Verdict.APPLY
+
+    c = core_of(spec(sequencer=FirstIsBook, resync=RECONNECT, conn_seq=False, checksum=None, truncate=False))
+    c.connected(0.0, 1)
+    c.take_actions()
+    upd = json.dumps({"items": [{"t": "upd", "k": "BTCUSD", "b": [["10", "1"]], "a": [["11", "1"]]}]})
+    c.frame(upd, 2, 0.1)
+    assert bus(c)[0].kind == SNAP
+    st = c.streams["BTC/USD"]
+    st.quiet_after = 1.0
+    c.quiet.budget.tokens = 0.0           # the budget holds the resync: the symbol waits, stale
+    c.quiet.mark(st, 100.0, 3)
+    c.quiet.resyncs(100.0, 3)
+    assert st.status == "stale" and c.take_actions() == []
+    c.frame(json.dumps({"items": [{"t": "upd", "k": "BTCUSD", "b": [["9", "2"]]}]}), 4, 100.1)
+    assert st.status == "stale" and all(not isinstance(m, BookMsg) for m in bus(c))
+    assert c.counters["dropped_not_a_book"] == 1

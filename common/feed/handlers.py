@@ -70,6 +70,12 @@ class Handlers:
             st.ets, st.rts, st.changed = ev.ets, rts, now   # quiet_after: the book changed
             self.checked(st, ev.checksum, bids, asks, rts, now, f"{core.spec.id_name} {ev.last}")
         elif v is Verdict.SNAPSHOT:
+            if st.awaiting_since is None:
+                # Not after a (re)subscription (a quiet symbol waiting for its resync, a refused
+                # one): this event continues a book we no longer hold; it is not a whole book.
+                st.seqr.reset()
+                core.counters["dropped_not_a_book"] += 1
+                return
             st.ets = ev.ets
             self.loaded(st, ev.bids, ev.asks, ev.checksum, rts, now)
         elif v is Verdict.DROP:
