@@ -60,3 +60,31 @@ def digits_int(v: Any, what: str, key: str | None = None) -> int:
     if n >= 10**19:
         raise ParseError(f"{what} too large", key)
     return n
+
+
+def side_changes(v: Any, key: str | None = None) -> tuple[Levels, Levels]:
+    """``[["buy"|"sell", price, qty], ...]`` (Coinbase Exchange ``changes``, Gemini v2
+    ``changes``) -> ``(bids, asks)`` in wire order; prices > 0, quantities >= 0 (0 removes), exact
+    decimals. Anything else is a ParseError naming ``key``."""
+    if not isinstance(v, list):
+        raise ParseError("changes is not a list", key)
+    bids: Levels = []
+    asks: Levels = []
+    for ch in v:
+        if not isinstance(ch, list) or len(ch) != 3:
+            raise ParseError(f"change is not [side, price, qty]: {str(ch)[:60]}", key)
+        side, p, q = ch
+        if side == "buy":
+            out = bids
+        elif side == "sell":
+            out = asks
+        else:
+            raise ParseError(f"change side {str(side)[:20]!r} is not buy/sell", key)
+        try:
+            price, qty = parse_decimal(p), parse_decimal(q)
+        except BadNumber as e:
+            raise ParseError(f"changes: {e}", key) from None
+        if not price:
+            raise ParseError("changes: price 0", key)
+        out.append((price, qty))
+    return bids, asks

@@ -25,39 +25,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from common.feed.parsing import levels, loads
-from common.feed.types import Control, ControlKind, DepthEvent, Frame, Levels, ParseError, Snapshot
-from common.numbers import BadNumber, parse_decimal
+from common.feed.parsing import levels, loads, side_changes
+from common.feed.types import Control, ControlKind, DepthEvent, Frame, ParseError, Snapshot
 from services.feed_coinbase.wire import product_id, rfc3339_ns
 
 _NOT_VALID = re.compile(r"^([A-Za-z0-9]{1,20}-[A-Za-z0-9]{1,20}) is not a valid product")
 
 
-def _changes(v: Any, key: str) -> tuple[Levels, Levels]:
-    """``changes`` -> (bids, asks), in wire order."""
-    if not isinstance(v, list):
-        raise ParseError("changes is not a list", key)
-    bids: Levels = []
-    asks: Levels = []
-    for c in v:
-        if not isinstance(c, list) or len(c) != 3:
-            raise ParseError(f"change is not [side, price, size]: {str(c)[:60]}", key)
-        side, p, q = c
-        if side == "buy":
-            out = bids
-        elif side == "sell":
-            out = asks
-        else:
-            raise ParseError(f"change side is not 'buy' or 'sell': {str(side)[:20]!r}", key)
-        try:
-            price = parse_decimal(p)
-            qty = parse_decimal(q)
-        except BadNumber as e:
-            raise ParseError(f"change: {e}", key) from None
-        if not price:
-            raise ParseError("change price 0", key)
-        out.append((price, qty))
-    return bids, asks
 
 
 def parse_frame(text: str | bytes) -> Frame:
@@ -72,7 +46,7 @@ def parse_frame(text: str | bytes) -> Frame:
     if kind == "l2update":
         key = product_id(m.get("product_id"), "l2update product_id")
         ets = rfc3339_ns(m["time"], "time", key) if "time" in m else 0
-        bids, asks = _changes(m.get("changes"), key)
+        bids, asks = side_changes(m.get("changes"), key)
         return DepthEvent(key, 0, 0, ets, bids, asks)
     if kind == "snapshot":
         key = product_id(m.get("product_id"), "snapshot product_id")

@@ -22,11 +22,8 @@ the venue's error answer ``{"result":"error","reason":..,"message":..}`` (or a `
 
 from __future__ import annotations
 
-from typing import Any
-
-from common.feed.parsing import loads
-from common.feed.types import Control, ControlKind, DepthEvent, Frame, Levels, ParseError, Snapshot
-from common.numbers import BadNumber, parse_decimal
+from common.feed.parsing import loads, side_changes
+from common.feed.types import Control, ControlKind, DepthEvent, Frame, ParseError, Snapshot
 
 #: Keys whose presence marks the initial (full book) ``l2_updates`` of a symbol.
 BOOK_MARKERS = ("trades", "auction_events")
@@ -43,31 +40,6 @@ def subscribe_frame(keys: list[str]) -> str:
     return f'{{"type":"subscribe","subscriptions":[{{"name":"l2","symbols":[{syms}]}}]}}'
 
 
-def changes(v: Any, key: str) -> tuple[Levels, Levels]:
-    """``[["buy"|"sell", price, qty], ...]`` -> ``(bids, asks)`` in wire order; prices > 0,
-    quantities >= 0, exact decimals. Anything else is a ParseError naming ``key``."""
-    if not isinstance(v, list):
-        raise ParseError("changes is not a list", key)
-    bids: Levels = []
-    asks: Levels = []
-    for ch in v:
-        if not isinstance(ch, list) or len(ch) != 3:
-            raise ParseError(f"change is not [side, price, qty]: {str(ch)[:60]}", key)
-        side, p, q = ch
-        if side == "buy":
-            out = bids
-        elif side == "sell":
-            out = asks
-        else:
-            raise ParseError(f"change side {str(side)[:20]!r} is not buy/sell", key)
-        try:
-            price, qty = parse_decimal(p), parse_decimal(q)
-        except BadNumber as e:
-            raise ParseError(f"changes: {e}", key) from None
-        if not price:
-            raise ParseError("changes: price 0", key)
-        out.append((price, qty))
-    return bids, asks
 
 
 def parse_frame(text: str | bytes) -> Frame:
@@ -82,7 +54,7 @@ def parse_frame(text: str | bytes) -> Frame:
         if not isinstance(sym, str) or not sym or len(sym) > 40:
             raise ParseError(f"l2_updates without a symbol: {str(sym)[:40]}")
         key = sym.upper()
-        bids, asks = changes(m.get("changes"), key)
+        bids, asks = side_changes(m.get("changes"), key)
         if any(k in m for k in BOOK_MARKERS):
             return Snapshot(key, 0, 0, bids, asks)
         return DepthEvent(key, 0, 0, 0, bids, asks)

@@ -47,7 +47,7 @@ def pairs_url(cfg: VenueConfig) -> str:
 
 
 def details_url(cfg: VenueConfig, key: str) -> str:
-    """The per-symbol details endpoint (status, ticks); not yet called by the core."""
+    """The per-symbol details endpoint (status, ticks): the pair check (``FeedSpec.pair_url``)."""
     return f"{cfg.rest_url.rstrip('/')}/v1/symbols/details/{pairs.venue_name(key)}"
 
 
@@ -57,8 +57,7 @@ def parse_pairs(text: str | bytes) -> pairs.ListedSymbols:
 
 def parse_pair(text: str | bytes, symbol: str) -> PairInfo | None:
     """The details answer for canonical ``symbol`` -> its PairInfo (``trading`` from the status),
-    None when the venue does not list that pair; for a per-symbol pair check (not in the
-    contract yet: it needs ``pair_url(cfg, key)`` / ``parse_pair(text, symbol)`` in FeedSpec)."""
+    None when the venue does not list that pair (the per-symbol pair check, ``FeedSpec.parse_pair``)."""
     d = pairs.parse_details(text, symbol, parse_ws.key_of)
     return d.info if d is not None else None
 

@@ -12,19 +12,14 @@ Ping ``{"event":"ping"}`` every 10 s.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from common.config import VenueConfig
-from common.feed.spec import RESUBSCRIBE, STREAM, FeedSpec
-from common.feed.sync import StreamSequencer
 from common.feed.types import PairInfo
-from services.feed_kraken import checksum, pairs, parse_v1
-from services.feed_kraken.spec_common import DEPTHS, depth_limit, pairs_url, validate
+from services.feed_kraken import pairs, parse_v1, spec_v2
+from services.feed_kraken.spec_common import DEPTHS, validate
 
 __all__ = ["DEPTHS", "SPEC", "validate"]
-
-
-def ws_url(cfg: VenueConfig, keys: Sequence[str]) -> str:
-    return cfg.ws_url
 
 
 def subscribe(cfg: VenueConfig, keys: Sequence[str]) -> list[str]:
@@ -40,26 +35,13 @@ def parse_pairs(text: str | bytes) -> Mapping[str, PairInfo]:
     return pairs.parse_asset_pairs(text, v1=True)
 
 
-SPEC = FeedSpec(
-    kind="kraken",
+#: v2's spec with v1's names, frames and subscriptions; the sync rule is the same.
+SPEC = replace(
+    spec_v2.SPEC,
     key_of=pairs.v1_name,
-    ws_url=ws_url,
     subscribe=subscribe,
     parse_frame=parse_v1.parse_frame,
-    pairs_url=pairs_url,
     parse_pairs=parse_pairs,
-    sequencer=StreamSequencer,
-    snapshot=STREAM,
-    resync=RESUBSCRIBE,
     resubscribe=resubscribe,
-    snapshot_timeout=10.0,
-    checksum=checksum.checksum,
-    truncate=True,
-    depth_limit=depth_limit,
-    id_name="update",  # Kraken numbers nothing: first/last are 0 in every event
     heartbeat_frame=parse_v1.PING,
-    heartbeat_every=10.0,
-    max_conn_age=None,
-    resync_on_crossed=False,
-    check_config=validate,
 )

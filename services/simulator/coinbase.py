@@ -142,19 +142,6 @@ class CoinbaseServer(VenueServer):
         self.flush_all()
         await super().drain(timeout)
 
-    def shutdown(self, delay: float = 0.5) -> int:
-        """No shutdown notice is documented: flush what is due, close (1001) ``delay`` s later."""
-        conns = list(self.conns)
-        self.flush_all()
-
-        async def _close() -> None:
-            await asyncio.sleep(delay)
-            for c in conns:
-                with contextlib.suppress(Exception):
-                    await c.ws.close(1001, "server shutdown")
-        self.spawn(_close())
-        return len(conns)
-
     # --- symbols -------------------------------------------------------------------------------
 
     def by_product(self) -> dict[str, str]:

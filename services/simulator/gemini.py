@@ -39,7 +39,6 @@ zeros (``"0.1"``), as in the recording.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -186,18 +185,6 @@ class GeminiServer(VenueServer):
         while not conn.closed:
             await asyncio.sleep(HEARTBEAT_EVERY)
             conn.push(dumps({"type": "heartbeat", "timestamp": now_ms()}))
-
-    def shutdown(self, delay: float = 0.5) -> int:
-        """Gemini announces nothing: the connections close (1001) ``delay`` s later."""
-        conns = list(self.conns)
-
-        async def _close() -> None:
-            await asyncio.sleep(delay)
-            for c in conns:
-                with contextlib.suppress(Exception):
-                    await c.ws.close(1001, "server shutdown")
-        self.spawn(_close())
-        return len(conns)
 
     # --- messages ------------------------------------------------------------------------------
 

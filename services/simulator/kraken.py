@@ -57,7 +57,6 @@ CRC32 ``checksum`` (v2) / ``c`` (v1) is over the top 10 asks then top 10 bids of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import heapq
 import itertools
@@ -460,18 +459,6 @@ class KrakenServer(VenueServer):
         for c in list(self.conns):
             self.send(c, self.status_frame(c))
         return len(self.conns)
-
-    def shutdown(self, delay: float = 0.5) -> int:
-        """Kraken announces nothing: the connections close (1001) ``delay`` s later."""
-        conns = list(self.conns)
-
-        async def _close() -> None:
-            await asyncio.sleep(delay)
-            for c in conns:
-                with contextlib.suppress(Exception):
-                    await c.ws.close(1001, "server shutdown")
-        self.spawn(_close())
-        return len(conns)
 
     # --- messages ------------------------------------------------------------------------------
 

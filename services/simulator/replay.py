@@ -334,18 +334,6 @@ class InBandReplay(ReplayServer):
         super().__init__(*args, **kw)
         self.names: dict[str, str] = {}       # venue symbol -> canonical
 
-    def shutdown(self, delay: float = 0.5) -> int:
-        """None of the three documents a shutdown notice: close (1001) ``delay`` s later."""
-        conns = list(self.conns)
-
-        async def _close() -> None:
-            await asyncio.sleep(delay)
-            for c in conns:
-                with contextlib.suppress(Exception):
-                    await c.ws.close(1001, "server shutdown")
-        self.spawn(_close())
-        return len(conns)
-
     def malformed_for(self, conn: Conn, kind: int, i: int) -> str | None:
         """Replays of recorded traffic send only truncated frames (invalid JSON) of the
         connection's subscriptions, whatever ``kind``."""

@@ -264,14 +264,19 @@ class VenueServer:
             n += 1
         return n
 
-    def shutdown_frame(self, conn: Conn) -> str:
-        raise NotImplementedError
+    def shutdown_frame(self, conn: Conn) -> str | None:
+        """The venue's shutdown notice for ``conn``; None: the venue documents none (Kraken,
+        Coinbase, Gemini) and simply closes."""
+        return None
 
     def shutdown(self, delay: float = 0.5) -> int:
-        """Announce a shutdown on every connection, close them ``delay`` s later."""
+        """Announce a shutdown on every connection (when the venue has a notice), close them
+        (1001) ``delay`` s later."""
         conns = list(self.conns)
         for c in conns:
-            c.push(self.shutdown_frame(c))
+            notice = self.shutdown_frame(c)
+            if notice is not None:
+                c.push(notice)
 
         async def _close() -> None:
             await asyncio.sleep(delay)
