@@ -27,15 +27,16 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
+from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
-from websockets.frames import Opcode
+from websockets.protocol import State
 
 from common.config import ConfigError, VenueConfig
 from common.feed import metrics as feed_metrics
@@ -111,18 +112,125 @@ async def keepalive(ws: ClientConnection, ping_every: float, hb_frame: str | Non
 
 class LiveConnection(ClientConnection):
     """A client connection that remembers when it last heard anything from the server, control
-    frames included (websockets answers pings itself, so this is where pings become visible)."""
+    frames included (websockets answers pings itself, so this is where pings become visible), and
+    hands every received message to the feed as soon as the library has parsed it.
+
+    Delivery (measured, issue 12): websockets' own ``recv()`` queues each message in its assembler
+    and wakes the reading task through a future, one event-loop round trip per frame. Here each
+    data frame the protocol parsed is given to ``on_message(data, rts, now)`` right inside
+    ``data_received`` (same order, same UTF-8 rule: a text frame that is not UTF-8 fails the
+    connection with 1007 as ``recv()`` does), and ``on_batch()`` runs once after every frame of
+    that read: the feed publishes once per read, not once per frame. ``rts`` and ``now`` are taken
+    once per read. Frames that arrive before :meth:`deliver` is called wait for it; after
+    :meth:`stop_delivery` they are dropped (the connection is ending). Size limits, control frames,
+    compression and the closing handshake stay the library's. An exception in a callback ends the
+    connection and is raised from :attr:`ended`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.last_heard = time.monotonic()
         self.pings = 0
+        self.on_message: Callable[[str | bytes, int, float], None] | None = None
+        self.on_batch: Callable[[], None] | None = None
+        self.ended: asyncio.Future[None] | None = None
+        self._early: list[tuple[str | bytes, int, float]] | None = []
+        self._parts: list[WsFrame] = []
+        self._rts = time.time_ns()
+        self._now = self.last_heard
+        self._got = 0
+
+    def deliver(self, on_message: Callable[[str | bytes, int, float], None], on_batch: Callable[[], None]) -> None:
+        """Start delivering messages (those that arrived since the handshake first)."""
+        self.ended = self.loop.create_future()
+        early, self._early = self._early or [], None
+        self.on_message, self.on_batch = on_message, on_batch
+        if self.protocol.state is State.CLOSED:
+            self._end(None)
+        try:
+            for m in early:
+                on_message(*m)
+            if early:
+                on_batch()
+        except Exception as e:  # handed to the reading task
+            self._end(e)
+
+    def stop_delivery(self) -> None:
+        """Drop whatever arrives from now on."""
+        self.on_message = self.on_batch = None
+        self._early = None
+
+    def _end(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.on_message = self.on_batch = None
+            self.transport.abort()
+        if self.ended is not None and not self.ended.done():
+            if exc is None:
+                self.ended.set_result(None)
+            else:
+                self.ended.set_exception(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._now = time.monotonic()
+        self._rts = time.time_ns()
+        self._got = 0
+        super().data_received(data)
+        if self._got:
+            self.last_heard = self._now
+            if self.on_batch is not None:
+                try:
+                    self.on_batch()
+                except Exception as e:  # handed to the reading task
+                    self._end(e)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._end(None)
 
     def process_event(self, event: Any) -> None:
+        self._got += 1
+        if type(event) is WsFrame and self.response is not None:
+            op = event.opcode
+            if op is Opcode.TEXT or op is Opcode.BINARY or op is Opcode.CONT:
+                self._data(event)
+                return
+            if op is Opcode.PING:
+                self.pings += 1
+        else:
+            self.last_heard = time.monotonic()
         super().process_event(event)
-        self.last_heard = time.monotonic()
-        if isinstance(event, WsFrame) and event.opcode is Opcode.PING:
-            self.pings += 1
+
+    def _data(self, frame: WsFrame) -> None:
+        if frame.opcode is Opcode.CONT:
+            if not self._parts:     # pragma: no cover - the protocol refuses a stray continuation
+                return
+            self._parts.append(frame)
+            if not frame.fin:
+                return
+            parts, self._parts = self._parts, []
+            opcode, data = parts[0].opcode, b"".join([f.data for f in parts])
+        elif not frame.fin:
+            self._parts = [frame]
+            return
+        else:
+            opcode, data = frame.opcode, bytes(frame.data) if type(frame.data) is not bytes else frame.data
+        msg: str | bytes
+        if opcode is Opcode.TEXT:
+            try:
+                msg = data.decode()
+            except UnicodeDecodeError as e:
+                self.set_connection_exc(e)
+                self.protocol.fail(CloseCode.INVALID_DATA, f"{e.reason} at position {e.start}")
+                self.send_data()
+                return
+        else:
+            msg = data
+        if self.on_message is not None:
+            try:
+                self.on_message(msg, self._rts, self._now)
+            except Exception as e:  # handed to the reading task
+                self._end(e)
+        elif self._early is not None:
+            self._early.append((msg, self._rts, self._now))
 
 
 @dataclass
@@ -355,16 +463,30 @@ class FeedRunner:
             return Outcome(DOWN, f"connection lost: {e}")
 
     async def _read(self, ws: LiveConnection) -> Outcome:
+        """Feed every received message to the core (from inside the connection's
+        ``data_received``, see :class:`LiveConnection`) until the connection ends."""
         core = self.core
+        counters = self.counters
+        frame = core.frame
+
+        def on_message(text: str | bytes, rts: int, now: float) -> None:
+            counters["frames"] += 1        # per frame, never per level (metrics read it)
+            frame(text, rts, now)
+
+        def on_batch() -> None:
+            core.flush()                   # coalesce per read: one delta per symbol
+            self._drain()
+
+        ws.deliver(on_message, on_batch)
+        assert ws.ended is not None
         try:
-            counters = self.counters
-            async for text in ws:
-                counters["frames"] += 1        # per frame, never per level (metrics read it)
-                core.frame(text, time.time_ns(), time.monotonic())
-                self._drain()
-        except ConnectionClosed as e:
-            return Outcome(DOWN, f"connection lost: {e}")
-        return Outcome(DOWN, f"connection closed by the venue: {ws.close_code} {ws.close_reason!r}")
+            await ws.ended
+        finally:
+            ws.stop_delivery()
+        exc = ws.protocol.close_exc
+        if isinstance(exc, ConnectionClosedOK):
+            return Outcome(DOWN, f"connection closed by the venue: {ws.close_code} {ws.close_reason!r}")
+        return Outcome(DOWN, f"connection lost: {exc}")
 
     async def _keepalive(self, ws: LiveConnection) -> Outcome:
         """Our WebSocket pings (their pongs are liveness) and the venue's application heartbeat."""
