@@ -33,7 +33,8 @@ What it does for you (the subscriber contract of the README):
 
 Blocking: :func:`subscribe` -> :class:`Subscription` (an iterator and a context manager).
 asyncio: :func:`asubscribe` -> :class:`AsyncSubscription` (``async for book in asubscribe(...)``).
-Depletion: :func:`deplete` asks the aggregator's query endpoint (protocol in :mod:`common.query`).
+Depletion: :func:`deplete` asks the aggregator's query endpoint (protocol in :mod:`common.query`), or
+with ``[[aggregator.shards]]`` the query endpoint of the shard owning the symbol.
 
 The bookkeeping is a pure core (:class:`BookTracker`: frames in, typed book or None out) under
 two thin socket wrappers.
