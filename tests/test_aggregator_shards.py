@@ -295,6 +295,53 @@ def test_aggregator_without_or_with_a_wrong_shard_exits_2_naming_the_key(tmp_pat
         "(--shard 0..1); --shard 2 is not one")
 
 
+def _loopback(symbols: list[str], shards: list[list[str]]) -> dict[str, Any]:
+    """Two venues carrying ``symbols`` and the aggregator split as ``shards``, all on free ports."""
+    venues = {vid: {"kind": vid, "ws_url": "ws://127.0.0.1:1", "rest_url": "http://127.0.0.1:1",
+                    "pub": f"tcp://127.0.0.1:{free_port()}", "ctl": f"tcp://127.0.0.1:{free_port()}"}
+              for vid in ("binance", "bitstamp")}
+    return {"symbols": symbols, "venues": venues,
+            "aggregator": {"shards": [_shard(syms, 0) | {k: f"tcp://127.0.0.1:{free_port()}"
+                                                          for k in ("pub", "ctl", "query")} for syms in shards]},
+            "publisher": {"port": free_port()}}
+
+
+def test_a_shard_subscribes_to_and_asks_snapshots_of_its_own_symbols_only() -> None:
+    """Aggregator shard 1 (BTC/USD): feed topics md.<venue>.BTC/USD and heartbeats only; snapshots of BTC/USD only."""
+    from services.aggregator.service import Aggregator
+
+    cfg = config.build(_loopback(["BTC/USDT", "ETH/USDT", "BTC/USD"], [["BTC/USDT", "ETH/USDT"], ["BTC/USD"]]))
+    ctx = zmq.Context()
+    socks: list[zmq.Socket] = []
+    try:
+        feeds = {}
+        for v in cfg.enabled_venues:
+            x, r = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)
+            x.bind(v.pub)
+            r.bind(v.ctl)
+            socks += [x, r]
+            feeds[v.id] = (x, r)
+        agg = Aggregator(cfg.for_aggregator(1), ctx=ctx)
+        try:
+            assert list(agg.states) == ["BTC/USD"]
+            # one SUB socket connected to every feed: each feed sees the socket's subscriptions
+            want = {b"hb.", b"md.binance.BTC/USD", b"md.bitstamp.BTC/USD"}
+            for vid, (x, r) in feeds.items():
+                subs: set[bytes] = set()
+                while subs != want:          # in whatever order the subscriptions reached the feed
+                    assert x.poll(10_000), (vid, subs)
+                    frame = x.recv()
+                    (subs.add if frame[0] == 1 else subs.discard)(frame[1:])
+                assert r.poll(10_000), vid
+                assert schema.decode_snapshot_request(r.recv_multipart()[-1]) == ["BTC/USD"]
+        finally:
+            agg.close()
+    finally:
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
+
+
 # --- the publisher's republish routing -------------------------------------------------------------
 
 
