@@ -93,7 +93,7 @@ class Publisher:
         # Per aggregator process: heard from yet, and the republish wishes until then (None = all).
         self.connected_shards: set[int] = set()
         self.deferred: dict[int, set[str] | None] = {u.index: set() for u in self.upstreams}
-        self._fresh: set[int] = set()      # processes heard from in this batch (their reconnect backoff)
+        self._fresh: set[int] = set()      # processes heard from since the last connection loss
         self.last: dict[str, tuple[int, int]] = {}
         self.running = True
         # Health and metrics (services/publisher/metrics.py reads these).
@@ -105,7 +105,8 @@ class Publisher:
         self._ts_seen: dict[str, int] = {}
         self._last_log = time.monotonic()
         log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s); "
-                 "latest-only subscribers on %s", [u.pub for u in self.upstreams], cfg.publisher.endpoint, levels,
+                 "latest-only subscribers on %s", ", ".join(u.pub for u in self.upstreams), cfg.publisher.endpoint,
+                 levels,
                  cfg.publisher.sndhwm, "on: only allowed client keys" if self.sec else "off",
                  cfg.publisher.latest_endpoint or "(off: publisher.latest_port not set)")
 
@@ -133,7 +134,12 @@ class Publisher:
             self._count("republish_blocked")
 
     def _upstream_heard(self, index: int) -> None:
-        """The first book from aggregator process ``index``: send the wishes held for it."""
+        """The first book from aggregator process ``index`` (since the last connection loss): its
+        reconnect backoff starts afresh; the first ever: send the wishes held for it."""
+        self._fresh.add(index)
+        self.sub_watch.healthy(self.upstreams[index].pub)
+        if index in self.connected_shards:
+            return
         self.connected = True
         self.connected_shards.add(index)
         wished, self.deferred[index] = self.deferred.get(index, set()), set()
@@ -172,8 +178,7 @@ class Publisher:
             log.warning("dropped a malformed snapshot from the aggregator: %s", e)
             return
         shard = self.upstream_of.get(symbol, 0)
-        self._fresh.add(shard)
-        if shard not in self.connected_shards:
+        if shard not in self._fresh:
             self._upstream_heard(shard)
         prev = self.last.get(symbol)
         if prev is not None:
@@ -240,6 +245,7 @@ class Publisher:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
                     self.lost_at = now
+                    self._fresh.clear()
                     log.warning("connection to the aggregator (%s) lost; reconnecting", endpoint)
             self.sub_watch.tick(now)
             if self.out in events:
@@ -255,9 +261,7 @@ class Publisher:
                     except zmq.Again:
                         break
                     self.on_snapshot(frames)
-                for index in self._fresh:
-                    self.sub_watch.healthy(self.upstreams[index].pub)
-                self._fresh.clear()
+                self.sub_watch.healthy(self.cfg.aggregator.pub)
                 self.heard_at = now
             if self.latest_sock is not None:
                 if self.latest_sock in events:
