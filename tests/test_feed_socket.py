@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from common.feed.runner import VenueSocket
+from common.feed.runner import VenueSocket, env_proxy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -141,3 +141,17 @@ def test_a_callback_error_ends_the_connection_and_is_raised() -> None:
             assert ws.closed
 
     asyncio.run(main())
+
+
+def test_environment_proxy_is_used_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wss takes the https proxy, ws also the http one; no_proxy hosts and an empty environment go direct."""
+    for k in ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "socks_proxy", "no_proxy", "all_proxy",
+              "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    assert env_proxy("wss://stream.example.com:9443/ws") is None
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("http_proxy", "http://plain.example:8080")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    assert env_proxy("wss://stream.example.com:9443/ws") == "http://proxy.example:3128"
+    assert env_proxy("ws://stream.example.com/ws") == "http://proxy.example:3128"
+    assert env_proxy("ws://127.0.0.1:5000/ws") is None

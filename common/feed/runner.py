@@ -27,6 +27,8 @@ import contextlib
 import logging
 import random
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +130,8 @@ class VenueSocket(WSListener):
     in :attr:`pings`), the closing handshake (the venue's close is answered with its code), the
     maximum message size (``max_size``: a bigger frame or fragmented message fails the
     connection with 1009), text that is not UTF-8 (1007), the handshake timeout, no
-    compression offered, ``wss://`` with the default TLS context.
+    compression offered, ``wss://`` with the default TLS context, the environment's proxy
+    (:func:`env_proxy`).
 
     Delivery: each data message goes to ``on_message(data, rts, now)`` (text as ``str``, binary as
     ``bytes``) as soon as it is parsed, and ``on_batch()`` runs after the last frame of each read,
@@ -169,7 +172,7 @@ class VenueSocket(WSListener):
         async with asyncio.timeout(open_timeout):
             await picows.ws_connect(factory, url, websocket_handshake_timeout=open_timeout,
                                     enable_auto_pong=False, max_frame_size=max_size,
-                                    logger_name="feed.websocket")
+                                    logger_name="feed.websocket", proxy=env_proxy(url))
         assert sock is not None
         return sock
 
@@ -335,6 +338,22 @@ class VenueSocket(WSListener):
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(self.ended), timeout)
         t.disconnect(graceful=False)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``*_proxy`` variables, ``no_proxy``
+    honoured), as python-websockets chose it: for ``wss://`` a ``wss``, ``socks`` or ``https``
+    proxy, for ``ws://`` also ``http``; None for a direct connection."""
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    if urllib.request.proxy_bypass(f"{parts.hostname}:{port}"):
+        return None
+    proxies = urllib.request.getproxies()
+    for scheme in (("wss", "socks", "https") if secure else ("ws", "socks", "https", "http")):
+        if proxies.get(scheme):
+            return proxies[scheme]
+    return None
 
 
 def _code(code: Any) -> int:
