@@ -45,6 +45,8 @@ LATEST_BATCH = 200
 LATEST_SNDHWM = 16
 #: Held latest requests at once (all clients).
 LATEST_MAX_WAITING = 10_000
+#: Messages read from the aggregator per turn of the loop.
+SUB_BATCH = 10_000
 
 
 class Publisher:
@@ -199,6 +201,21 @@ class Publisher:
             if answer is not None:
                 self._send_latest(answer)
 
+    def drain(self, now: float) -> int:
+        """Forward every snapshot waiting on the SUB socket (at most ``SUB_BATCH``); returns how many
+        messages were read."""
+        n = 0
+        for _ in range(SUB_BATCH):
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.on_snapshot(frames)
+            n += 1
+        self.sub_watch.healthy(self.cfg.aggregator.pub)
+        self.heard_at = now
+        return n
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
@@ -225,14 +242,7 @@ class Publisher:
                     except zmq.Again:
                         break
             if self.sub in events:
-                for _ in range(10_000):
-                    try:
-                        frames = self.sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.on_snapshot(frames)
-                self.sub_watch.healthy(self.cfg.aggregator.pub)
-                self.heard_at = now
+                self.drain(now)
             if self.latest_sock is not None:
                 if self.latest_sock in events:
                     self.on_latest(now)
