@@ -10,6 +10,14 @@ process, ZeroMQ's I/O thread included: what the e2e bench counts as ``pub`` CPU)
 the median over ``--rounds`` rounds, for the publisher and for the bare forward.
 
     .venv/bin/python -m bench.pubforward [--rounds 7] [--batch 5000]
+
+``--paced RATE``: instead, the real publisher process (``python -m services.publisher``) and the
+bare relay's ``pub`` hop (bench/relay.py) side by side, fed the same stream at RATE messages/s in
+bursts of ``--burst`` (as the aggregator publishes after a turn of its loop), each with one
+subscriber process; ``--base DIR`` adds the publisher of another checkout (a "before") to the same
+run. Reported: process CPU per message of each (all threads, from /proc) over ``--window`` s.
+
+    .venv/bin/python -m bench.pubforward --paced 2500 [--burst 2] [--window 10] [--base /tmp/base]
 """
 
 from __future__ import annotations
@@ -87,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=5000, help="messages per round (below the SUB's HWM)")
     ap.add_argument("--symbols", type=int, default=20)
+    ap.add_argument("--paced", type=float, default=0.0, help="messages/s through the real processes (see above)")
+    ap.add_argument("--burst", type=int, default=2)
+    ap.add_argument("--window", type=float, default=10.0)
+    ap.add_argument("--base", default="", help="a checkout whose publisher runs beside (paced mode)")
+    ap.add_argument("--spy", default="", help="paced mode: py-spy the publisher into this file (raw stacks)")
+    ap.add_argument("--native", action="store_true", help="with --spy: native frames too")
     a = ap.parse_args(argv)
+    if a.paced:
+        return paced(a)
     from services.publisher.service import Publisher
 
     tmp = Path(tempfile.mkdtemp(prefix="pubforward-"))
@@ -169,6 +185,113 @@ def main(argv: list[str] | None = None) -> int:
     pub.close()
     for s in (agg, bare_in, bare_out):
         s.close(0)
+    return 0
+
+
+def paced(a: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    import sys
+
+    from bench.util import cpu_seconds
+    from common.ports import free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="pubforward-"))
+    syms = [f"S{s}/USDT" for s in range(a.symbols)]
+    cfg_path = tmp / "bookmux.toml"
+    ep = write_config(cfg_path, symbols=syms, sndhwm=1000, venues={"binance": {
+        "kind": "binance", "ws_url": "ws://127.0.0.1:1", "rest_url": "http://127.0.0.1:1"}})
+    cfg_path.write_text(cfg_path.read_text().replace("[publisher]\n", f"[publisher]\nlatest_port = {free_port()}\n"))
+    ctx = zmq.Context()
+    agg = ctx.socket(zmq.PUB)
+    agg.setsockopt(zmq.SNDHWM, 0)
+    agg.bind(ep["agg_pub"])
+    here = Path(__file__).resolve().parent.parent
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    outs: dict[str, str] = {}
+    log = open(tmp / "procs.log", "wb")  # noqa: SIM115 (the children's output, closed at the end)
+    pub_cmd = [sys.executable, "-m", "services.publisher", "--config", str(cfg_path)]
+    procs["publisher"] = subprocess.Popen(pub_cmd, cwd=here, stdout=log, stderr=log)
+    outs["publisher"] = ep["publisher"]
+    if a.base:
+        port = free_port()
+        procs["publisher (base)"] = subprocess.Popen(
+            [*pub_cmd, "--port", str(port), "--latest-port", str(free_port())], cwd=a.base, stdout=log, stderr=log,
+            env={**os.environ, "PYTHONPATH": a.base})
+        outs["publisher (base)"] = f"tcp://127.0.0.1:{port}"
+    bare = f"tcp://127.0.0.1:{free_port()}"
+    procs["bare relay pub"] = subprocess.Popen([sys.executable, "-m", "bench.relay", "pub", "--sub", ep["agg_pub"],
+                                                "--pub", bare], cwd=here, stdout=log, stderr=log)
+    outs["bare relay pub"] = bare
+    children = []
+    try:
+        for endpoint in outs.values():
+            ready = mp.Event()
+            p = mp.Process(target=_subscriber, args=(endpoint, ready), daemon=True)
+            p.start()
+            ready.wait(10)
+            children.append(p)
+        per = a.burst
+        gap = per / a.paced
+        seq = 1
+
+        def feed(seconds: float) -> int:
+            nonlocal seq
+            sent = 0
+            end = time.monotonic() + seconds
+            nxt = time.monotonic()
+            msgs = payloads(a.symbols, 1, seq)
+            i = 0
+            while time.monotonic() < end:
+                for _ in range(per):
+                    if i == len(msgs):
+                        seq += 1
+                        msgs, i = payloads(a.symbols, 1, seq), 0
+                    agg.send_multipart(msgs[i])
+                    i += 1
+                    sent += 1
+                nxt += gap
+                time.sleep(max(0.0, nxt - time.monotonic()))
+            return sent
+
+        feed(3.0)   # every process connected and subscribed
+        spy = None
+        if a.spy:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                    str(procs["publisher"].pid), "--duration", str(int(a.window)), "--rate", "250",
+                                    "--format", "raw", "--nonblocking", "--output", a.spy] + (
+                                       ["--native"] if a.native else []),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        c0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+        t0 = time.monotonic()
+        n = feed(a.window)
+        dt = time.monotonic() - t0
+        c1 = {n_: cpu_seconds(p.pid) for n_, p in procs.items()}
+        if spy is not None:
+            spy.wait(a.window + 30)
+        print(f"paced: {n} messages in {dt:.1f} s ({n / dt:.0f}/s, bursts of {per}), {a.symbols} symbols")
+        res = {}
+        for name in procs:
+            b, e = c0[name], c1[name]
+            if b is None or e is None:
+                print(f"{name:18s} exited (see {tmp / 'procs.log'})")
+                continue
+            res[name] = (e - b) / n * 1e6
+            print(f"{name:18s} {res[name]:7.2f} us CPU/msg  ({100 * (e - b) / dt:.1f} % of a core)")
+        if "bare relay pub" in res:
+            for name, v in res.items():
+                if name != "bare relay pub":
+                    print(f"{name} / bare: {v / res['bare relay pub']:.2f}x")
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(10)
+        log.close()
+        for p in children:
+            p.kill()
+        agg.close(0)
+        ctx.term()
     return 0
 
 
