@@ -663,6 +663,8 @@ def cut_merged(m: Mapping[str, Any], levels: int) -> bytes | None:
 
 #: Keys :class:`MergedPeek` decodes (every other value is only stepped over).
 _HEADER_KEYS = frozenset(("symbol", "epoch", "seq", "ts"))
+#: The keys :func:`_in_order_prefix` and ``MergedPeek._rest_in_order`` read in place.
+_IN_ORDER = frozenset(("symbol", "epoch", "seq", "ts", "spread", "bids", "asks"))
 #: msgpack unsigned int headers -> their width in bytes.
 _UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 #: A merged book's header, as :class:`MergedPeek` returns it:
@@ -807,7 +809,8 @@ class MergedPeek:
             return None
         u.skip()
         for _ in range(raw[0] - 0x87):  # venues, depletion, venue_ts, ...: stepped over
-            if type(u.unpack()) is not str:
+            k = u.unpack()
+            if type(k) is not str or k in _IN_ORDER:    # a key again: walked (the last one counts)
                 return None
             u.skip()
         return symbol, epoch, seq, ts, bids, asks

@@ -76,6 +76,15 @@ def test_negative_ints_and_a_non_int_ts_are_read_as_the_full_decode_reads_them()
     assert schema.MergedPeek().peek(topic, raw) == ("BTC/USDT", -3, 7, None, 10, 10)
 
 
+def test_a_key_given_twice_counts_as_the_full_decode_counts_it() -> None:
+    """A known key again after the aggregator's seven (its last value wins, as in a decoded map)."""
+    topic, payload = book(seq=7, asks=3)
+    extra = msgpack.packb({"seq": 8, "asks": [["1", "1", "a"]]})
+    raw = bytes([payload[0] + 2]) + payload[1:] + extra[1:]
+    assert schema.MergedPeek().peek(topic, raw) == expected([topic, raw]) == ("BTC/USDT", 1764440000123456789, 8,
+                                                                               1_700_000_000_000, 10, 1)
+
+
 def malformed() -> list[tuple[str, bytes, bytes, str]]:
     topic, payload = book()
     m = msgpack.unpackb(payload)
