@@ -6,6 +6,12 @@ cut to N levels per side and re-encoded. The subscriber socket is a PUB with a p
 high-water mark: a slow or stalled subscriber loses snapshots (each one is a full state, so it only
 misses intermediate states), it never slows the pipeline or the other subscribers.
 
+Cost per snapshot: its header is read in place and its shape checked by msgpack's C unpacker
+without building a level (:class:`common.schema.MergedPeek`); its two frames are sent as received;
+the latest store keeps the same bytes (O(1)); ``published`` is counted once per batch read. What
+is left is ZeroMQ's own cost per message and per wake-up (bench/pubforward.py compares the
+publisher with a bare forward of the same messages).
+
 Late joiners: the subscriber socket is an XPUB that reports each subscription; the publisher then
 asks the aggregator (``aggregator.ctl``) to publish those symbols again with the next ``seq``, so a
 new subscriber has a full book at once, even in a quiet market, and the others see one more
