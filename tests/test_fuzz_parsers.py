@@ -442,6 +442,25 @@ def test_snapshot_request_decoder(raw: bytes) -> None:
     assert isinstance(syms, list) and all(isinstance(s, str) for s in syms)
 
 
+@pytest.mark.parametrize("n", [1, 40])
+def test_bus_levels_decode_the_same_from_the_memo(n: int) -> None:
+    """A message decoded twice (the second time from the level memos, or the long-list path) gives
+    the very Decimals parse_decimal gives; a refused text is refused every time (never memoised)."""
+    texts = [("43000.10", "0E-8"), ("1E-8", "0.00000"), ("1E+2", "1.500000000000000000000000"), ("7", "0")]
+    levels = [list(texts[i % len(texts)]) for i in range(n)]
+    raw = msgpack.packb(["delta", 2, "alpha", 1, "BTC/USDT", 1, 0, 0, levels, levels], use_bin_type=True)
+    want = [(parse_decimal(p), parse_decimal(q)) for p, q in levels]
+    for _ in range(2):
+        out = schema.decode_feed_bytes(raw)
+        assert isinstance(out, BookMsg) and out.bids == want and out.asks == want
+        assert [(str(p), str(q)) for p, q in out.bids] == [(str(p), str(q)) for p, q in want]
+    for bad in (["0", "1"], ["1", "-0.5"], ["1", "NaN"]):
+        raw = msgpack.packb(["delta", 2, "alpha", 1, "BTC/USDT", 1, 0, 0, [*levels, bad], []], use_bin_type=True)
+        for _ in range(2):
+            with pytest.raises(BusError, match="'b': "):
+                schema.decode_feed_bytes(raw)
+
+
 def test_bus_level_with_a_tiny_exponent_is_a_bus_error() -> None:
     """A finite, tiny quantity whose plain text needs 10^18 characters is refused on the bus too."""
     m = schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], []))
