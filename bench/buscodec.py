@@ -4,7 +4,8 @@ a baseline git revision (``--base``, default the commit before the positional en
 
 Messages are real-shaped: deltas as the simulator's market emits them (one event, ~2.7 levels,
 and grouped to >= 10 levels), snaps of the simulator's whole book (250-500 levels a side), a
-status and a heartbeat of 20 symbols. Encode is ``encode_feed(msg)`` (topic + payload); decode is
+status and a heartbeat of 20 symbols, and (``recorded``) one delta per depth frame of the Binance
+and Bitstamp recordings in shared/fixtures/recorded. Encode is ``encode_feed(msg)`` (topic + payload); decode is
 ``decode_feed(frames)`` as the aggregator's ``on_feed`` calls it (snapshot replies decode through
 the same payload decoder). Every delta is decoded once per run and the decoder's memo of level text
 is emptied before each run (so a snap's figure is all misses, the deltas' what a stream's own
@@ -77,6 +78,21 @@ def workload(n: int) -> dict[str, list[tuple[str, Any]]]:
                                               list(b.items()), list(a.items()), None)))
         out["status"].append(("StatusMsg", ("binance", sym, 1795979906978404976, 9, "stale", "no frames for 10 s",
                                             1_700_000_000_000_000_000)))
+    # deltas as the feeds publish the recorded Binance and Bitstamp depth frames (str of the parsed
+    # Decimal: "0.00000000" goes out as "0E-8"); absent when shared/ is not beside the repository
+    from bench.frames import recorded
+    from services.feed_binance import parse as bparse
+    from services.feed_bitstamp import parse as sparse
+
+    out["recorded"] = []
+    for kind, parse in (("binance", bparse), ("bitstamp", sparse)):
+        for st in recorded(kind) or []:
+            for i, text in enumerate(st.frames):
+                ev = parse.parse_frame(text)
+                out["recorded"].append(("BookMsg", ("delta", kind, st.symbol, 7, i + 2, ev.ets, ev.ets + 5,
+                                                    ev.bids, ev.asks, None)))
+    if not out["recorded"]:
+        del out["recorded"]
     out["hb"].append(("HeartbeatMsg", ("binance", 1795979906978404976, 1_700_000_000_000_000_000,
                                        {f"S{i}/USDT": 1000 + i for i in range(20)}, "")))
     return out
@@ -87,9 +103,10 @@ def best(fn: Callable[[], None], count: int, repeat: int, mod: ModuleType | None
     ``mod``'s memo caches of level text (if any) are emptied before each run."""
     times = []
     for _ in range(repeat):
-        memo = getattr(mod, "_price_memo", None)
-        if memo is not None:
-            memo.clear()
+        for name in ("_price_memo", "_qty_memo"):
+            memo = getattr(mod, name, None)
+            if memo is not None:
+                memo.clear()
         t0 = time.process_time()
         fn()
         times.append(time.process_time() - t0)
