@@ -346,7 +346,9 @@ def test_a_shard_subscribes_to_and_asks_snapshots_of_its_own_symbols_only() -> N
 
 
 def test_publisher_sends_each_republish_request_to_the_owning_shard(tmp_path: Path) -> None:
-    """A late joiner's symbol goes to its shard's ctl, "every symbol" to each, only once that shard was heard."""
+    """A late joiner's symbol goes to its shard's ctl, "every symbol" to each, only once that shard was heard;
+    the publisher is ready only while every shard delivers."""
+    from services.publisher.metrics import readiness
     from services.publisher.service import Publisher
 
     raw = _sharded([_shard(["BTC/USDT", "BTC/USD"], free_port()), _shard(["ETH/USDT"], free_port())])
@@ -377,10 +379,17 @@ def test_publisher_sends_each_republish_request_to_the_owning_shard(tmp_path: Pa
             p.on_subscription(b"\x01book.BTC/USD")            # shard 0 not heard yet: held
             assert requests(0) == [] and requests(1) == []
             assert p.deferred == {0: {"BTC/USD"}, 1: {"ETH/USDT"}}
+            ups = [a.pub for a in cfg.aggregator.processes]
             for i, sym in ((0, "BTC/USDT"), (1, "ETH/USDT")):
                 assert pubs[i].poll(10_000), f"the publisher's subscription reaching shard {i}"
                 assert pubs[i].recv() == b"\x01book."
+                assert readiness(p)[0] == f"nothing received from the aggregator yet ({', '.join(ups[i:])})"
                 p.on_snapshot(_book(sym))
+            assert readiness(p)[0] is None
+            p._fresh.discard(1)                               # what a loss of shard 1's connection does
+            assert readiness(p)[0] == f"connection to the aggregator lost; nothing received since ({ups[1]})"
+            p.on_snapshot(_book("ETH/USDT", 2))
+            assert readiness(p)[0] is None
             assert requests(0) == [["BTC/USD"]] and requests(1) == [["ETH/USDT"]]
             p.on_subscription(b"\x01book.BTC/USDT")
             p.on_subscription(b"\x01book.ETH/USDT")

@@ -160,11 +160,14 @@ def test_publisher_counts_open_subscriptions(tmp_path: Path) -> None:
         fams = {f.name: f for f in pub_metrics.collect(p, set(SYMS))}
         subs = {s.labels["symbol"]: s.value for s in fams["bookmux_publisher_subscriptions"].samples}
         assert subs == {"BTC/USDT": 1.0, "ETH/USDT": 0.0, "*": 1.0, "other": 1.0}
-        assert pub_metrics.readiness(p)[0] == "nothing received from the aggregator yet"
-        p.heard_at = 10.0
+        up = cfg.aggregator.pub
+        assert pub_metrics.readiness(p)[0] == f"nothing received from the aggregator yet ({up})"
+        p._upstream_heard(0)           # the first book from the aggregator
         assert pub_metrics.readiness(p)[0] is None
-        p.lost_at = 10.0
-        assert pub_metrics.readiness(p)[0] == "connection to the aggregator lost; nothing received since"
+        p._fresh.discard(0)            # what a reported loss of that connection does
+        assert pub_metrics.readiness(p)[0] == f"connection to the aggregator lost; nothing received since ({up})"
+        p._upstream_heard(0)
+        assert pub_metrics.readiness(p)[0] is None
     finally:
         p.sub_watch.close()
         for s in (p.sub, p.out, p.ctl):

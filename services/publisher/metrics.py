@@ -67,13 +67,17 @@ def collect(pub: Publisher, symbols: set[str]) -> Iterator[Metric]:
 
 
 def readiness(pub: Publisher) -> Readiness:
-    """None (ready) when receiving from the aggregator (module docstring); else why."""
-    heard, lost = pub.heard_at, pub.lost_at
-    details: dict[str, Any] = {"upstream": pub.cfg.aggregator.pub}
-    if heard is None:
-        return "nothing received from the aggregator yet", details
-    if lost is not None and heard <= lost:
-        return "connection to the aggregator lost; nothing received since", details
+    """None (ready) when receiving from every aggregator process (module docstring); else why.
+    With ``[[aggregator.shards]]`` each shard counts on its own: one that never delivered, or lost
+    its connection and delivered nothing since, makes the publisher not ready (it names them)."""
+    ups = pub.upstreams
+    details: dict[str, Any] = {"upstream": ups[0].pub if len(ups) == 1 else [u.pub for u in ups]}
+    never = [u.pub for u in ups if u.index not in pub.connected_shards]
+    if never:
+        return f"nothing received from the aggregator yet ({', '.join(never)})", details
+    lost = [u.pub for u in ups if u.index not in pub._fresh]
+    if lost:
+        return f"connection to the aggregator lost; nothing received since ({', '.join(lost)})", details
     return None, details
 
 

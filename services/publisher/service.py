@@ -67,6 +67,7 @@ class Publisher:
         # to each one's ctl; a republish request goes to the process that owns the symbol.
         self.upstreams = cfg.aggregator.processes
         self.upstream_of = {sym: u.index for u in self.upstreams for sym in u.symbols}
+        self.upstream_by_pub = {u.pub: u.index for u in self.upstreams}
         self.sub = bus.sub([u.pub for u in self.upstreams], [b"book."], max_msg_size=cfg.max_msg_size,
                            ctx=self.ctx, sec=self.sec)
         self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx, sec=self.sec)
@@ -103,7 +104,7 @@ class Publisher:
         # Per aggregator process: heard from yet, and the republish wishes until then (None = all).
         self.connected_shards: set[int] = set()
         self.deferred: dict[int, set[str] | None] = {u.index: set() for u in self.upstreams}
-        self._fresh: set[int] = set()      # processes heard from since the last connection loss
+        self._fresh: set[int] = set()      # processes heard from since their last connection loss
         self.last: dict[str, tuple[int, int]] = {}
         self._peek = schema.MergedPeek().peek
         self.running = True
@@ -310,7 +311,11 @@ class Publisher:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
                     self.lost_at = now
-                    self._fresh.clear()
+                    lost = self.upstream_by_pub.get(endpoint)
+                    if lost is None:
+                        self._fresh.clear()
+                    else:
+                        self._fresh.discard(lost)
                     log.warning("connection to the aggregator (%s) lost; reconnecting", endpoint)
             self.sub_watch.tick(now)
             if self.out in events:
