@@ -355,7 +355,7 @@ class Aggregator:
             if msg.exact is not None and msg.exact != s.exact:
                 s.exact = msg.exact
                 st.dirty = True
-            if not st.view.note(msg.bids, msg.asks) and not st.dirty:
+            if not st.view.note(s.venue, msg.bids, msg.asks) and not st.dirty:
                 self._count("deltas_below_view")
                 return
         if msg.rts > st.ts:

@@ -68,16 +68,28 @@ def venue_top(book: Book, side: int, n: int, venue: str, dust: DustRule) -> list
     return out
 
 
-def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int) -> list[MergedLevel]:
+def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
+        cache: dict[str, list[MergedLevel]] | None = None) -> list[MergedLevel]:
     """The best ``n`` merged levels of ``side``: equal to :func:`merge.top` (bids highest first,
     asks lowest first, at equal price the larger amount first, then the venue id), from each
-    venue's best ``n`` and two stable sorts. O(V * n log(V * n)) with V venues."""
-    parts = [venue_top(books[v], side, n, v, dust.get(v, NO_DUST)) for v in sorted(books)]
+    venue's best ``n`` and a stable sort. ``cache``: venue -> its best ``n`` (what
+    :func:`venue_top` returns) still valid, filled in for the others. O(V * n log(V * n)) with V
+    venues."""
+    parts = []
+    for v in sorted(books):
+        part = cache.get(v) if cache is not None else None
+        if part is None:
+            part = venue_top(books[v], side, n, v, dust.get(v, NO_DUST))
+            if cache is not None:
+                cache[v] = part
+        parts.append(part)
     if len(parts) == 1:
-        return parts[0]
+        return list(parts[0])
     levels = [lv for part in parts for lv in part]          # venue order: the last tie-break
-    levels.sort(key=_AMOUNT, reverse=True)                  # stable: larger amount first
-    levels.sort(key=_PRICE, reverse=side == BID)            # stable: best price first
+    if len(set(map(_PRICE, levels))) != len(levels):       # venues quote the same price
+        levels.sort(key=_AMOUNT, reverse=True)              # stable: larger amount first
+    # Stable, and the venue parts are presorted runs: a merge of O(V * n) comparisons.
+    levels.sort(key=_PRICE, reverse=side == BID)
     del levels[n:]
     return levels
 
@@ -87,7 +99,7 @@ class MergedView:
     (see the module docstring). ``n`` levels per side; ``sizes``: the streamed depletion sizes
     (None or empty: none); ``dust`` per venue."""
 
-    __slots__ = ("_text", "depl", "depl_floor", "depl_stale", "dust", "key", "n", "sizes", "top", "top_floor",
+    __slots__ = ("_text", "_venue", "depl", "depl_floor", "depl_stale", "dust", "key", "n", "sizes", "top", "top_floor",
                  "top_stale", "wire")
 
     def __init__(self, n: int, dust: Mapping[str, DustRule], sizes: Sequence[Decimal] | None = None) -> None:
@@ -106,6 +118,8 @@ class MergedView:
         #: The live venues and exact-to prices the view was built from.
         self.key: Any = None
         self._text: list[dict[MergedLevel, list[str]]] = [{}, {}]
+        #: Per side: venue -> its best n levels (dust out), while no delta reached them.
+        self._venue: list[dict[str, list[MergedLevel]]] = [{}, {}]
 
     @property
     def floor(self) -> list[Decimal | None]:
@@ -123,19 +137,22 @@ class MergedView:
         return out
 
     def invalidate(self) -> None:
-        """Everything is rebuilt by the next :meth:`refresh`."""
+        """Everything is rebuilt by the next :meth:`refresh` (from the books: call this when a
+        venue book was replaced or cleared)."""
         self.top_stale[BID] = self.top_stale[ASK] = True
+        self._venue[BID].clear()
+        self._venue[ASK].clear()
         if self.sizes:
             self.depl_stale[BID] = self.depl_stale[ASK] = True
 
-    def note(self, bids: Sequence[Any], asks: Sequence[Any]) -> bool:
-        """A venue delta of ``(price, qty)`` levels was applied to a live venue's book: mark
-        stale what it reaches; True when it reaches any published part (it may change what
-        subscribers see), False when every level lies strictly beyond both floors of its side.
-        O(levels)."""
+    def note(self, venue: str, bids: Sequence[Any], asks: Sequence[Any]) -> bool:
+        """A delta of ``(price, qty)`` levels was applied to ``venue``'s book: mark stale what
+        it reaches; True when it reaches any published part (it may change what subscribers
+        see), False when every level lies strictly beyond both floors of its side. O(levels)."""
         hit = False
         if bids:
             best = max(p for p, _ in bids)
+            self._touch(BID, venue, best)
             f = self.top_floor[BID]
             if f is None or best >= f:
                 self.top_stale[BID] = hit = True
@@ -145,6 +162,7 @@ class MergedView:
                     self.depl_stale[BID] = hit = True
         if asks:
             best = min(p for p, _ in asks)
+            self._touch(ASK, venue, best)
             f = self.top_floor[ASK]
             if f is None or best <= f:
                 self.top_stale[ASK] = hit = True
@@ -153,6 +171,14 @@ class MergedView:
                 if f is None or best <= f:
                     self.depl_stale[ASK] = hit = True
         return hit
+
+    def _touch(self, side: int, venue: str, best: Decimal) -> None:
+        """Drop ``venue``'s cached best levels of ``side`` unless ``best`` (the best price a delta
+        set) lies strictly beyond the n-th of them."""
+        part = self._venue[side].get(venue)
+        if part is not None and (len(part) < self.n or (best >= part[-1][0] if side == BID else
+                                                        best <= part[-1][0])):
+            del self._venue[side][venue]
 
     def refresh(self, books: Mapping[str, Book], exact: Exact) -> bool:
         """Rebuild the stale parts from ``books`` (the live venues' books) and ``exact`` (the
@@ -166,7 +192,7 @@ class MergedView:
         for side in (BID, ASK):
             if self.top_stale[side]:
                 self.top_stale[side] = False
-                levels = top(books, side, self.dust, self.n)
+                levels = top(books, side, self.dust, self.n, self._venue[side])
                 self.top_floor[side] = levels[-1][0] if len(levels) == self.n else None
                 if levels != self.top[side]:
                     self.top[side] = levels
