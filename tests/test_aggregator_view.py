@@ -71,17 +71,20 @@ def test_delta_beyond_both_floors_is_invisible() -> None:
     assert v.note("alpha", [], [(D(200), D(1))])
 
 
-@pytest.mark.parametrize(("seed", "spread", "removals", "loaded"), [(7, 60, 0.3, 20), (8, 12, 0.5, 3), (9, 8, 0.6, 6)])
+@pytest.mark.parametrize(("seed", "spread", "removals", "loaded", "depth"),
+                         [(7, 60, 0.3, 20, None), (8, 12, 0.5, 3, None), (9, 8, 0.6, 6, None), (10, 60, 0.3, 20, 2),
+                          (11, 6, 0.6, 2, 2)])
 def test_incremental_view_equals_a_full_rebuild_under_random_deltas(seed: int, spread: int, removals: float,
-                                                                    loaded: int) -> None:
+                                                                    loaded: int, depth: int | None) -> None:
     """3 venues, dust, ties, depletion sizes, exact-to changes, books replaced and venues
     leaving and returning, deep and shallow books: after every step the view equals merge.top
     and depletion.summaries recomputed from scratch, and refresh reports a change exactly when
-    they changed."""
+    they changed. ``depth``: the depletion walks start from that many levels per venue and keep
+    it (2: they often need more and are done again on the whole side)."""
     rng = random.Random(seed)
     venues = ["alpha", "beta", "gamma"]
     books = {v: Book() for v in venues}
-    v = MergedView(5, DUST, SIZES)
+    v = MergedView(5, DUST, SIZES, depth=depth, grow=depth is None)
 
     def level(side: int) -> tuple[D, D]:
         off = rng.choice([rng.randint(1, 6), rng.randint(1, spread)])

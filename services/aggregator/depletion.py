@@ -45,6 +45,7 @@ O(k log V)). :func:`summaries` walks each side once for all sizes: O(k log V + k
 from __future__ import annotations
 
 import decimal
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -99,6 +100,11 @@ def decimals(price: Decimal) -> int:
         n -= 1
         i -= 1
     return n
+
+
+#: :func:`decimals` memoised for the streamed walks (the same book prices are walked again and
+#: again; a price that is a book key has its hash cached).
+_decimals = functools.lru_cache(maxsize=8192)(decimals)
 
 
 def show(value: Decimal | None, places: int) -> str | None:
@@ -368,7 +374,7 @@ def side_summaries(side: str, levels: Iterable[Fill], sizes: Sequence[Decimal],
             continue
         if best is None:
             best = price
-        places = max(places, decimals(price))
+        places = max(places, _decimals(price))
         levels_n += 1
         reach = add(filled, amount)
         while k < len(order) and reach >= order[k]:

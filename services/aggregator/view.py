@@ -75,6 +75,14 @@ def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: i
     venue's best ``n`` and a stable sort. ``cache``: venue -> its best ``n`` (what
     :func:`venue_top` returns) still valid, filled in for the others. O(V * n log(V * n)) with V
     venues."""
+    levels = _merged(_parts(books, side, dust, n, cache), side)
+    del levels[n:]
+    return levels
+
+
+def _parts(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
+           cache: dict[str, list[MergedLevel]] | None) -> list[list[MergedLevel]]:
+    """Each venue's best ``n`` (from ``cache`` where present, which is filled in), venue order."""
     parts = []
     for v in sorted(books):
         part = cache.get(v) if cache is not None else None
@@ -83,6 +91,11 @@ def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: i
             if cache is not None:
                 cache[v] = part
         parts.append(part)
+    return parts
+
+
+def _merged(parts: list[list[MergedLevel]], side: int) -> list[MergedLevel]:
+    """Venue parts (each best first, in venue order) merged best first, ties as merge.top."""
     if len(parts) == 1:
         return list(parts[0])
     levels = [lv for part in parts for lv in part]          # venue order: the last tie-break
@@ -90,19 +103,21 @@ def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: i
         levels.sort(key=_AMOUNT, reverse=True)              # stable: larger amount first
     # Stable, and the venue parts are presorted runs: a merge of O(V * n) comparisons.
     levels.sort(key=_PRICE, reverse=side == BID)
-    del levels[n:]
     return levels
 
 
 class MergedView:
     """The published part of one symbol's merged book, rebuilt only where a change reaches it
     (see the module docstring). ``n`` levels per side; ``sizes``: the streamed depletion sizes
-    (None or empty: none); ``dust`` per venue."""
+    (None or empty: none); ``dust`` per venue; ``depth``: how many levels of each venue the
+    depletion walks start from (default max(4n, 40)), quadrupled when a walk needs more unless
+    ``grow`` is False."""
 
-    __slots__ = ("_text", "_venue", "depl", "depl_floor", "depl_stale", "dust", "key", "n", "sizes", "top", "top_floor",
-                 "top_stale", "wire")
+    __slots__ = ("_deep", "_depth", "_grow", "_text", "_venue", "depl", "depl_floor", "depl_stale", "dust", "key", "n",
+                 "sizes", "top", "top_floor", "top_stale", "wire")
 
-    def __init__(self, n: int, dust: Mapping[str, DustRule], sizes: Sequence[Decimal] | None = None) -> None:
+    def __init__(self, n: int, dust: Mapping[str, DustRule], sizes: Sequence[Decimal] | None = None, *,
+                 depth: int | None = None, grow: bool = True) -> None:
         self.n = n
         self.dust = dust
         self.sizes = list(sizes) if sizes else None
@@ -120,6 +135,11 @@ class MergedView:
         self._text: list[dict[MergedLevel, list[str]]] = [{}, {}]
         #: Per side: venue -> its best n levels (dust out), while no delta reached them.
         self._venue: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        #: Per side: venue -> its best ``_depth[side]`` levels for the depletion walks (same rule).
+        self._deep: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        depth = depth or max(4 * n, 40)
+        self._depth = [depth, depth]
+        self._grow = grow
 
     @property
     def floor(self) -> list[Decimal | None]:
@@ -140,8 +160,9 @@ class MergedView:
         """Everything is rebuilt by the next :meth:`refresh` (from the books: call this when a
         venue book was replaced or cleared)."""
         self.top_stale[BID] = self.top_stale[ASK] = True
-        self._venue[BID].clear()
-        self._venue[ASK].clear()
+        for caches in (self._venue, self._deep):
+            caches[BID].clear()
+            caches[ASK].clear()
         if self.sizes:
             self.depl_stale[BID] = self.depl_stale[ASK] = True
 
@@ -179,6 +200,10 @@ class MergedView:
         if part is not None and (len(part) < self.n or (best >= part[-1][0] if side == BID else
                                                         best <= part[-1][0])):
             del self._venue[side][venue]
+        part = self._deep[side].get(venue)
+        if part is not None and (len(part) < self._depth[side] or (best >= part[-1][0] if side == BID else
+                                                                   best <= part[-1][0])):
+            del self._deep[side][venue]
 
     def refresh(self, books: Mapping[str, Book], exact: Exact) -> bool:
         """Rebuild the stale parts from ``books`` (the live venues' books) and ``exact`` (the
@@ -201,13 +226,37 @@ class MergedView:
             if self.depl_stale[side]:
                 self.depl_stale[side] = False
                 assert self.sizes is not None
-                summ, reached = depletion.side_summaries(_ORDER_SIDE[side], merge.merged_iter(books, side, self.dust),
-                                                         self.sizes, exact[side])
+                summ, reached = self._walk(books, side, exact[side])
                 self.depl_floor[side] = reached
                 if summ != self.depl[side]:
                     self.depl[side] = summ
                     changed = True
         return changed
+
+    def _walk(self, books: Mapping[str, Book], side: int,
+              limit: Decimal | None) -> tuple[dict[str, Any], Decimal | None]:
+        """The depletion summaries of ``side`` and how deep they reached
+        (:func:`depletion.side_summaries`), walking the merge of each venue's cached best
+        ``_depth`` levels. That merge is the merged side itself down to ``bound``, the least deep
+        last price of the venues it cut short (their next levels are strictly deeper); a walk
+        that ends at or before ``bound`` is exact. One that does not is done again on the whole
+        merged side, and the depth kept per venue quadruples."""
+        depth = self._depth[side]
+        parts = _parts(books, side, self.dust, depth, self._deep[side])
+        bound: Decimal | None = None
+        for part in parts:
+            if len(part) == depth:
+                last = part[-1][0]
+                if bound is None or (last > bound if side == BID else last < bound):
+                    bound = last
+        order_side = _ORDER_SIDE[side]
+        summ, reached = depletion.side_summaries(order_side, _merged(parts, side), self.sizes or (), limit)
+        if bound is None or (reached is not None and (reached >= bound if side == BID else reached <= bound)):
+            return summ, reached
+        if self._grow:
+            self._depth[side] = depth * 4
+            self._deep[side].clear()
+        return depletion.side_summaries(order_side, merge.merged_iter(books, side, self.dust), self.sizes or (), limit)
 
     def _wire(self, side: int, levels: list[MergedLevel]) -> list[list[str]]:
         """The wire form of ``levels``, reusing the text of levels published last time."""
