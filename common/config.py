@@ -142,6 +142,19 @@ class VenueConfig:
 
 
 @dataclass(frozen=True)
+class AggregatorShard:
+    """One aggregator process of ``[[aggregator.shards]]``: its symbols and its own endpoints."""
+
+    index: int
+    symbols: tuple[str, ...]
+    pub: str
+    ctl: str
+    query: str
+    #: ``host:port`` of this process's metrics and health endpoint (None: none).
+    metrics: str | None = None
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     pub: str
     ctl: str
@@ -150,6 +163,58 @@ class AggregatorConfig:
     depletion: Mapping[str, tuple[Decimal, ...]] = field(default_factory=dict)
     #: ``host:port`` of the metrics and health endpoint (None: none).
     metrics: str | None = None
+    #: ``[[aggregator.shards]]``: the symbols split over several aggregator processes (scale-out).
+    #: With shards, ``pub``/``ctl``/``query``/``metrics`` above are shard 0's (as a venue's are).
+    shards: tuple[AggregatorShard, ...] = ()
+    #: The symbols this aggregator merges: every carried symbol, or one shard's (:meth:`shard`).
+    symbols: tuple[str, ...] = ()
+    #: Which shard this is (:meth:`shard`; None: the whole aggregator configuration).
+    index: int | None = None
+
+    @property
+    def processes(self) -> tuple[AggregatorShard, ...]:
+        """The aggregator processes: the ``[[aggregator.shards]]``, or one with every symbol and
+        the ``[aggregator]`` endpoints. Subscribers see one stream of books whatever the split."""
+        return self.shards or (AggregatorShard(0, self.symbols, self.pub, self.ctl, self.query, self.metrics),)
+
+    def shard(self, index: int) -> AggregatorConfig:
+        """The aggregator as run by process ``index`` (its symbols, endpoints and metrics)."""
+        procs = self.processes
+        if not 0 <= index < len(procs):
+            raise ConfigError(f"aggregator.shards: the config has {len(procs)} aggregator process(es) "
+                              f"(--shard 0..{len(procs) - 1}); --shard {index} is not one")
+        sh = procs[index]
+        return replace(self, pub=sh.pub, ctl=sh.ctl, query=sh.query, metrics=sh.metrics, symbols=sh.symbols,
+                       shards=(), index=index if self.shards else None)
+
+    def owner(self, symbol: str) -> AggregatorShard | None:
+        """The process that merges ``symbol`` (None: no process carries it)."""
+        for sh in self.processes:
+            if symbol in sh.symbols:
+                return sh
+        return None
+
+    def route(self, symbols: Sequence[str]) -> dict[int, list[str]]:
+        """Republish requests by process: ``symbols`` grouped by the shard that owns them (symbols
+        no shard carries are left out); an empty list (every symbol) goes to every process."""
+        if not symbols:
+            return {sh.index: [] for sh in self.processes}
+        out: dict[int, list[str]] = {}
+        for sym in symbols:
+            sh = self.owner(sym)
+            if sh is not None:
+                out.setdefault(sh.index, []).append(sym)
+        return out
+
+    def query_endpoint(self, symbol: str) -> str | None:
+        """The depletion query endpoint that answers for ``symbol`` (None: no process carries it)."""
+        sh = self.owner(symbol)
+        return None if sh is None else sh.query
+
+    def query_routes(self) -> dict[str, str]:
+        """symbol -> the query endpoint of the process that merges it (for shard-aware clients:
+        :func:`common.subscriber.deplete` takes this mapping as its endpoint)."""
+        return {sym: sh.query for sh in self.processes for sym in sh.symbols}
 
 
 @dataclass(frozen=True)
@@ -236,6 +301,28 @@ class Config:
         for v in self.enabled_venues:
             seen.update(dict.fromkeys(v.symbols))
         return list(seen)
+
+    def for_aggregator(self, index: int | None) -> Config:
+        """The config as aggregator process ``index`` sees it: that shard's endpoints, and only its
+        symbols (top-level and per venue; feed processes with none of them left out). ``None``
+        without ``[[aggregator.shards]]``: the config itself. Raises ConfigError naming the key for
+        a missing or out-of-range index."""
+        agg = self.aggregator
+        if index is None:
+            if agg.shards:
+                raise ConfigError(f"aggregator.shards: the config splits the aggregator in {len(agg.shards)} "
+                                  f"processes; run each with --shard 0..{len(agg.shards) - 1}")
+            return self
+        mine = agg.shard(index)
+        if not agg.shards:
+            return replace(self, aggregator=mine)
+        keep = set(mine.symbols)
+        venues_ = {}
+        for vid, v in self.venues.items():
+            shards = tuple(replace(sh, symbols=tuple(s for s in sh.symbols if s in keep)) for sh in v.shards)
+            venues_[vid] = replace(v, symbols=tuple(s for s in v.symbols if s in keep),
+                                   shards=tuple(sh for sh in shards if sh.symbols))
+        return replace(self, aggregator=mine, venues=venues_, symbols=tuple(s for s in self.symbols if s in keep))
 
 
 # --- the schema ---------------------------------------------------------------------------------
@@ -444,6 +531,16 @@ class VenueTable(_Table):
         return self
 
 
+class AggregatorShardTable(_Table):
+    """``[[aggregator.shards]]``: one aggregator process, merging ``symbols`` only."""
+
+    symbols: Annotated[Symbols, Field(min_length=1)]
+    pub: Endpoint
+    ctl: Endpoint
+    query: Endpoint
+    metrics: Metrics = None
+
+
 class AggregatorTable(_Table):
     pub: Endpoint = "tcp://127.0.0.1:50054"
     ctl: Endpoint = "tcp://127.0.0.1:50055"
@@ -451,6 +548,7 @@ class AggregatorTable(_Table):
     down_after: Seconds = 3.0
     depletion: dict[Symbol, Annotated[list[PosDecimal], Field(min_length=1)]] = {}
     metrics: Metrics = None
+    shards: Annotated[list[AggregatorShardTable], Field(min_length=1)] | None = None
 
 
 class PublisherTable(_Table):
@@ -728,6 +826,44 @@ def _shards(raw: list[ShardTable] | None, where: str) -> tuple[Shard, ...]:
     return tuple(out)
 
 
+def _aggregator(t: AggregatorTable, carried: list[str]) -> AggregatorConfig:
+    """``[aggregator]`` and its ``[[aggregator.shards]]``: a symbol in one shard only, every carried
+    symbol in one, no shard symbol that nothing carries, every shard its own endpoints."""
+    depletion = {s: tuple(sizes) for s, sizes in t.depletion.items()}
+    if not t.shards:
+        return AggregatorConfig(pub=t.pub, ctl=t.ctl, query=t.query, down_after=t.down_after,
+                                depletion=depletion, metrics=t.metrics, symbols=tuple(carried))
+    seen: dict[str, int] = {}
+    out: list[AggregatorShard] = []
+    for i, sh in enumerate(t.shards):
+        for sym in sh.symbols:
+            if sym in seen:
+                raise ConfigError(f"aggregator.shards[{i}].symbols: {sym} is already in shard {seen[sym]}")
+            if sym not in carried:
+                raise ConfigError(f"aggregator.shards[{i}].symbols: {sym} is not a configured symbol (top-level "
+                                  f"symbols or an enabled venue's); configured: {carried}")
+            seen[sym] = i
+        out.append(AggregatorShard(i, tuple(sh.symbols), sh.pub, sh.ctl, sh.query, sh.metrics))
+    missing = [s for s in carried if s not in seen]
+    if missing:
+        raise ConfigError(f"aggregator.shards: no shard merges {missing}; every carried symbol must be in the "
+                          "symbols of one [[aggregator.shards]]")
+    unused = sorted(k for k in ("pub", "ctl", "query", "metrics") if k in t.model_fields_set)
+    if unused:
+        logging.getLogger("config").warning(
+            "aggregator.%s: not used with [[aggregator.shards]] (each shard has its own)", "/".join(unused))
+    s0 = out[0]
+    return AggregatorConfig(pub=s0.pub, ctl=s0.ctl, query=s0.query, down_after=t.down_after, depletion=depletion,
+                            metrics=s0.metrics, shards=tuple(out), symbols=tuple(carried))
+
+
+def _aggregator_keys(agg: AggregatorConfig, what: str) -> list[tuple[str, str | None]]:
+    """(key, value) of ``what`` (pub, ctl, query, metrics) of every aggregator process."""
+    if not agg.shards:
+        return [(f"aggregator.{what}", getattr(agg, what))]
+    return [(f"aggregator.shards[{sh.index}].{what}", getattr(sh, what)) for sh in agg.shards]
+
+
 def _gateway_grpc(t: GatewayGrpcTable, *, carried: list[str], levels: int,
                   publisher: PublisherConfig) -> GatewayGrpcConfig:
     """``[gateway_grpc]`` beyond its own keys: its port against the publisher's, its symbol."""
@@ -748,11 +884,12 @@ def _gateway_grpc(t: GatewayGrpcTable, *, carried: list[str], levels: int,
                              metrics=t.metrics)
 
 
-def _distinct_metrics(venue_cfgs: Mapping[str, VenueConfig], aggregator: str | None, publisher: str | None,
+def _distinct_metrics(venue_cfgs: Mapping[str, VenueConfig], aggregator: AggregatorConfig, publisher: str | None,
                       gateway: str | None) -> None:
     """Two processes cannot serve metrics on one address (port 0 = any free port: never a clash)."""
     seen: dict[str, str] = {}
-    named = [("aggregator.metrics", aggregator), ("publisher.metrics", publisher), ("gateway_grpc.metrics", gateway)]
+    named = [*_aggregator_keys(aggregator, "metrics"), ("publisher.metrics", publisher),
+             ("gateway_grpc.metrics", gateway)]
     for v in venue_cfgs.values():
         if v.shards:
             named += [(f"venues.{v.id}.shards[{sh.index}].metrics", sh.metrics) for sh in v.shards]
@@ -770,14 +907,14 @@ def _distinct_endpoints(venue_cfgs: Mapping[str, VenueConfig], agg: AggregatorCo
     """Each bound ZeroMQ endpoint belongs to one socket: the aggregator's three and every enabled
     feed process's pub and ctl (a second bind would fail at start, and again at every restart)."""
     seen: dict[str, str] = {}
-    named = [("aggregator.pub", agg.pub), ("aggregator.ctl", agg.ctl), ("aggregator.query", agg.query)]
+    named = [kv for what in ("pub", "ctl", "query") for kv in _aggregator_keys(agg, what)]
     for v in venue_cfgs.values():
         if v.enabled:
             for sh in v.processes:
                 w = f"venues.{v.id}" + (f".shards[{sh.index}]" if v.shards else "")
                 named += [(f"{w}.pub", sh.pub), (f"{w}.ctl", sh.ctl)]
     for key, ep in named:
-        if ep.endswith(":*"):
+        if ep is None or ep.endswith(":*"):
             continue
         if ep in seen:
             raise ConfigError(f"{key} {ep} is also {seen[ep]}: every socket needs its own endpoint")
@@ -799,7 +936,7 @@ def _loopback_only(publisher: PublisherConfig, aggregator: AggregatorConfig,
                    venue_cfgs: Mapping[str, VenueConfig]) -> None:
     """Without CURVE every ZeroMQ endpoint a service binds must be loopback (or ipc/inproc): on
     any other address anyone who reaches it could read the books or inject into the bus."""
-    ends = {"aggregator.pub": aggregator.pub, "aggregator.ctl": aggregator.ctl, "aggregator.query": aggregator.query}
+    ends = {k: str(ep) for what in ("pub", "ctl", "query") for k, ep in _aggregator_keys(aggregator, what)}
     for v in venue_cfgs.values():
         if v.enabled:
             for sh in v.processes:
@@ -833,13 +970,11 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
     if not {s for v in venue_cfgs.values() if v.enabled for s in v.symbols}:
         raise ConfigError("no symbols configured (symbols = [\"BTC/USDT\"] or --symbols BTC/USDT)")
     a, p = f.aggregator, f.publisher
-    aggregator = AggregatorConfig(pub=a.pub, ctl=a.ctl, query=a.query, down_after=a.down_after,
-                                  depletion={s: tuple(sizes) for s, sizes in a.depletion.items()},
-                                  metrics=a.metrics)
+    carried = list(dict.fromkeys([*symbols, *(s for v in venue_cfgs.values() if v.enabled for s in v.symbols)]))
+    aggregator = _aggregator(a, carried)
     publisher = PublisherConfig(bind=p.bind, port=p.port, sndhwm=p.sndhwm, latest_port=p.latest_port,
                                 metrics=p.metrics)
     security = SecurityConfig(curve=f.security.curve, keys_dir=f.security.keys_dir)
-    carried = list(dict.fromkeys([*symbols, *(s for v in venue_cfgs.values() if v.enabled for s in v.symbols)]))
     gateway_grpc = _gateway_grpc(f.gateway_grpc, carried=carried, levels=f.levels, publisher=publisher)
     if f.simulator is not None:
         for vid, sv in f.simulator.venues.items():
@@ -850,7 +985,7 @@ def build(raw: Mapping[str, Any], source: str = "") -> Config:
             if bad:
                 raise ConfigError(f"simulator.venues.{vid}.levels: {bad} not among the venue's symbols "
                                   f"{list(sv.symbols or symbols)}")
-    _distinct_metrics(venue_cfgs, aggregator.metrics, publisher.metrics, gateway_grpc.metrics)
+    _distinct_metrics(venue_cfgs, aggregator, publisher.metrics, gateway_grpc.metrics)
     _distinct_endpoints(venue_cfgs, aggregator)
     if not security.curve:
         _loopback_only(publisher, aggregator, venue_cfgs)
@@ -912,6 +1047,10 @@ def load(path: str | Path | None = None, *, symbols: str | Sequence[str] | None 
             if isinstance(v, dict) and v.get("shards") and v.get("enabled", True):
                 raise ConfigError(f"--symbols cannot re-split venues.{vid}.shards: list the symbols "
                                   "in the shards of the config instead")
+        agg = raw.get("aggregator")
+        if isinstance(agg, dict) and agg.get("shards"):
+            raise ConfigError("--symbols cannot re-split aggregator.shards: list the symbols in the "
+                              "[[aggregator.shards]] of the config instead")
     if levels is not None:
         raw["levels"] = levels
     if venues:

@@ -1,7 +1,9 @@
 """Depletion queries: the wire protocol between the aggregator's query endpoint and its clients.
 
 Transport: the aggregator binds a ROUTER on ``aggregator.query`` (``tcp://127.0.0.1:50053`` in
-``deploy/bookmux.toml``); clients connect a REQ (the CLI) or a DEALER (asynchronous tools).
+``deploy/bookmux.toml``); clients connect a REQ (the CLI) or a DEALER (asynchronous tools). With
+``[[aggregator.shards]]`` each aggregator process binds its own ``query`` and answers for its own
+symbols only: a client sends each request to the shard owning the symbol (:func:`endpoint_for`).
 
 Frame layout as the ROUTER sees it (and replies, with the same envelope)::
 
@@ -70,6 +72,23 @@ _KEYS = ("op", "symbol", "side", "quantity", "notional", "venue", "venues", "ver
 
 class QueryError(ValueError):
     """A malformed request or reply; the message says what is wrong and is sent to the client."""
+
+
+class NoRoute(QueryError):
+    """No aggregator process answers for the symbol (it is in no ``[[aggregator.shards]]``)."""
+
+
+def endpoint_for(endpoints: str | Mapping[str, str], symbol: str) -> str:
+    """The query endpoint that answers for ``symbol``. ``endpoints``: one endpoint (one aggregator,
+    it answers for every symbol), or symbol -> endpoint when ``[[aggregator.shards]]`` split the
+    symbols over several aggregators (``cfg.aggregator.query_routes()``). :class:`NoRoute` for a
+    symbol the mapping lacks."""
+    if isinstance(endpoints, str):
+        return endpoints
+    ep = endpoints.get(symbol.strip().upper())
+    if ep is None:
+        raise NoRoute(f"no aggregator shard answers for {symbol!r}; carried: {sorted(endpoints)}")
+    return ep
 
 
 @dataclass(frozen=True, slots=True)

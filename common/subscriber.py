@@ -33,7 +33,8 @@ What it does for you (the subscriber contract of the README):
 
 Blocking: :func:`subscribe` -> :class:`Subscription` (an iterator and a context manager).
 asyncio: :func:`asubscribe` -> :class:`AsyncSubscription` (``async for book in asubscribe(...)``).
-Depletion: :func:`deplete` asks the aggregator's query endpoint (protocol in :mod:`common.query`).
+Depletion: :func:`deplete` asks the aggregator's query endpoint (protocol in :mod:`common.query`), or
+with ``[[aggregator.shards]]`` the query endpoint of the shard owning the symbol.
 
 The bookkeeping is a pure core (:class:`BookTracker`: frames in, typed book or None out) under
 two thin socket wrappers.
@@ -44,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -55,7 +56,7 @@ import zmq
 import zmq.asyncio
 
 from common.config import SYMBOL_RE
-from common.query import QueryError, Reply, decode_reply, encode_request
+from common.query import QueryError, Reply, decode_reply, encode_request, endpoint_for
 from common.schema import (
     BusError,
     LatestRequest,
@@ -625,10 +626,15 @@ def _size_text(size: Decimal | str | int) -> str | Decimal:
     return str(size) if isinstance(size, int) else size
 
 
-def deplete(endpoint: str, symbol: str, side: str, size: Decimal | str | int, *, notional: bool = False,
-            venue: str | None = None, all_venues: bool = False, timeout: float = 3.0,
+def deplete(endpoint: str | Mapping[str, str], symbol: str, side: str, size: Decimal | str | int, *,
+            notional: bool = False, venue: str | None = None, all_venues: bool = False, timeout: float = 3.0,
             curve: CurveKeys | None = None, ctx: zmq.Context | None = None) -> Reply:
     """Ask the aggregator's query endpoint what a market order would cost now.
+
+    ``endpoint``: the aggregator's query endpoint, or, when ``[[aggregator.shards]]`` split the
+    symbols over several aggregators, symbol -> the query endpoint of the shard that owns it
+    (``config.load(path).aggregator.query_routes()``): the request goes to the owner of ``symbol``
+    (:class:`common.query.NoRoute`, a QueryError, when no shard carries it).
 
     ``side`` ``"buy"`` (takes asks) or ``"sell"`` (takes bids); ``size`` in base units, or in
     quote units with ``notional=True``; by default the merged book only, ``venue=`` one venue's
@@ -641,6 +647,7 @@ def deplete(endpoint: str, symbol: str, side: str, size: Decimal | str | int, *,
     :class:`QueryTimeout` when nothing answers within ``timeout`` seconds.
     """
     amount = _size_text(size)
+    endpoint = endpoint_for(endpoint, symbol)
     request = encode_request(symbol.upper(), side.lower(), venue=venue.lower() if venue else None,
                              all_venues=all_venues,
                              **({"notional": amount} if notional else {"quantity": amount}))

@@ -7,10 +7,13 @@ them to it); a new process takes its ports here first.
     50053        aggregator: depletion queries (ROUTER)
     50054/50055  aggregator: merged books to the publisher (PUB) / republish requests (ROUTER)
     50056        publisher: the newest book per symbol on request (ROUTER, latest-only subscribers)
+    50057-50059  aggregator shard 1 ([[aggregator.shards]]): pub / ctl / query; shard 0 takes the
+                 aggregator's own 50053-50055
     50060-50079  feeds: each venue a pair (bus PUB, snapshot ROUTER), in the order below
     50080-50089  simulator: one port per simulated exchange (REST and WebSocket)
     50090        simulator: HTTP control interface
     50100-50102  metrics and health (HTTP): aggregator, publisher, gRPC gateway
+    50103        metrics and health (HTTP) of aggregator shard 1 (shard 0 takes the aggregator's 50100)
     50110-50119  metrics and health (HTTP) of the feeds: each venue one, in the order below; shards
                  of a venue take further ports from the reserve at the end of the range
 """
@@ -23,6 +26,11 @@ AGGREGATOR_QUERY = 50053
 AGGREGATOR_PUB = 50054
 AGGREGATOR_CTL = 50055
 PUBLISHER_LATEST = 50056
+#: ``[[aggregator.shards]]`` index -> (pub, ctl, query): shard 0 is the aggregator's own ports.
+AGGREGATOR_SHARDS: dict[int, tuple[int, int, int]] = {
+    0: (AGGREGATOR_PUB, AGGREGATOR_CTL, AGGREGATOR_QUERY),
+    1: (50057, 50058, 50059),
+}
 
 #: venue id -> (bus PUB, snapshot ROUTER) of its feed process (shards of a venue take further
 #: pairs from the reserve at the end of the range).
@@ -52,6 +60,8 @@ METRICS: dict[str, int] = {
     "publisher": 50101,
     "gateway_grpc": 50102,
 }
+#: ``[[aggregator.shards]]`` index -> its metrics and health port (shard 0: the aggregator's).
+AGGREGATOR_SHARD_METRICS: dict[int, int] = {0: 50100, 1: 50103}
 #: venue id -> the metrics and health port of its feed process.
 FEED_METRICS: dict[str, int] = {
     "binance": 50110,
@@ -71,6 +81,12 @@ def all_ports() -> dict[str, int]:
            "aggregator.pub": AGGREGATOR_PUB, "aggregator.ctl": AGGREGATOR_CTL,
            "publisher.latest": PUBLISHER_LATEST,
            "simulator.control": SIMULATOR_CONTROL}
+    for i, (pub, ctl, query) in AGGREGATOR_SHARDS.items():
+        if i:        # shard 0's ports are the aggregator's, named above
+            out[f"aggregator.shards[{i}].query"] = query
+            out[f"aggregator.shards[{i}].pub"] = pub
+            out[f"aggregator.shards[{i}].ctl"] = ctl
+            out[f"aggregator.shards[{i}].metrics"] = AGGREGATOR_SHARD_METRICS[i]
     for v, (pub, ctl) in FEEDS.items():
         out[f"venues.{v}.pub"] = pub
         out[f"venues.{v}.ctl"] = ctl

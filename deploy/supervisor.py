@@ -1,5 +1,6 @@
 """Write the supervisord configuration for a bookmux config: one program per enabled venue feed,
-the aggregator, the publisher, the gRPC gateway when ``[gateway_grpc] enabled = true``, and
+the aggregator (one per ``[[aggregator.shards]]``: ``aggregator_0``, ``aggregator_1``, ...), the
+publisher, the gRPC gateway when ``[gateway_grpc] enabled = true``, and
 (``--demo``) the exchange simulator; each with its own log
 file under ``<run_dir>/logs``. Every program gets the same config flags, so what runs is exactly
 what the TOML file (plus overrides) says.
@@ -9,7 +10,8 @@ what the TOML file (plus overrides) says.
 
 Across hosts (``--cluster``): the config file also has a ``[cluster.hosts.<name>]`` table per host,
 with the host's ``addresses`` and the ``programs`` it runs (names as above: ``feed_binance``,
-``feed_binance_1`` for a shard, ``aggregator``, ``publisher``, ``gateway_grpc``, ``simulator``).
+``feed_binance_1`` for a shard, ``aggregator`` or ``aggregator_<i>`` per aggregator shard,
+``publisher``, ``gateway_grpc``, ``simulator``).
 ``--host NAME`` writes that host's configuration, with only its programs, after checking the
 whole cluster: every program placed exactly once, every endpoint bound by a program on an address
 of its own host (loopback only when everything that connects to it runs on the same host), and
@@ -101,6 +103,17 @@ def feed_name(v: config.VenueConfig, index: int) -> str:
     return f"feed_{v.id}" if len(v.processes) == 1 else f"feed_{v.id}_{index}"
 
 
+def aggregator_name(cfg: config.Config, index: int) -> str:
+    """``aggregator``, or ``aggregator_<i>`` for a shard of ``[[aggregator.shards]]``."""
+    return "aggregator" if not cfg.aggregator.shards else f"aggregator_{index}"
+
+
+def aggregator_names(cfg: config.Config, symbols: Collection[str] | None = None) -> tuple[str, ...]:
+    """The aggregator programs (those merging any of ``symbols``, when given)."""
+    return tuple(aggregator_name(cfg, a.index) for a in cfg.aggregator.processes
+                 if symbols is None or set(a.symbols) & set(symbols))
+
+
 def programs(cfg: config.Config, *, common: str, demo: bool, python: str) -> list[Program]:
     """Every program of the deployment, in start order; ``common``: the flags every program gets,
     quoted. Raises ConfigError when a venue's own config rules (its spec's ``check_config``) reject it."""
@@ -115,7 +128,12 @@ def programs(cfg: config.Config, *, common: str, demo: bool, python: str) -> lis
         for sh in v.processes:
             out.append(Program(feed_name(v, sh.index),
                                f"{python} -m {module} --venue {v.id} --shard {sh.index} {common}", 20))
-    out.append(Program("aggregator", f"{python} -m services.aggregator {common}", 30))
+    if cfg.aggregator.shards:      # scale-out: one aggregator per [[aggregator.shards]]
+        for a in cfg.aggregator.processes:
+            out.append(Program(aggregator_name(cfg, a.index),
+                               f"{python} -m services.aggregator --shard {a.index} {common}", 30))
+    else:
+        out.append(Program("aggregator", f"{python} -m services.aggregator {common}", 30))
     out.append(Program("publisher", f"{python} -m services.publisher {common}", 40))
     if cfg.gateway_grpc.enabled:   # its --levels is its depth: the same as the publisher's when given
         out.append(Program("gateway_grpc", f"{python} -m services.gateway_grpc {common}", 50))
@@ -174,12 +192,13 @@ def endpoints(cfg: config.Config, *, simulator: bool = False) -> list[Endpoint]:
             w = f"venues.{v.id}" if not v.shards else f"venues.{v.id}.shards[{sh.index}]"
             for what, ep in (("pub", sh.pub), ("ctl", sh.ctl)):
                 out.append(Endpoint(f"{w}.{what}", *_split(f"{w}.{what}", ep), feed_name(v, sh.index),
-                                    ("aggregator",)))
+                                    aggregator_names(cfg, sh.symbols)))
     agg = cfg.aggregator
-    out.append(Endpoint("aggregator.pub", *_split("aggregator.pub", agg.pub), "aggregator", ("publisher",)))
-    out.append(Endpoint("aggregator.ctl", *_split("aggregator.ctl", agg.ctl), "aggregator", ("publisher",)))
-    out.append(Endpoint("aggregator.query", *_split("aggregator.query", agg.query), "aggregator",
-                        outside="depletion clients (CURVE)"))
+    for a in agg.processes:
+        w, prog = ("aggregator" if not agg.shards else f"aggregator.shards[{a.index}]"), aggregator_name(cfg, a.index)
+        out.append(Endpoint(f"{w}.pub", *_split(f"{w}.pub", a.pub), prog, ("publisher",)))
+        out.append(Endpoint(f"{w}.ctl", *_split(f"{w}.ctl", a.ctl), prog, ("publisher",)))
+        out.append(Endpoint(f"{w}.query", *_split(f"{w}.query", a.query), prog, outside="depletion clients (CURVE)"))
     gw = ("gateway_grpc",) if cfg.gateway_grpc.enabled else ()
     out.append(Endpoint("publisher.bind", "tcp", cfg.publisher.bind.strip("[]"), cfg.publisher.port, "publisher",
                         gw, outside="subscribers (CURVE)", wildcard_ok=True))
@@ -191,8 +210,9 @@ def endpoints(cfg: config.Config, *, simulator: bool = False) -> list[Endpoint]:
         out.append(Endpoint("gateway_grpc.bind", "tcp", cfg.gateway_grpc.bind.strip("[]"), cfg.gateway_grpc.port,
                             "gateway_grpc", outside="gRPC clients (no TLS)", wildcard_ok=True))
     # Prometheus endpoints ("host:port"), when the config has them.
-    metrics = [("aggregator.metrics", "aggregator", getattr(agg, "metrics", None)),
-               ("publisher.metrics", "publisher", getattr(cfg.publisher, "metrics", None)),
+    metrics = [("aggregator.metrics" if not agg.shards else f"aggregator.shards[{a.index}].metrics",
+                aggregator_name(cfg, a.index), a.metrics) for a in agg.processes]
+    metrics += [("publisher.metrics", "publisher", getattr(cfg.publisher, "metrics", None)),
                ("gateway_grpc.metrics", "gateway_grpc", getattr(cfg.gateway_grpc, "metrics", None)
                 if cfg.gateway_grpc.enabled else None)]
     for v in cfg.enabled_venues:

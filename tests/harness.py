@@ -375,8 +375,13 @@ class SimPipeline:
     equals the merged truth of the simulator's books."""
 
     def __init__(self, tmp: Path, venues: dict[str, dict[str, Any]], symbols: list[str], *, n: int = 10,
-                 rate: float = 20.0, stale_after: float = 2.0, down_after: float = 2.0, seed: int = 11) -> None:
+                 rate: float = 20.0, stale_after: float = 2.0, down_after: float = 2.0, seed: int = 11,
+                 agg_shards: list[list[str]] | None = None) -> None:
         self.tmp, self.symbols, self.n = tmp, symbols, n
+        #: ``[[aggregator.shards]]`` (one aggregator process each, ``aggregator_<i>``) when given.
+        self.agg_shards = [{"symbols": list(syms), "pub": f"tcp://127.0.0.1:{free_port()}",
+                            "ctl": f"tcp://127.0.0.1:{free_port()}", "query": f"tcp://127.0.0.1:{free_port()}"}
+                           for syms in agg_shards or []]
         self.ctl_port = free_port()
         self.dust = {vid: ("0.0001", "1") for vid in venues}
         extra = [f'[simulator]\nhost = "127.0.0.1"\ncontrol_port = {self.ctl_port}\nseed = {seed}\nrate = {rate}\n']
@@ -398,6 +403,9 @@ class SimPipeline:
                                "rest_url": f"http://127.0.0.1:{port}{rest_path}", "stale_after": stale_after,
                                "dust": {s: self.dust[vid] for s in symbols}, **v}
             self.kinds[vid] = kind
+        for sh in self.agg_shards:
+            extra.append("[[aggregator.shards]]\n" + "".join(
+                f"{k} = {v!r}\n".replace("'", '"') for k, v in sh.items()))
         self.cfg = tmp / "bookmux.toml"
         self.ep = write_config(self.cfg, symbols=symbols, levels=n, down_after=down_after, venues=cfg_venues,
                                extra="\n".join(extra))
@@ -421,7 +429,11 @@ class SimPipeline:
         wait_until(self.sim.up, timeout=30, what="simulator up")
         for vid in self.kinds:
             self.start_feed(vid)
-        self.procs.start("aggregator", "services.aggregator", "--config", c)
+        if self.agg_shards:
+            for i in range(len(self.agg_shards)):
+                self.procs.start(f"aggregator_{i}", "services.aggregator", "--config", c, "--shard", str(i))
+        else:
+            self.procs.start("aggregator", "services.aggregator", "--config", c)
         self.procs.start("publisher", "services.publisher", "--config", c)
 
     def drain(self) -> None:

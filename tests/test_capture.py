@@ -484,3 +484,13 @@ def test_capture_reader_rejects_other_files(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match="not a capture file"):
         find_runs(tmp_path)
 
+
+
+def test_capture_of_format_1_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """A capture made before the feed bus became positional (format 1: schema-1 bus records) is a
+    CaptureError that names both formats, not a stream of bus decode errors."""
+    w = CaptureWriter(tmp_path, "v", 3, {**header(sess=3), "format": 1})
+    write_records(w, 3)
+    with pytest.raises(CaptureError, match=r"a capture of format 1, whose bus records are feed-bus schema 1 "
+                                           r"\(maps\); this version reads format 2 \(schema 2\): capture again"):
+        find_runs(tmp_path)

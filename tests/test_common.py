@@ -38,29 +38,42 @@ def test_parse_decimal_rejects(bad: object) -> None:
 
 
 def test_feed_messages_round_trip() -> None:
+    """Every feed message type decodes to itself, and its payload is the schema-2 array."""
     msgs = [
         BookMsg(schema.SNAP, "binance", "BTC/USDT", 7, 1, 10, 20,
                 [(Decimal("43000.10"), Decimal("0.5"))], [(Decimal("43001"), Decimal("0.00000001"))]),
         BookMsg(schema.DELTA, "binance", "BTC/USDT", 7, 2, 10, 20, [(Decimal("43000.1"), Decimal("0"))], []),
         StatusMsg("bitstamp", "ETH/USDT", 9, 3, schema.STALE, "no frames for 10 s", 30),
         HeartbeatMsg("bitstamp", 9, 40, {"ETH/USDT": 3}),
+        HeartbeatMsg("bitstamp", 9, 40, {}, "cancel_only"),
+        BookMsg(schema.SNAP, "kraken", "BTC/USD", 7, 3, 10, 20, [(Decimal("1E-8"), Decimal("0E-8"))], [],
+                (Decimal("42000.5"), None)),
     ]
     for m in msgs:
         frames = schema.encode_feed(m)
         assert schema.decode_feed(frames) == m
+        assert schema.decode_feed_bytes(frames[1]) == m
+        assert schema.decode_feed_payload(schema.unpack(frames[1])) == m
+    assert msgpack.unpackb(schema.encode_feed(msgs[0])[1]) == [
+        "snap", 2, "binance", 7, "BTC/USDT", 1, 10, 20, [["43000.10", "0.5"]], [["43001", "1E-8"]]]
+    assert msgpack.unpackb(schema.encode_feed(msgs[2])[1]) == [
+        "status", 2, "bitstamp", 9, "ETH/USDT", 3, 30, "stale", "no frames for 10 s"]
+    assert msgpack.unpackb(schema.encode_feed(msgs[4])[1]) == ["hb", 2, "bitstamp", 9, 40, {}, "cancel_only"]
+    assert msgpack.unpackb(schema.encode_feed(msgs[5])[1])[10] == ["42000.5", ""]
 
 
 @pytest.mark.parametrize("payload", [
     b"\xc1", b"", msgpack.packb([1, 2]), msgpack.packb({"ver": 99, "t": "snap"}),
     msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
-                   "ets": 0, "b": [["NaN", "1"]], "a": []}),
-    msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": "1",
-                   "ets": 0, "b": [], "a": []}),
-    msgpack.packb({"ver": 1, "t": "delta", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
-                   "ets": 0, "b": [["1", "-1"]], "a": []}),
-    msgpack.packb({"ver": 1, "t": "status", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1,
-                   "st": "happy"}),
-    msgpack.packb({"ver": 1, "t": "what", "v": "binance", "sess": 1, "rts": 1, "s": "BTC/USDT", "seq": 1}),
+                   "ets": 0, "b": [], "a": []}),                                # a valid schema-1 map
+    msgpack.packb(["delta", 2, "binance", 1, "BTC/USDT", 1, 0, 1, [["NaN", "1"]], []]),
+    msgpack.packb(["delta", 2, "binance", 1, "BTC/USDT", "1", 0, 1, [], []]),
+    msgpack.packb(["delta", 2, "binance", 1, "BTC/USDT", 1, 0, 1, [["1", "-1"]], []]),
+    msgpack.packb(["delta", 2, "binance", 1, "BTC/USDT", 1, 0, 1, []]),           # asks missing
+    msgpack.packb(["delta", 2, "binance", 1, "BTC/USDT", 1, 0, 1, [], [], None, 1]),  # a position too many
+    msgpack.packb(["delta", 1, "binance", 1, "BTC/USDT", 1, 0, 1, [], []]),       # schema 1
+    msgpack.packb(["status", 2, "binance", 1, "BTC/USDT", 1, 1, "happy", ""]),
+    msgpack.packb(["what", 2, "binance", 1, "BTC/USDT", 1, 1]),
 ])
 def test_malformed_bus_payloads_raise_bus_error(payload: bytes) -> None:
     with pytest.raises(BusError):

@@ -39,6 +39,12 @@ BASE["venues"][SHARDED_VENUE].pop("metrics")
 BASE["venues"][SHARDED_VENUE]["shards"] = [{"symbols": ["BTC/USD"], "pub": "tcp://127.0.0.1:50072",
                                             "ctl": "tcp://127.0.0.1:50073", "cpu": 0,
                                             "metrics": "127.0.0.1:50116"}]
+# the aggregator split in two shards (deploy/ports.py's plan), to reach [[aggregator.shards]]'s keys
+BASE["aggregator"]["shards"] = [
+    {"symbols": ["BTC/USDT", "ETH/USDT"], "pub": "tcp://127.0.0.1:50054", "ctl": "tcp://127.0.0.1:50055",
+     "query": "tcp://127.0.0.1:50053", "metrics": "127.0.0.1:50100"},
+    {"symbols": ["BTC/USD"], "pub": "tcp://127.0.0.1:50057", "ctl": "tcp://127.0.0.1:50058",
+     "query": "tcp://127.0.0.1:50059", "metrics": "127.0.0.1:50103"}]
 
 
 # --- wrong values generated from the schema ---------------------------------------------------
@@ -208,6 +214,7 @@ def test_the_base_config_is_valid() -> None:
     """The config the wrong values are put into is itself valid (so each error is the one value's)."""
     c = config.build(BASE)
     assert [sh.metrics for sh in c.venue(SHARDED_VENUE).shards] == ["127.0.0.1:50116"]
+    assert [a.symbols for a in c.aggregator.processes] == [("BTC/USDT", "ETH/USDT"), ("BTC/USD",)]
 
 
 def test_every_key_and_option_is_covered() -> None:
@@ -219,11 +226,13 @@ def test_every_key_and_option_is_covered() -> None:
                    "venues.binance.options.depth_speed", "venues.coinbase.options.channel",
                    "venues.gemini.shards[0].metrics", "venues.binance.quiet_after_symbols.BTC/USD",
                    "venues.binance.capture_rotate_mb", "simulator.rate", "simulator.venues.binance.port",
-                   "simulator.venues.binance.levels.BTC/USD", "gateway_grpc.metrics", "security.keys_dir"):
+                   "simulator.venues.binance.levels.BTC/USD", "gateway_grpc.metrics", "security.keys_dir",
+                   "aggregator.shards", "aggregator.shards[0].symbols", "aggregator.shards[0].pub",
+                   "aggregator.shards[0].ctl", "aggregator.shards[0].query", "aggregator.shards[0].metrics"):
         assert needed in keys, needed
     models = [config.ConfigFile, config.VenueTable, config.SimulatorTable, config.AggregatorTable,
               config.PublisherTable, config.GatewayGrpcTable, config.ShardTable, config.DustTable,
-              config.SimulatorVenueTable, config.SecurityTable]
+              config.SimulatorVenueTable, config.SecurityTable, config.AggregatorShardTable]
     models += [config.options_model(kind, api) for kind, entry in venues.KINDS.items() for api in entry.apis]
     for model in models:
         assert set(model.model_fields) <= names, (model, set(model.model_fields) - names)

@@ -15,6 +15,7 @@ near-valid inputs, byte mutations, the bus and query decoders and the corpus.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -27,11 +28,12 @@ from hypothesis import strategies as st
 
 from common import query, schema
 from common.feed.types import Control, DepthEvent, PairInfo, ParseError, Snapshot
-from common.numbers import MAX_ABS, MAX_DECIMALS, decimals, fmt
+from common.numbers import MAX_ABS, MAX_DECIMALS, BadNumber, decimals, fmt, parse_decimal
 from common.query import QueryError
 from common.schema import BookMsg, BusError, HeartbeatMsg, StatusMsg
 from services.feed_binance import parse as bparse
 from services.feed_bitstamp import parse as sparse
+from tests.fuzz_corpus import generate as gen
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -306,44 +308,84 @@ SYMBOL = st.tuples(st.text(alphabet="ABCDEFXYZ", min_size=2, max_size=5),
 I64 = st.integers(0, 2**63 - 1)
 
 
+EXACT = st.none() | st.tuples(st.none() | PRICE, st.none() | PRICE)
+
+
 @st.composite
 def feed_msgs(draw: st.DrawFn) -> schema.FeedMsg:
     kind = draw(st.sampled_from(["snap", "delta", "status", "hb"]))
     venue, sess, rts = draw(TEXT_ID), draw(I64), draw(I64)
     if kind == "hb":
-        return HeartbeatMsg(venue, sess, rts, draw(st.dictionaries(SYMBOL, I64, max_size=3)))
+        return HeartbeatMsg(venue, sess, rts, draw(st.dictionaries(SYMBOL, I64, max_size=3)),
+                            draw(st.sampled_from(["", "online", "cancel_only"])))
     symbol, seq = draw(SYMBOL), draw(I64)
     if kind == "status":
         return StatusMsg(venue, symbol, sess, seq, draw(st.sampled_from(sorted(schema.STATUSES))),
                          draw(st.text(max_size=20)), rts)
     bids = [(p, q) for p, q in draw(LEVELS)]
-    return BookMsg(kind, venue, symbol, sess, seq, draw(I64), rts, bids, draw(LEVELS))
+    return BookMsg(kind, venue, symbol, sess, seq, draw(I64), rts, bids, draw(LEVELS), draw(EXACT))
 
 
-BUS_KEYS = ["ver", "t", "v", "sess", "s", "seq", "ets", "rts", "b", "a", "st", "why", "seqs", "zz"]
+#: What each position of a feed array must hold (schema 2), per message type: "int" (a msgpack
+#: int, not a bool), "str", "ver", or "any" (checked by the decoder's own rules: levels, seqs...).
+POSITION_TYPES = {
+    "snap": ["tag", "ver", "str", "int", "str", "int", "int", "int", "any", "any", "any"],
+    "delta": ["tag", "ver", "str", "int", "str", "int", "int", "int", "any", "any", "any"],
+    "status": ["tag", "ver", "str", "int", "str", "int", "int", "any", "str"],
+    "hb": ["tag", "ver", "str", "int", "int", "any", "any"],
+}
+
+
+def fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` is of the type position ``kind`` holds (msgpack's int range included)."""
+    if kind == "int":
+        return type(value) is int and -(2**63) <= value < 2**64
+    if kind == "str":
+        return type(value) is str
+    if kind == "ver":
+        return type(value) is int and value == schema.SCHEMA_VERSION
+    return True
 
 
 @MEDIUM
 @given(feed_msgs())
 def test_bus_valid_messages_round_trip(msg: schema.FeedMsg) -> None:
-    assert schema.decode_feed(schema.encode_feed(msg)) == msg
+    """Every valid message decodes to itself; the plain-data payload packs to the same bytes."""
+    frames = schema.encode_feed(msg)
+    assert schema.decode_feed(frames) == msg
+    assert schema.pack(schema.feed_payload(msg)) == frames[1]
+    assert schema.decode_feed_payload(schema.unpack(frames[1])) == msg
 
 
 @MEDIUM
-@given(feed_msgs(), st.sampled_from(BUS_KEYS), HOSTILE | st.binary(max_size=8), st.booleans())
-def test_bus_one_key_corrupted_or_removed(msg: schema.FeedMsg, key: str, value: Any, remove: bool) -> None:
+@given(feed_msgs(), st.data(), HOSTILE | st.binary(max_size=8), st.sampled_from(["set", "remove", "append"]))
+def test_bus_one_position_corrupted_removed_or_added(msg: schema.FeedMsg, data: st.DataObject, value: Any,
+                                                     op: str) -> None:
+    """One position of a valid array replaced by a hostile value, removed, or one added: a value of
+    the wrong type, a missing or an extra position is always a BusError; anything accepted is valid."""
     topic, payload = schema.encode_feed(msg)
     m = msgpack.unpackb(payload, raw=False)
-    if remove:
-        m.pop(key, None)
+    types = POSITION_TYPES[m[0]]
+    i = data.draw(st.integers(0, len(m) - 1))
+    if op == "set":
+        same_layout = {m[0], value} <= {"snap", "delta"} if type(value) is str else False
+        must_fail = not same_layout if i == 0 else not fits(types[i], value)
+        m[i] = value
+    elif op == "remove":
+        del m[i]
+        # dropping the last of the optional trailing positions (exact-to, mode) leaves a valid message
+        must_fail = not (i == len(m) and len(m) >= len(types) - 1)
     else:
-        m[key] = value
+        m.append(value)
+        must_fail = len(m) > len(types)
     raw = msgpack.packb(m, use_bin_type=True)
-    bus_decode([topic, raw])
-    try:
-        check_feed_msg(schema.decode_feed_payload(schema.unpack(raw)))
-    except BusError:
-        pass
+    for decode in (lambda: schema.decode_feed([topic, raw]), lambda: schema.decode_feed_bytes(raw)):
+        try:
+            out = decode()
+        except BusError:
+            continue
+        assert not must_fail, (m, out)
+        check_feed_msg(out)
 
 
 @MEDIUM
@@ -365,6 +407,30 @@ def test_bus_wrong_frame_counts_and_topics(frames: list[bytes], msg: schema.Feed
         bus_decode([frames[0], payload])
 
 
+@MEDIUM
+@given(st.integers(0, 60), st.sampled_from(["b", "a"]), st.integers(0, 1), HOSTILE | st.decimals().map(str))
+def test_bus_level_number_as_strict_as_parse_decimal(n: int, side: str, j: int, value: Any) -> None:
+    """One number of a side of ``n`` levels (short lists and the long-list path) replaced: the
+    message decodes exactly when parse_decimal takes the text (and a price is not 0)."""
+    levels = [[str(1000 + i) if side == "a" else str(1000 - i), "1.5"] for i in range(n + 1)]
+    levels[n][j] = value
+    m = ["delta", 2, "alpha", 1, "BTC/USDT", 1, 0, 0, levels if side == "b" else [], levels if side == "a" else []]
+    try:
+        want = parse_decimal(value) if type(value) is str else None
+        ok = want is not None and (j == 1 or want != 0)
+    except BadNumber:
+        ok = False
+    raw = msgpack.packb(m, use_bin_type=True)
+    if not ok:
+        with pytest.raises(BusError):
+            schema.decode_feed_bytes(raw)
+        return
+    out = schema.decode_feed_bytes(raw)
+    assert isinstance(out, BookMsg)
+    got = (out.bids if side == "b" else out.asks)[n][j]
+    assert got == want and str(got) == str(want)
+
+
 @FAST
 @given(st.one_of(st.binary(max_size=64), HOSTILE.map(lambda v: msgpack.packb(v, use_bin_type=True)),
                  st.lists(HOSTILE, max_size=4).map(lambda s: msgpack.packb({"t": "snapreq", "s": s}))))
@@ -376,19 +442,49 @@ def test_snapshot_request_decoder(raw: bytes) -> None:
     assert isinstance(syms, list) and all(isinstance(s, str) for s in syms)
 
 
+@pytest.mark.parametrize("n", [1, 40])
+def test_bus_levels_decode_the_same_from_the_memo(n: int) -> None:
+    """A message decoded twice (the second time from the level memos, or the long-list path) gives
+    the very Decimals parse_decimal gives; a refused text is refused every time (never memoised)."""
+    texts = [("43000.10", "0E-8"), ("1E-8", "0.00000"), ("1E+2", "1.500000000000000000000000"), ("7", "0")]
+    levels = [list(texts[i % len(texts)]) for i in range(n)]
+    raw = msgpack.packb(["delta", 2, "alpha", 1, "BTC/USDT", 1, 0, 0, levels, levels], use_bin_type=True)
+    want = [(parse_decimal(p), parse_decimal(q)) for p, q in levels]
+    for _ in range(2):
+        out = schema.decode_feed_bytes(raw)
+        assert isinstance(out, BookMsg) and out.bids == want and out.asks == want
+        assert [(str(p), str(q)) for p, q in out.bids] == [(str(p), str(q)) for p, q in want]
+    for bad in (["0", "1"], ["1", "-0.5"], ["1", "NaN"]):
+        raw = msgpack.packb(["delta", 2, "alpha", 1, "BTC/USDT", 1, 0, 0, [*levels, bad], []], use_bin_type=True)
+        for _ in range(2):
+            with pytest.raises(BusError, match="'b': "):
+                schema.decode_feed_bytes(raw)
+
+
 def test_bus_level_with_a_tiny_exponent_is_a_bus_error() -> None:
-    m = dict(schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], [])))
-    m["a"] = [["101", "1E-999999999999999999"]]
-    with pytest.raises(BusError):
+    """A finite, tiny quantity whose plain text needs 10^18 characters is refused on the bus too."""
+    m = schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], []))
+    m[9] = [["101", "1E-999999999999999999"]]
+    with pytest.raises(BusError, match="more than 18 decimals"):
         schema.decode_feed([b"md.alpha.BTC/USDT", msgpack.packb(m, use_bin_type=True)])
 
 
-@pytest.mark.parametrize("ver", [True, 1.0])
+@pytest.mark.parametrize("ver", [True, 2.0, "2", 1, 3, -2, None])
 def test_bus_version_must_be_the_int(ver: object) -> None:
-    m = dict(schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], [])))
-    m["ver"] = ver
-    with pytest.raises(BusError):
+    """Position 1 is the schema version, the int 2 exactly; anything else names the version."""
+    m = schema.feed_payload(BookMsg("delta", "alpha", "BTC/USDT", 1, 1, 0, 0, [], []))
+    m[1] = ver
+    with pytest.raises(BusError, match=f"schema version {re.escape(repr(ver))}, expected 2"):
         schema.decode_feed([b"md.alpha.BTC/USDT", msgpack.packb(m, use_bin_type=True)])
+
+
+def test_bus_schema_1_message_is_a_clear_bus_error() -> None:
+    """A message of a feed still on schema 1 (a map) is refused with a line that says so."""
+    v1 = {"ver": 1, "t": "delta", "v": "alpha", "sess": 1, "s": "BTC/USDT", "seq": 1, "ets": 0, "rts": 0,
+          "b": [], "a": []}
+    with pytest.raises(BusError, match=re.escape("payload is a map (feed-bus schema 1?), expected the array "
+                                                 "of schema 2")):
+        schema.decode_feed([b"md.alpha.BTC/USDT", msgpack.packb(v1, use_bin_type=True)])
 
 
 # --- query -------------------------------------------------------------------------------------
@@ -521,13 +617,35 @@ def test_corpus_venue_depth_frames_are_rejected() -> None:
             assert isinstance(out, Control) or (isinstance(out, DepthEvent) and out.key == "SSUSDT"), f
 
 
+def test_corpus_bus_bases_are_valid() -> None:
+    """The valid messages the bus corpus corrupts decode (so the corpus cannot pass vacuously)."""
+    for base in (gen.FEED_OK, gen.SNAP_OK, gen.STATUS_OK, gen.HB_OK):
+        check_feed_msg(schema.decode_feed_bytes(gen.pk(base)))
+    assert isinstance(schema.decode_feed([b"md.alpha.BTC/USDT", gen.pk(gen.FEED_OK)]), BookMsg)
+
+
+@pytest.mark.parametrize("case", gen.BUS_PAYLOAD, ids=[c[0] for c in gen.BUS_PAYLOAD])
+def test_corpus_bus_payload(case: tuple[str, bytes, str, str]) -> None:
+    """Each hostile payload on disk is the generator's and is a BusError for the reason it was made."""
+    name, raw, _what, why = case
+    assert (CORPUS / "bus_payload" / name).read_bytes() == raw, f"{name}: regenerate the corpus"
+    with pytest.raises(BusError, match=re.escape(why)):
+        schema.decode_feed([b"md.alpha.BTC/USDT", raw])
+    with pytest.raises(BusError, match=re.escape(why)):
+        schema.decode_feed_bytes(raw)
+
+
 def test_corpus_bus() -> None:
     for f in corpus("bus_payload"):
         raw = f.read_bytes()
         with pytest.raises(BusError):
             schema.decode_feed([b"md.alpha.BTC/USDT", raw])
+        try:
+            obj = schema.unpack(raw)
+        except BusError:
+            continue
         with pytest.raises(BusError):
-            schema.decode_feed_payload(schema.unpack(raw))
+            schema.decode_feed_payload(obj)
     for f in corpus("bus_frames"):
         with pytest.raises(BusError):
             schema.decode_feed(msgpack.unpackb(f.read_bytes(), raw=True))

@@ -20,6 +20,7 @@ import zmq
 
 from common import query, schema
 from common.schema import BookMsg, StatusMsg
+from tests.fuzz_corpus.generate import POS
 from tests.harness import (
     Disconnects,
     ScriptedFeed,
@@ -92,17 +93,29 @@ def garbage_bus_messages(alpha: ScriptedFeed) -> list[list[bytes]]:
     for f in sorted((CORPUS / "bus_frames").iterdir()):
         out.append(msgpack.unpackb(f.read_bytes(), raw=True))
     live = BookMsg("delta", "alpha", SYM, alpha.sess, 1, 0, 0, [], [])
-    payload = schema.feed_payload(live)
+    payload = schema.feed_payload(live)     # the schema-2 array: positions as in common/schema.py
+
+    def with_(**at: Any) -> list[bytes]:
+        m = list(payload)
+        for k, v in at.items():
+            m[POS[k]] = v
+        return [TOPIC, schema.pack(m)]
+
     out += [
         schema.encode_feed(BookMsg("delta", "gamma", SYM, 1, 1, 0, 0, [], [])),           # unknown venue
         schema.encode_feed(BookMsg("delta", "alpha", "ETH/USDT", alpha.sess, 1, 0, 0, [], [])),  # symbol
-        [TOPIC, schema.pack({**payload, "seq": -5, "b": [["43100", "9"]]})],              # negative seq: dup
-        [TOPIC, schema.pack({**payload, "b": [["-43100", "9"]]})],                        # negative price
-        [TOPIC, schema.pack({**payload, "b": [["43100", "1e400"]]})],                     # huge amount
-        [TOPIC, schema.pack({**payload, "t": "trade"})],                                  # unknown type
-        [TOPIC, schema.pack({**payload, "seq": 1e30})],                                    # seq as a float
+        with_(seq=-5, b=[["43100", "9"]]),                                                # negative seq: dup
+        with_(b=[["-43100", "9"]]),                                                       # negative price
+        with_(b=[["43100", "1e400"]]),                                                    # huge amount
+        with_(t="trade"),                                                                 # unknown type
+        with_(seq=1e30),                                                                  # seq as a float
+        with_(ver=1),                                                                     # schema 1
+        [TOPIC, schema.pack({"ver": 1, "t": "delta", "v": "alpha", "sess": alpha.sess, "s": SYM, "seq": 1,
+                             "ets": 0, "rts": 0, "b": [["43100", "9"]], "a": []})],    # a schema-1 map
+        [TOPIC, schema.pack([*payload, ["", ""], "extra"])],                              # a position too many
+        [TOPIC, schema.pack(payload[:-1])],                                               # one too few
         [TOPIC], [TOPIC, b"", b""], [b""], [TOPIC, b"\x00" * 1000],
-        [TOPIC, schema.pack({**payload, "extra": {"x": [1, 2]}, "seq": 2**64 - 1, "v": "alpha\x00"})],
+        with_(seq=2**64 - 1, v="alpha\x00"),
     ]
     return out
 
@@ -146,7 +159,7 @@ def test_tiny_exponent_on_the_bus_does_not_kill_the_aggregator(pipeline) -> None
     alpha = feeds[0]
     best_ask = min(alpha.books[SYM][1])
     m = schema.feed_payload(BookMsg("delta", "alpha", SYM, alpha.sess, alpha._next(SYM), 0, 0, [], []))
-    m["a"] = [[str(best_ask - 1), "1E-999999999999999999"]]
+    m[POS["a"]] = [[str(best_ask - 1), "1E-999999999999999999"]]
     alpha.pub.send_multipart([TOPIC, schema.pack(m)])
     time.sleep(0.5)
     pump()

@@ -62,9 +62,11 @@ import msgpack
 from common.config import DustRule, VenueConfig
 from common.feed.core import FeedCore
 from common.feed.stream import SymbolStream
-from common.schema import FeedMsg, feed_payload, pack
+from common.schema import SCHEMA_VERSION, FeedMsg, encode_feed_payload
 
-FORMAT = 1
+#: Capture file format. 2: ``bus`` records hold feed-bus schema 2 payloads (positional arrays);
+#: format 1 files (schema 1 maps) are refused by :func:`read_header` with a message saying so.
+FORMAT = 2
 SUFFIX = ".cap.gz"
 #: Records buffered for the writer thread beyond which the capture stops (bytes, packed).
 MAX_BACKLOG = 256 * 1024 * 1024
@@ -445,7 +447,7 @@ class CapturingCore(FeedCore):
     def take_bus(self) -> list[FeedMsg]:
         msgs = super().take_bus()
         if msgs:
-            self._rec([BUS, self._mono(), time.time_ns(), [pack(feed_payload(m)) for m in msgs]])
+            self._rec([BUS, self._mono(), time.time_ns(), [encode_feed_payload(m) for m in msgs]])
         return msgs
 
     # Not core inputs but transport events the replay needs: a REST answer and the stop.
@@ -529,7 +531,12 @@ def read_header(path: Path) -> dict[str, Any]:
     """The header record of one capture file."""
     dummy = CaptureRun("", 0, [path], {})
     for rec in _read_file(path, dummy, last=True):
-        if rec[0] != HDR or not isinstance(rec[3], dict) or rec[3].get("format") != FORMAT:
+        if rec[0] != HDR or not isinstance(rec[3], dict):
+            break
+        if rec[3].get("format") == 1:
+            raise CaptureError(f"{path}: a capture of format 1, whose bus records are feed-bus schema 1 (maps); "
+                               f"this version reads format {FORMAT} (schema {SCHEMA_VERSION}): capture again")
+        if rec[3].get("format") != FORMAT:
             break
         return dict(rec[3])
     raise CaptureError(f"{path}: does not start with a capture header of format {FORMAT}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from common.feed.stream import SymbolStream
-from common.schema import DELTA, DOWN, LIVE, SNAP, BookMsg, FeedMsg, HeartbeatMsg, StatusMsg, feed_payload, pack
+from common.schema import DELTA, DOWN, LIVE, SNAP, BookMsg, FeedMsg, HeartbeatMsg, StatusMsg, encode_feed_payload
 
 
 class _Pending:
@@ -100,7 +100,7 @@ class Outbox:
                 msg = self.snap_msg(st, depth_capped)
             else:
                 msg = StatusMsg(self.venue, s, self.sess, st.seq, st.status, st.reason, rts)
-            out.append(pack(feed_payload(msg)))
+            out.append(encode_feed_payload(msg))
         return out
 
     def status(self, st: SymbolStream, status: str, reason: str, rts: int) -> None:

@@ -44,7 +44,17 @@ from common.feed.capture import (
     CaptureRun,
 )
 from common.feed.core import FeedCore
-from common.schema import DOWN, LIVE, SNAP, BookMsg, FeedMsg, HeartbeatMsg, StatusMsg, decode_feed_payload, unpack
+from common.schema import (
+    DOWN,
+    LIVE,
+    SNAP,
+    BookMsg,
+    FeedMsg,
+    HeartbeatMsg,
+    StatusMsg,
+    decode_feed_bytes,
+    encode_feed_payload,
+)
 
 Side = dict[Decimal, Decimal]
 
@@ -168,12 +178,11 @@ class BusBooks:
 
 
 def decode(payload: bytes) -> FeedMsg:
-    return decode_feed_payload(unpack(payload))
+    return decode_feed_bytes(payload)
 
 
 def encode(msg: FeedMsg) -> bytes:
-    from common.schema import feed_payload, pack
-    return pack(feed_payload(msg))
+    return encode_feed_payload(msg)
 
 
 # --- verification -----------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import sys
 
 import zmq
 
-from common import service
+from common import config, service
+from common.config import ConfigError
 from common.metrics import MetricsError
 from common.security import KeyError_
 from services.aggregator import metrics as agg_metrics
@@ -20,9 +21,30 @@ Subscribes to every enabled venue's feed bus, checks each (venue, symbol) stream
 keeps one book per venue and symbol, and publishes merged top-N snapshots (topic book.<SYMBOL>)
 on aggregator.pub, each with the per-symbol seq of this run's epoch. Answers depletion queries on
 aggregator.query. Serves Prometheus metrics, /healthz and /readyz on aggregator.metrics
-("host:port", when set; see the README's metrics section). Example:
-  python -m services.aggregator --config deploy/demo.toml --levels 20""")
-    _args, cfg, log = service.load(ap, argv, "aggregator")
+("host:port", when set; see the README's metrics section).
+
+Scale-out: with [[aggregator.shards]] in the config, each shard is one aggregator process, run
+with --shard I: it merges that shard's symbols only (it subscribes to their feed streams only and
+asks snapshots for them only) and binds that shard's pub, ctl, query and metrics. The publisher
+subscribes to every shard. Examples:
+  python -m services.aggregator --config deploy/demo.toml --levels 20
+  python -m services.aggregator --config sharded.toml --shard 1""")
+    ap.add_argument("--shard", type=int, default=None, metavar="I",
+                    help="which [[aggregator.shards]] process to be (required when the config has shards)")
+    name = "aggregator"
+    pre, _ = ap.parse_known_args(argv)
+    if pre.shard is not None:
+        name = f"aggregator_{pre.shard}"
+    args, full, log = service.load(ap, argv, name)
+    try:
+        cfg = full.for_aggregator(args.shard)
+    except ConfigError as e:
+        config.hold_for_supervisor()    # exit 2 once supervisord takes it for an exit, not a failed start
+        print(f"{name}: configuration error: {e}", file=sys.stderr)
+        return 2
+    if cfg.aggregator.index is not None:
+        log.info("shard %d of %d: symbols %s", cfg.aggregator.index, len(full.aggregator.shards),
+                 list(cfg.aggregator.symbols))
     try:
         agg = Aggregator(cfg)
     except KeyError_ as e:

@@ -137,6 +137,13 @@ class Aggregator:
                 view=MergedView(self.levels, dust, cfg.aggregator.depletion.get(sym)))
         self.sub = bus.sub([lk.pub for lk in self.links], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx,
                            sec=sec)
+        if cfg.aggregator.index is not None:
+            # One shard of several (cfg.for_aggregator(i)): its symbols' streams only. ZeroMQ matches
+            # prefixes (md.x.BTC/USD also brings BTC/USDT's), so a foreign stream may still come, as
+            # may one sent before this narrowing reached the feed: dropped as bus_unknown_stream.
+            for topic in sorted({schema.feed_topic(lk.venue, sym) for lk in self.links for sym in lk.symbols}):
+                self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, b"md.")
         # XPUB: a (re)connecting publisher's subscription makes every book be published again.
         self.pub = bus.xpub(cfg.aggregator.pub, hwm=10_000, ctx=self.ctx, sec=sec)
         self.ctl = bus.router(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=sec)

@@ -38,7 +38,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the reply as JSON (for scripts)")
     p.add_argument("--endpoint", default=None,
                    help="aggregator query endpoint (default: aggregator.query of --config, "
-                        "tcp://127.0.0.1:50053 in deploy/bookmux.toml)")
+                        "tcp://127.0.0.1:50053 in deploy/bookmux.toml; with [[aggregator.shards]] the "
+                        "query endpoint of the shard owning the symbol)")
     p.add_argument("--config", dest="deplete_config", metavar="PATH", default=str(config.DEFAULT_CONFIG),
                    help="config file to read the endpoint from (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=3.0,
@@ -151,10 +152,13 @@ def render(reply: Reply) -> str:
 # --- running ----------------------------------------------------------------------------------
 
 
-def _endpoint(args: argparse.Namespace) -> str:
+def _endpoint(args: argparse.Namespace) -> str | dict[str, str]:
+    """--endpoint, else the config's query endpoint; with [[aggregator.shards]] symbol -> the
+    query endpoint of the shard that owns it (the request goes to the owner of the symbol)."""
     if args.endpoint:
         return str(args.endpoint)
-    return config.load(args.deplete_config).aggregator.query
+    agg = config.load(args.deplete_config).aggregator
+    return agg.query_routes() if agg.shards else agg.query
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -21,7 +21,9 @@ Subscribers connect a SUB socket to tcp://<bind>:<port>, subscribe to "book.BTC/
 the topic frame exactly: ZeroMQ matches prefixes) and receive [topic, msgpack map] messages, each
 a full top-N state (see the README's subscriber contract). With publisher.latest_port (or
 --latest-port) it also serves the newest book of each symbol on request to latest-only
-subscribers (a ROUTER; protocol in common/schema.py, "Latest endpoint"). Serves Prometheus
+subscribers (a ROUTER; protocol in common/schema.py, "Latest endpoint"). With
+[[aggregator.shards]] it subscribes to every shard's pub and asks the shard owning a symbol to
+republish it for a late joiner. Serves Prometheus
 metrics, /healthz and /readyz on publisher.metrics ("host:port", when set). Example:
   python -m services.publisher --port 50052 --latest-port 50056 --levels 10""")
     ap.add_argument("--bind", default=None, help="address to bind (config publisher.bind, default 127.0.0.1)")

@@ -53,15 +53,21 @@ class Publisher:
         self.levels = levels
         self.ctx = ctx or bus.context()
         self.sec = Security.from_config(cfg)
-        self.sub = bus.sub(cfg.aggregator.pub, [b"book."], max_msg_size=cfg.max_msg_size, ctx=self.ctx,
-                           sec=self.sec)
+        # Scale-out ([[aggregator.shards]]): one SUB connected to every aggregator process, a DEALER
+        # to each one's ctl; a republish request goes to the process that owns the symbol.
+        self.upstreams = cfg.aggregator.processes
+        self.upstream_of = {sym: u.index for u in self.upstreams for sym in u.symbols}
+        self.sub = bus.sub([u.pub for u in self.upstreams], [b"book."], max_msg_size=cfg.max_msg_size,
+                           ctx=self.ctx, sec=self.sec)
         self.out = bus.xpub(cfg.publisher.endpoint, hwm=cfg.publisher.sndhwm, ctx=self.ctx, sec=self.sec)
         # Every unsubscription too (also those of a subscriber that disconnects), so the count of
         # open subscriptions per topic is exact (metrics); subscriptions were reported already.
         self.out.setsockopt(zmq.XPUB_VERBOSER, 1)
-        self.ctl = bus.dealer(cfg.aggregator.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec)
+        self.ctls = [bus.dealer(u.ctl, max_msg_size=1 << 16, ctx=self.ctx, sec=self.sec) for u in self.upstreams]
+        self.ctl = self.ctls[0]
         self.sub_watch = bus.Reconnector(self.sub)
-        self.ctl.setsockopt(zmq.SNDHWM, 100)
+        for c in self.ctls:
+            c.setsockopt(zmq.SNDHWM, 100)
         self.counters: dict[str, int] = {}
         self.latest = LatestBooks(max_waiting=LATEST_MAX_WAITING)
         self.latest.extra = self.counters
@@ -80,10 +86,14 @@ class Publisher:
                 self.latest_sock.close(0)
                 self.sub.close(0)
                 self.out.close(0)
-                self.ctl.close(0)
+                for c in self.ctls:
+                    c.close(0)
                 raise
-        self.connected = False             # nothing received from the aggregator yet
-        self.deferred: set[str] | None = set()   # republish wishes until then (None = all)
+        self.connected = False             # nothing received from any aggregator yet
+        # Per aggregator process: heard from yet, and the republish wishes until then (None = all).
+        self.connected_shards: set[int] = set()
+        self.deferred: dict[int, set[str] | None] = {u.index: set() for u in self.upstreams}
+        self._fresh: set[int] = set()      # processes heard from since the last connection loss
         self.last: dict[str, tuple[int, int]] = {}
         self.running = True
         # Health and metrics (services/publisher/metrics.py reads these).
@@ -95,7 +105,8 @@ class Publisher:
         self._ts_seen: dict[str, int] = {}
         self._last_log = time.monotonic()
         log.info("forwarding %s -> subscribers on %s (levels %d, per-subscriber HWM %d, CURVE %s); "
-                 "latest-only subscribers on %s", cfg.aggregator.pub, cfg.publisher.endpoint, levels,
+                 "latest-only subscribers on %s", ", ".join(u.pub for u in self.upstreams), cfg.publisher.endpoint,
+                 levels,
                  cfg.publisher.sndhwm, "on: only allowed client keys" if self.sec else "off",
                  cfg.publisher.latest_endpoint or "(off: publisher.latest_port not set)")
 
@@ -103,17 +114,37 @@ class Publisher:
         self.counters[what] = self.counters.get(what, 0) + 1
 
     def _ask_republish(self, symbols: list[str]) -> None:
-        if not self.connected:
+        """Ask the aggregator process owning each symbol to publish it again (every process for
+        ``[]``, every symbol); symbols no process carries are not asked for."""
+        for index, syms in self.cfg.aggregator.route(symbols).items():
+            self._ask_shard(index, syms)
+
+    def _ask_shard(self, index: int, symbols: list[str]) -> None:
+        if index not in self.connected_shards:
             # Until the aggregator's first message our own subscription may not have reached it:
             # a republished book could be lost. The aggregator republishes everything when our
             # subscription arrives; remember the wish meanwhile.
-            if self.deferred is not None:
-                self.deferred = None if not symbols else self.deferred | set(symbols)
+            wish = self.deferred.get(index, set())
+            if wish is not None:
+                self.deferred[index] = None if not symbols else wish | set(symbols)
             return
         try:
-            self.ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
+            self.ctls[index].send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
         except zmq.Again:
             self._count("republish_blocked")
+
+    def _upstream_heard(self, index: int) -> None:
+        """The first book from aggregator process ``index`` (since the last connection loss): its
+        reconnect backoff starts afresh; the first ever: send the wishes held for it."""
+        self._fresh.add(index)
+        self.sub_watch.healthy(self.upstreams[index].pub)
+        if index in self.connected_shards:
+            return
+        self.connected = True
+        self.connected_shards.add(index)
+        wished, self.deferred[index] = self.deferred.get(index, set()), set()
+        if wished is None or wished:
+            self._ask_shard(index, sorted(wished or ()))
 
     def on_subscription(self, frame: bytes) -> None:
         """XPUB reports ``\x01<topic>`` on subscribe, ``\x00<topic>`` on unsubscribe."""
@@ -146,11 +177,9 @@ class Publisher:
             self._count("malformed")
             log.warning("dropped a malformed snapshot from the aggregator: %s", e)
             return
-        if not self.connected:
-            self.connected = True
-            wished, self.deferred = self.deferred, set()
-            if wished is None or wished:
-                self._ask_republish(sorted(wished or ()))
+        shard = self.upstream_of.get(symbol, 0)
+        if shard not in self._fresh:
+            self._upstream_heard(shard)
         prev = self.last.get(symbol)
         if prev is not None:
             if prev[0] != epoch:
@@ -216,6 +245,7 @@ class Publisher:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
                     self.lost_at = now
+                    self._fresh.clear()
                     log.warning("connection to the aggregator (%s) lost; reconnecting", endpoint)
             self.sub_watch.tick(now)
             if self.out in events:
@@ -252,7 +282,8 @@ class Publisher:
         self.sub_watch.close()
         self.sub.close()
         self.out.close()
-        self.ctl.close()
+        for c in self.ctls:
+            c.close()
         if self.latest_sock is not None:
             self.latest_sock.close()
         if self.sec is not None:

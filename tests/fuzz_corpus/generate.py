@@ -42,22 +42,140 @@ def pk(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-FEED_OK = {"ver": 1, "t": "delta", "v": "alpha", "sess": 7, "s": "BTC/USDT", "seq": 5, "ets": 1, "rts": 1,
-           "b": [["100.5", "1"]], "a": [["101", "2"]]}
+#: Valid feed-bus payloads of schema 2 (positional arrays, common/schema.py "Feed bus"): every
+#: bus_payload input below is one of them with ONE fault, so a decoder that refused everything
+#: would fail tests/test_fuzz_parsers.py (it checks these decode first).
+FEED_OK: list[object] = ["delta", 2, "alpha", 7, "BTC/USDT", 5, 1, 1, [["100.5", "1"]], [["101", "2"]]]
+SNAP_OK: list[object] = ["snap", 2, "alpha", 7, "BTC/USDT", 5, 1, 1, [["100.5", "1"]], [["101", "2"]],
+                         ["100", ""]]
+STATUS_OK: list[object] = ["status", 2, "alpha", 7, "BTC/USDT", 5, 1, "stale", "no frames"]
+HB_OK: list[object] = ["hb", 2, "alpha", 7, 1, {"BTC/USDT": 5}, "online"]
+#: Position of each field in a snap/delta array.
+POS = {"t": 0, "ver": 1, "v": 2, "sess": 3, "s": 4, "seq": 5, "ets": 6, "rts": 7, "b": 8, "a": 9, "x": 10}
 
 
-def feed(**repl: object) -> dict[str, object]:
-    m = dict(FEED_OK)
+def feed(base: list[object] | None = None, **repl: object) -> list[object]:
+    """A copy of ``base`` (FEED_OK) with some positions replaced (by field name, :data:`POS`; the
+    status and heartbeat arrays share positions 0-3)."""
+    m = list(FEED_OK if base is None else base)
     for k, v in repl.items():
-        if v is DROP:
-            m.pop(k, None)
-        else:
-            m[k] = v
+        m[POS[k]] = v
     return m
 
 
 DROP = object()
 QUERY_OK = {"op": "deplete", "symbol": "BTC/USDT", "side": "buy", "quantity": "1"}
+
+_V1_MAP = {"ver": 1, "t": "delta", "v": "alpha", "sess": 7, "s": "BTC/USDT", "seq": 5, "ets": 1, "rts": 1,
+           "b": [["100.5", "1"]], "a": [["101", "2"]]}
+
+#: (file, bytes, what, a fragment of the BusError message tests/test_fuzz_parsers.py expects):
+#: every fault class of the bus decoder, each on an otherwise valid schema-2 payload.
+BUS_PAYLOAD: list[tuple[str, bytes, str, str]] = [
+    # not msgpack, or not one msgpack value
+    ("garbage.bin", b"\xc1\xc1\xc1", "reserved msgpack byte 0xc1", "bad msgpack"),
+    ("empty.bin", b"", "empty payload", "bad msgpack"),
+    ("truncated.bin", pk(FEED_OK)[:20], "a valid delta cut short", "bad msgpack"),
+    ("truncated_in_level.bin", pk(FEED_OK)[:-6], "a valid delta cut inside a level string", "bad msgpack"),
+    ("extra_data.bin", pk(FEED_OK) + b"\x00", "a valid delta followed by one more byte", "bad msgpack"),
+    ("bad_utf8.bin", pk(FEED_OK).replace(b"alpha", b"alph\xff"), "venue with invalid UTF-8", "bad msgpack"),
+    ("ext_type.bin", b"\xd4\x05\x00", "a msgpack ext value", "not a feed message array"),
+    ("nil.bin", pk(None), "nil", "not a feed message array"),
+    ("int_keys.bin", pk({1: 2}), "a map with integer keys", "payload is a map"),
+    # huge lengths: headers that claim more than the frame holds
+    ("huge_array_header.bin", b"\xdd\xff\xff\xff\xff", "array header claiming 2^32-1 items, no items",
+     "bad msgpack"),
+    ("huge_str_header.bin", b"\xdb\xff\xff\xff\xff" + b"x" * 8, "str header claiming 4 GiB", "bad msgpack"),
+    ("huge_levels_header.bin", b"\x9a" + pk(FEED_OK[:8])[1:] + b"\xdd\xff\xff\xff\xff",
+     "delta whose bids claim 2^32-1 levels", "bad msgpack"),
+    ("huge_seqs_header.bin", b"\x96" + pk(HB_OK[:5])[1:] + b"\xdf\xff\xff\xff\xff",
+     "heartbeat whose seqs claim 2^32-1 entries", "bad msgpack"),
+    ("deep_nesting.bin", b"\x91" * 5000 + b"\xc0", "5000 nested one-element arrays", "bad msgpack"),
+    # version
+    ("v1_map.bin", pk(_V1_MAP), "a valid schema-1 delta (a map)", "payload is a map (feed-bus schema 1"),
+    ("ver_1.bin", pk(feed(ver=1)), "schema version 1 in the array", "schema version 1, expected 2"),
+    ("ver_3.bin", pk(feed(ver=3)), "unknown schema version", "schema version 3, expected 2"),
+    ("ver_bool.bin", pk(feed(ver=True)), "version true", "schema version True"),
+    ("ver_float.bin", pk(feed(ver=2.0)), "version 2.0 (a float)", "schema version 2.0"),
+    ("ver_string.bin", pk(feed(ver="2")), "version as a string", "schema version '2'"),
+    ("ver_missing.bin", pk(["delta"]), "only the type", "Expected `array` of at least length"),
+    # type (position 0)
+    ("t_unknown.bin", pk(feed(t="trade")), "unknown message type", "unknown message type 'trade'"),
+    ("t_upper.bin", pk(feed(t="DELTA")), "type in capitals", "unknown message type 'DELTA'"),
+    ("t_bytes.bin", pk(feed(t=b"delta")), "type as bin, not str", "unknown message type b'delta'"),
+    ("t_int.bin", pk(feed(t=1)), "type as an int", "unknown message type 1"),
+    ("not_an_array.bin", pk("delta"), "a string", "not a feed message array"),
+    ("empty_array.bin", pk([]), "an empty array", "not a feed message array"),
+    # missing and extra positions
+    ("delta_no_asks.bin", pk(FEED_OK[:9]), "delta without its asks (9 positions)", "at least length 10"),
+    ("snap_extra.bin", pk([*SNAP_OK, "zz"]), "snap with a 12th position",
+     "snap: Expected `array` of at most length"),
+    ("delta_extra.bin", pk([*FEED_OK, ["", ""], 0]), "delta with a 12th position",
+     "delta: Expected `array` of at most length"),
+    ("status_no_st.bin", pk(STATUS_OK[:7]), "status without its status", "at least length 8"),
+    ("status_extra.bin", pk([*STATUS_OK, 1]), "status with a 10th position",
+     "status: Expected `array` of at most length"),
+    ("hb_extra.bin", pk([*HB_OK, "x"]), "heartbeat with an 8th position", "hb: Expected `array` of at most length"),
+    ("hb_as_delta.bin", pk(feed(t="hb")), "heartbeat type on a delta's positions", "hb 'rts'"),
+    # wrong type per position
+    ("venue_int.bin", pk(feed(v=3)), "venue as an int", "delta 'v': Expected `str`"),
+    ("venue_bytes.bin", pk(feed(v=b"alpha")), "venue as bin", "delta 'v': Expected `str`"),
+    ("sess_string.bin", pk(feed(sess="7")), "session as a string", "delta 'sess': Expected `int`"),
+    ("sess_nil.bin", pk(feed(sess=None)), "session nil", "delta 'sess': Expected `int`"),
+    ("symbol_int.bin", pk(feed(s=5)), "symbol as an int", "delta 's': Expected `str`"),
+    ("seq_string.bin", pk(feed(seq="5")), "seq as a string", "delta 'seq': Expected `int`"),
+    ("seq_float.bin", pk(feed(seq=5.0)), "seq as a float", "delta 'seq': Expected `int`"),
+    ("seq_bool.bin", pk(feed(seq=True)), "seq as a bool", "delta 'seq': Expected `int`"),
+    ("ets_float.bin", pk(feed(ets=1.5)), "exchange time as a float", "delta 'ets': Expected `int`"),
+    ("rts_string.bin", pk(feed(rts="1")), "receive time as a string", "delta 'rts': Expected `int`"),
+    ("levels_map.bin", pk(feed(b={"1": "2"})), "bids as a map", "delta 'b': Expected `array`"),
+    ("levels_nil.bin", pk(feed(a=None)), "asks nil", "delta 'a': Expected `array`"),
+    ("level_three.bin", pk(feed(b=[["100", "1", "x"]])), "level of three entries", "delta 'b': Expected `array`"),
+    ("level_one.bin", pk(feed(b=[["100"]])), "level of one entry", "delta 'b': Expected `array`"),
+    ("level_map.bin", pk(feed(b=[{"p": "100", "q": "1"}])), "level as a map", "delta 'b': Expected `array`"),
+    ("level_floats.bin", pk(feed(b=[[100.5, 1.0]])), "level numbers as floats", "delta 'b': Expected `str`"),
+    ("level_ints.bin", pk(feed(b=[[100, 1]])), "level numbers as ints", "delta 'b': Expected `str`"),
+    ("level_bytes.bin", pk(feed(a=[[b"101", b"2"]])), "level numbers as bin", "delta 'a': Expected `str`"),
+    ("x_one.bin", pk([*FEED_OK, ["100"]]), "exact-to of one entry", "delta 'x': Expected `array`"),
+    ("x_number.bin", pk([*FEED_OK, [100, ""]]), "exact-to price as an int", "delta 'x': Expected `str`"),
+    ("status_unknown.bin", pk([*STATUS_OK[:7], "exploded", "x"]), "unknown status",
+     "status 'st': Invalid enum value 'exploded'"),
+    ("status_int.bin", pk([*STATUS_OK[:7], 1, "x"]), "status as an int", "status 'st': Expected `str`"),
+    ("why_int.bin", pk([*STATUS_OK[:8], 5]), "reason as an int", "status 'why': Expected `str`"),
+    ("hb_seqs_list.bin", pk(["hb", 2, "alpha", 7, 1, [1]]), "heartbeat seqs as a list", "hb 'seqs': Expected `object`"),
+    ("hb_seqs_str_values.bin", pk(["hb", 2, "alpha", 7, 1, {"BTC/USDT": "5"}]), "heartbeat seq values as strings",
+     "hb 'seqs': Expected `int`"),
+    ("hb_seqs_int_keys.bin", pk(["hb", 2, "alpha", 7, 1, {5: 5}]), "heartbeat seqs keyed by ints",
+     "hb 'seqs': Expected `str`"),
+    ("hb_mode_long.bin", pk([*HB_OK[:6], "m" * 41]), "heartbeat mode of 41 characters",
+     "hb 'mode': Expected `str` of length <= 40"),
+    ("hb_mode_int.bin", pk([*HB_OK[:6], 1]), "heartbeat mode as an int", "hb 'mode': Expected `str`"),
+    # bad numbers
+    ("qty_negative.bin", pk(feed(a=[["101", "-2"]])), "negative quantity", "'a': negative"),
+    ("price_negative.bin", pk(feed(b=[["-100.5", "1"]])), "negative price", "'b': negative"),
+    ("price_zero.bin", pk(feed(b=[["0", "1"]])), "price 0", "'b': price 0"),
+    ("price_minus_zero.bin", pk(feed(b=[["-0.0", "1"]])), "price -0.0", "'b': price 0"),
+    ("qty_nan.bin", pk(feed(a=[["101", "NaN"]])), "NaN quantity", "'a': not finite"),
+    ("price_snan.bin", pk(feed(b=[["sNaN", "1"]])), "signalling NaN price", "'b': not finite"),
+    ("qty_inf.bin", pk(feed(a=[["101", "Infinity"]])), "infinite quantity", "'a': not finite"),
+    ("price_minus_inf.bin", pk(feed(b=[["-inf", "1"]])), "minus infinity price", "'b': not finite"),
+    ("qty_1e400.bin", pk(feed(a=[["101", "1e400"]])), "huge quantity (exponent)", "'a': too large"),
+    ("price_over_max.bin", pk(feed(b=[["1000000000000000000.1", "1"]])), "price just above MAX_ABS",
+     "'b': too large"),
+    ("qty_tiny_exponent.bin", pk(feed(a=[["101", "1E-999999999999999999"]])),
+     "finite, tiny quantity whose plain text would be 10^18 characters", "'a': more than 18 decimals"),
+    ("price_19_decimals.bin", pk(feed(b=[["0.0000000000000000001", "1"]])), "price with 19 decimals",
+     "'b': more than 18 decimals"),
+    ("qty_long_text.bin", pk(feed(a=[["101", "1" * 400]])), "quantity of 400 digits", "'a': too large"),
+    ("qty_hex.bin", pk(feed(a=[["101", "0x10"]])), "hex quantity", "'a': not a decimal"),
+    ("qty_empty.bin", pk(feed(a=[["101", ""]])), "empty quantity", "'a': not a decimal"),
+    ("qty_comma.bin", pk(feed(a=[["101", "1,5"]])), "decimal comma", "'a': not a decimal"),
+    ("x_nan.bin", pk([*FEED_OK, ["NaN", ""]]), "exact-to price NaN", "'x': not finite"),
+    ("snap_bad_deep_level.bin", pk(feed(SNAP_OK, b=[[str(1000 - i), "1"] for i in range(40)] + [["1", "-1"]])),
+     "a snap whose 41st bid is negative (the long-list path)", "'b': negative"),
+    ("snap_nan_deep_level.bin", pk(feed(SNAP_OK, a=[[str(1000 + i), "1"] for i in range(40)] + [["2000", "nan"]])),
+     "a snap whose 41st ask is NaN (the long-list path)", "'a': not finite"),
+]
 
 CORPUS: dict[str, list[tuple[str, str | bytes, str]]] = {
     "binance_frame": [
@@ -143,44 +261,16 @@ CORPUS: dict[str, list[tuple[str, str | bytes, str]]] = {
         ("bitstamp_bad_entries.json", '[1,"x",{"name":5},{"name":"BTC/USD","url_symbol":""}]', "bad entries"),
         ("truncated.json", '[{"name":"BTC/USD","url_sym', "cut body"),
     ],
-    "bus_payload": [
-        ("garbage.bin", b"\xc1\xc1\xc1", "reserved msgpack byte 0xc1"),
-        ("truncated.bin", pk(FEED_OK)[:20], "a valid delta cut short"),
-        ("extra_data.bin", pk(FEED_OK) + b"\x00", "a valid delta followed by one more byte"),
-        ("not_a_map.bin", pk([1, 2, 3]), "an array"),
-        ("int_keys.bin", pk({1: 2}), "a map with integer keys"),
-        ("ver_2.bin", pk(feed(ver=2)), "unknown schema version"),
-        ("ver_bool.bin", pk(feed(ver=True)), "version true (== 1 in Python)"),
-        ("t_unknown.bin", pk(feed(t="trade")), "unknown message type"),
-        ("t_bytes.bin", pk(feed(t=b"delta")), "type as bin, not str"),
-        ("seq_string.bin", pk(feed(seq="5")), "seq as a string"),
-        ("seq_float.bin", pk(feed(seq=5.0)), "seq as a float"),
-        ("seq_bool.bin", pk(feed(seq=True)), "seq as a bool"),
-        ("sess_missing.bin", pk(feed(sess=DROP)), "no session"),
-        ("venue_int.bin", pk(feed(v=3)), "venue as an int"),
-        ("levels_map.bin", pk(feed(b={"1": "2"})), "bids as a map"),
-        ("level_floats.bin", pk(feed(b=[[100.5, 1.0]])), "levels as floats"),
-        ("qty_negative.bin", pk(feed(a=[["101", "-2"]])), "negative quantity"),
-        ("qty_nan.bin", pk(feed(a=[["101", "NaN"]])), "NaN quantity"),
-        ("qty_1e400.bin", pk(feed(a=[["101", "1e400"]])), "huge quantity"),
-        ("price_zero.bin", pk(feed(b=[["0", "1"]])), "price 0"),
-        ("status_unknown.bin", pk(feed(t="status", st="exploded", why="x")), "unknown status"),
-        ("hb_seqs_list.bin", pk({"ver": 1, "t": "hb", "v": "alpha", "sess": 7, "rts": 1, "seqs": [1]}),
-         "heartbeat seqs as a list"),
-        ("hb_seqs_str_values.bin", pk({"ver": 1, "t": "hb", "v": "alpha", "sess": 7, "rts": 1,
-                                       "seqs": {"BTC/USDT": "5"}}), "heartbeat seq values as strings"),
-        ("deep_nesting.bin", b"\x91" * 5000 + b"\xc0", "5000 nested one-element arrays"),
-        ("huge_array_header.bin", b"\xdd\xff\xff\xff\xff", "array header claiming 2^32-1 items, no items"),
-        ("huge_str_header.bin", b"\xdb\xff\xff\xff\xff" + b"x" * 8, "str header claiming 4 GiB"),
-        ("ext_type.bin", b"\xd4\x05\x00", "a msgpack ext value"),
-    ],
+    "bus_payload": [(name, raw, what) for name, raw, what, _ in BUS_PAYLOAD],
     "bus_frames": [
         ("one_frame.bin", pk([pk(FEED_OK)]), "one frame only"),
         ("three_frames.bin", pk([b"md.alpha.BTC/USDT", pk(FEED_OK), b"x"]), "three frames"),
         ("topic_mismatch.bin", pk([b"md.alpha.ETH/USDT", pk(FEED_OK)]), "topic names another symbol"),
         ("topic_other_venue.bin", pk([b"md.beta.BTC/USDT", pk(FEED_OK)]), "topic names another venue"),
         ("hb_topic_for_delta.bin", pk([b"hb.alpha", pk(FEED_OK)]), "heartbeat topic on a delta"),
+        ("delta_topic_for_hb.bin", pk([b"md.alpha.BTC/USDT", pk(HB_OK)]), "stream topic on a heartbeat"),
         ("topic_non_ascii.bin", pk([b"md.\xff", pk(FEED_OK)]), "topic not ASCII"),
+        ("venue_non_ascii.bin", pk([b"md.alpha.BTC/USDT", pk(feed(v="alph\u00e4"))]), "venue not ASCII"),
         ("empty_frames.bin", pk([b"", b""]), "two empty frames"),
     ],
     "snapreq": [
