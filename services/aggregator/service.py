@@ -428,9 +428,21 @@ class Aggregator:
         """Bring the symbol's merged view up to date; True when what a subscriber would see
         (levels, spread, depletion summaries, venue statuses and modes) changed since the last
         snapshot published."""
-        changed = st.view.refresh(self._live_books(st), (self.exact_to(st.symbol, BID), self.exact_to(st.symbol, ASK)))
-        venues = {v: self._status(s) for v, s in sorted(st.streams.items())}
-        modes = self.modes(st.symbol)
+        # One pass over the venues for what _live_books, exact_to, statuses and modes would say.
+        books: dict[str, Book] = {}
+        venues: dict[str, str] = {}
+        modes: dict[str, str] = {}
+        exact_bids: list[Decimal | None] = []
+        exact_asks: list[Decimal | None] = []
+        for v, s in sorted(st.streams.items()):
+            venues[v] = status = self._status(s)
+            if status == LIVE:
+                books[v] = s.book
+                exact_bids.append(s.exact[BID])
+                exact_asks.append(s.exact[ASK])
+            if s.link.mode:
+                modes[v] = s.link.mode
+        changed = st.view.refresh(books, (merge.shallowest(exact_bids, BID), merge.shallowest(exact_asks, ASK)))
         if venues != st.last_venues or modes != st.last_modes:
             st.last_venues, st.last_modes = venues, modes
             changed = True
