@@ -285,7 +285,7 @@ class Aggregator:
             self._count("bus_unknown_stream")
             return
         self._heard(s.link, msg.sess, now)
-        verdict, why = s.offer(msg)
+        verdict, why = s.offer(msg) if s.awaiting else s.check(msg)
         if verdict == APPLY:
             self._apply(s, msg)
         elif verdict == OVERFLOW:

@@ -113,8 +113,8 @@ class MergedView:
     depletion walks start from (default max(4n, 40)), quadrupled when a walk needs more unless
     ``grow`` is False."""
 
-    __slots__ = ("_deep", "_depth", "_grow", "_text", "_venue", "depl", "depl_floor", "depl_stale", "dust", "key", "n",
-                 "sizes", "top", "top_floor", "top_stale", "wire")
+    __slots__ = ("_cold", "_deep", "_depth", "_grow", "_text", "_venue", "depl", "depl_floor", "depl_stale", "dust",
+                 "key", "n", "sizes", "top", "top_floor", "top_stale", "wire")
 
     def __init__(self, n: int, dust: Mapping[str, DustRule], sizes: Sequence[Decimal] | None = None, *,
                  depth: int | None = None, grow: bool = True) -> None:
@@ -132,6 +132,8 @@ class MergedView:
         self.depl_stale = [bool(self.sizes), bool(self.sizes)]
         #: The live venues and exact-to prices the view was built from.
         self.key: Any = None
+        #: Everything is stale and no venue cache is left: a delta has nothing to mark.
+        self._cold = True
         self._text: list[dict[MergedLevel, list[str]]] = [{}, {}]
         #: Per side: venue -> its best n levels (dust out), while no delta reached them.
         self._venue: list[dict[str, list[MergedLevel]]] = [{}, {}]
@@ -163,47 +165,54 @@ class MergedView:
         for caches in (self._venue, self._deep):
             caches[BID].clear()
             caches[ASK].clear()
+        self._cold = True
         if self.sizes:
             self.depl_stale[BID] = self.depl_stale[ASK] = True
 
     def note(self, venue: str, bids: Sequence[Any], asks: Sequence[Any]) -> bool:
         """A delta of ``(price, qty)`` levels was applied to ``venue``'s book: mark stale what
         it reaches; True when it reaches any published part (it may change what subscribers
-        see), False when every level lies strictly beyond both floors of its side. O(levels)."""
+        see) or that part is stale already, False when every level lies strictly beyond both
+        floors of its side. O(levels)."""
+        if self._cold:
+            return True         # the hot case in a burst: one attribute read per delta
         hit = False
         if bids:
-            best = max(p for p, _ in bids)
-            self._touch(BID, venue, best)
-            f = self.top_floor[BID]
-            if f is None or best >= f:
-                self.top_stale[BID] = hit = True
-            if self.sizes:
-                f = self.depl_floor[BID]
-                if f is None or best >= f:
-                    self.depl_stale[BID] = hit = True
+            hit = self._note_side(BID, venue, bids)
         if asks:
-            best = min(p for p, _ in asks)
-            self._touch(ASK, venue, best)
-            f = self.top_floor[ASK]
-            if f is None or best <= f:
-                self.top_stale[ASK] = hit = True
-            if self.sizes:
-                f = self.depl_floor[ASK]
-                if f is None or best <= f:
-                    self.depl_stale[ASK] = hit = True
+            hit = self._note_side(ASK, venue, asks) or hit
+        if all(self.top_stale) and (not self.sizes or all(self.depl_stale)) and not any(self._venue) \
+                and not any(self._deep):
+            self._cold = True
         return hit
 
-    def _touch(self, side: int, venue: str, best: Decimal) -> None:
-        """Drop ``venue``'s cached best levels of ``side`` unless ``best`` (the best price a delta
-        set) lies strictly beyond the n-th of them."""
-        part = self._venue[side].get(venue)
-        if part is not None and (len(part) < self.n or (best >= part[-1][0] if side == BID else
-                                                        best <= part[-1][0])):
-            del self._venue[side][venue]
-        part = self._deep[side].get(venue)
-        if part is not None and (len(part) < self._depth[side] or (best >= part[-1][0] if side == BID else
+    def _note_side(self, side: int, venue: str, levels: Sequence[Any]) -> bool:
+        cache, deep = self._venue[side], self._deep[side]
+        if self.top_stale[side] and (self.depl_stale[side] or not self.sizes) and venue not in cache \
+                and venue not in deep:
+            return True         # all it could reach is rebuilt anyway
+        bid = side == BID
+        best = levels[0][0]
+        for p, _ in levels:
+            if (p > best) if bid else (p < best):
+                best = p
+        # The venue's cached best levels stay valid unless the delta reaches them.
+        part = cache.get(venue)
+        if part is not None and (len(part) < self.n or (best >= part[-1][0] if bid else best <= part[-1][0])):
+            del cache[venue]
+        part = deep.get(venue)
+        if part is not None and (len(part) < self._depth[side] or (best >= part[-1][0] if bid else
                                                                    best <= part[-1][0])):
-            del self._deep[side][venue]
+            del deep[venue]
+        hit = False
+        f = self.top_floor[side]
+        if f is None or (best >= f if bid else best <= f):
+            self.top_stale[side] = hit = True
+        if self.sizes:
+            f = self.depl_floor[side]
+            if f is None or (best >= f if bid else best <= f):
+                self.depl_stale[side] = hit = True
+        return hit
 
     def refresh(self, books: Mapping[str, Book], exact: Exact) -> bool:
         """Rebuild the stale parts from ``books`` (the live venues' books) and ``exact`` (the
@@ -214,6 +223,7 @@ class MergedView:
             self.key = key
             self.invalidate()
         changed = False
+        self._cold = False
         for side in (BID, ASK):
             if self.top_stale[side]:
                 self.top_stale[side] = False
