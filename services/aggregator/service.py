@@ -13,6 +13,11 @@ One thread, one ZeroMQ poll loop (blocking, with a timeout for its timers):
    publish it with the next per-symbol ``seq`` of this ``epoch`` -- only when what a subscriber
    would see changed;
 5. answer depletion queries against exactly the books of the last published ``seq``.
+
+The pure parts live beside it: :mod:`services.aggregator.sequencer` (the sequence rule of each
+stream, step 1) and :mod:`services.aggregator.view` (each symbol's merged top-N and streamed
+depletion, rebuilt only where a delta reaches them, step 4). This module keeps the sockets, the
+clock and the loop.
 """
 
 from __future__ import annotations
