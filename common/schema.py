@@ -105,8 +105,8 @@ Anything malformed or refused -> one frame ``{"t": "error", "id": int (0 if unkn
 
 Keys are only ever added (never changed or removed); a decoder keeps the keys it does not know in
 :attr:`MergedBook.extra` and the encoder writes them back after the known ones. The publisher
-forwards the aggregator's payload bytes unchanged (:func:`peek_merged` checks the header only),
-or :func:`cut_merged` re-encodes it with fewer levels.
+forwards the aggregator's payload bytes unchanged (:func:`peek_merged_header` checks the header
+and the shape without decoding the levels), or :func:`cut_merged` re-encodes it with fewer levels.
 """
 
 from __future__ import annotations
@@ -822,6 +822,216 @@ def cut_merged(m: Mapping[str, Any], levels: int) -> bytes | None:
     out["bids"] = m["bids"][:levels]
     out["asks"] = m["asks"][:levels]
     return _pack(out)
+
+
+#: Keys :class:`MergedPeek` decodes (every other value is only stepped over).
+_HEADER_KEYS = frozenset(("symbol", "epoch", "seq", "ts"))
+#: The keys :func:`_in_order_prefix` and ``MergedPeek._rest_in_order`` read in place.
+_IN_ORDER = frozenset(("symbol", "epoch", "seq", "ts", "spread", "bids", "asks"))
+#: msgpack unsigned int headers -> their width in bytes.
+_UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+#: A merged book's header, as :class:`MergedPeek` returns it:
+#: ``(symbol, epoch, seq, ts or None, bid levels, ask levels)``.
+MergedHeader = tuple[str, int, int, int | None, int, int]
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_of(symbol: str) -> bytes | None:
+    try:
+        return book_topic(symbol)
+    except UnicodeEncodeError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _contract_prefix(topic: bytes) -> tuple[str, bytes] | None:
+    """The symbol a ``book.`` topic names and the bytes a payload in the contract's key order has
+    after its map header: ``"symbol"``, that symbol, ``"epoch"``; None for any other topic."""
+    if not topic.startswith(b"book."):
+        return None
+    try:
+        symbol = topic[5:].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return symbol, _pack("symbol") + _pack(symbol) + _pack("epoch")
+
+
+def _array_len(raw: bytes, i: int) -> int:
+    """The length of the msgpack array whose header starts at ``raw[i]``; -1 when none does."""
+    if i >= len(raw):
+        return -1
+    b = raw[i]
+    if 0x90 <= b <= 0x9F:
+        return b & 0x0F
+    if b == 0xDC or b == 0xDD:
+        w = 2 if b == 0xDC else 4
+        return int.from_bytes(raw[i + 1:i + 1 + w], "big") if i + w < len(raw) else -1
+    return -1
+
+
+def _uint_at(raw: bytes, i: int) -> tuple[int, int]:
+    """The msgpack unsigned int at ``raw[i]`` and the offset after it; (-1, i) when there is none."""
+    b = raw[i]
+    if b < 0x80:
+        return b, i + 1
+    w = _UINT.get(b, 0)
+    if not w or i + w >= len(raw):
+        return -1, i
+    return int.from_bytes(raw[i + 1:i + 1 + w], "big"), i + 1 + w
+
+
+def _in_order_prefix(topic: bytes, raw: bytes) -> tuple[str, int, int, int, int, int] | None:
+    """The header of a payload laid out as the aggregator writes it (the contract's key order,
+    non-negative ints, ``spread`` nil or a short text), read in place: ``(symbol, epoch, seq, ts,
+    bid levels, offset of the bids list)``; None when the layout differs. O(1)."""
+    fixed = _contract_prefix(topic)
+    if fixed is None or len(raw) < 64:
+        return None
+    symbol, prefix = fixed
+    if not 0x87 <= raw[0] <= 0x8F or not raw.startswith(prefix, 1):
+        return None
+    epoch, i = _uint_at(raw, 1 + len(prefix))
+    if epoch < 0 or not raw.startswith(b"\xa3seq", i):
+        return None
+    seq, i = _uint_at(raw, i + 4)
+    if seq < 0 or not raw.startswith(b"\xa2ts", i):
+        return None
+    ts, i = _uint_at(raw, i + 3)
+    if ts < 0 or not raw.startswith(b"\xa6spread", i):
+        return None
+    i += 7
+    b = raw[i]
+    if b == 0xC0:
+        i += 1
+    elif 0xA0 <= b <= 0xBF:
+        i += 1 + (b & 0x1F)
+    else:
+        return None
+    if not raw.startswith(b"\xa4bids", i):
+        return None
+    bids = _array_len(raw, i + 5)
+    if bids < 0:
+        return None
+    return symbol, epoch, seq, ts, bids, i + 5
+
+
+class MergedPeek:
+    """Checks merged-book messages without building their levels (the publisher forwards the
+    bytes unchanged). One per thread: it reuses one msgpack unpacker (making one zeroes ~40 KB).
+
+    ``peek(topic, payload)`` returns :data:`MergedHeader`, ``ts`` None when absent or not an
+    int. :class:`BusError` when the payload is not one well-formed msgpack map with str keys,
+    ``symbol``/``epoch``/``seq`` are missing or of the wrong type, ``bids``/``asks`` are not
+    lists, or the topic does not name the payload's symbol exactly (what :func:`peek_merged`
+    checks, without decoding any level: each list, and every value but the header's, is stepped
+    over at once by msgpack's C unpacker, so its strings are not decoded). No Python work and no
+    allocation per level. The aggregator's own layout (the contract's key order) is read in place
+    up to the bids; any other order of keys is walked key by key.
+    """
+
+    def __init__(self) -> None:
+        self._u = self._unpacker()
+
+    @staticmethod
+    def _unpacker() -> msgpack.Unpacker:
+        return msgpack.Unpacker(raw=False, strict_map_key=True)
+
+    def peek(self, topic: bytes, payload: bytes) -> MergedHeader:
+        u = self._u
+        base = u.tell()
+        u.feed(payload)
+        try:
+            head = _in_order_prefix(topic, payload)
+            got = self._rest_in_order(u, payload, head) if head is not None else None
+            if got is None:             # another layout: start again, key by key
+                self._u = u = self._unpacker()
+                u.feed(payload)
+                base = 0
+                got = self._walk(u, topic, payload)
+            if u.tell() - base != len(payload):
+                raise BusError(f"bad msgpack: {len(payload) - u.tell() + base} bytes after the map")
+            return got
+        except BusError:
+            self._u = self._unpacker()  # drop what is left of this payload
+            raise
+        except Exception as e:  # OutOfData, FormatError, StackError, ValueError, ...
+            self._u = self._unpacker()
+            raise BusError(f"bad msgpack: {type(e).__name__} {e}"[:160]) from None
+
+    @staticmethod
+    def _rest_in_order(u: msgpack.Unpacker, raw: bytes, head: tuple[str, int, int, int, int, int]
+                       ) -> MergedHeader | None:
+        symbol, epoch, seq, ts, bids, at = head
+        base = u.tell()
+        u.read_bytes(at)                # the header, read in place already
+        u.skip()                        # the bids, at once
+        if u.unpack() != "asks":
+            return None
+        asks = _array_len(raw, u.tell() - base)
+        if asks < 0:
+            return None
+        u.skip()
+        for _ in range(raw[0] - 0x87):  # venues, depletion, venue_ts, ...: stepped over
+            k = u.unpack()
+            if type(k) is not str or k in _IN_ORDER:    # a key again: walked (the last one counts)
+                return None
+            u.skip()
+        return symbol, epoch, seq, ts, bids, asks
+
+    @staticmethod
+    def _walk(u: msgpack.Unpacker, topic: bytes, raw: bytes) -> MergedHeader:
+        symbol: Any = None
+        epoch: Any = None
+        seq: Any = None
+        ts: Any = None
+        bids = asks = -1
+        try:
+            size = u.read_map_header()
+        except ValueError:
+            raise BusError("payload is not a map") from None
+        for _ in range(size):
+            k = u.unpack()
+            if k == "bids" or k == "asks":
+                n = _array_len(raw, u.tell())
+                if n < 0:
+                    raise BusError(f"{k!r} is not a list")
+                u.skip()
+                if k == "bids":
+                    bids = n
+                else:
+                    asks = n
+            elif k in _HEADER_KEYS:
+                v = u.unpack()
+                if k == "symbol":
+                    symbol = v
+                elif k == "epoch":
+                    epoch = v
+                elif k == "seq":
+                    seq = v
+                else:
+                    ts = v
+            elif type(k) is str:
+                u.skip()
+            else:
+                raise BusError(f"map key {k!r} is not a string"[:120])
+        if type(symbol) is not str:
+            raise BusError(f"'symbol' is not a string: {symbol!r}"[:120])
+        for key, v in (("epoch", epoch), ("seq", seq)):
+            if type(v) is not int:
+                raise BusError(f"{key!r} is not an int: {v!r}"[:120])
+        expected = _topic_of(symbol)
+        if expected is None:
+            raise BusError("symbol is not ASCII")
+        if topic != expected:
+            raise BusError(f"topic {bytes(topic)[:60]!r} does not match payload {expected!r}")
+        if bids < 0 or asks < 0:
+            raise BusError("'bids'/'asks' are not lists")
+        return symbol, epoch, seq, ts if type(ts) is int else None, bids, asks
+
+
+def peek_merged_header(topic: bytes, payload: bytes) -> MergedHeader:
+    """One message through a fresh :class:`MergedPeek` (a loop keeps one and calls its ``peek``)."""
+    return MergedPeek().peek(topic, payload)
 
 
 # --- latest endpoint (newest book per symbol on request) ------------------------------------------

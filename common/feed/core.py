@@ -1,6 +1,6 @@
 """The feed core: every venue's sync rule run without any I/O (in the spirit of python-websockets'
 sans-I/O protocol). Frames, REST bodies and clock ticks go in; bus messages and actions come out.
-It imports no asyncio, websockets, zmq or requests; :mod:`common.feed.runner` is the transport.
+It imports no asyncio, WebSocket client, zmq or requests; :mod:`common.feed.runner` is the transport.
 
 Inputs (``now`` is a monotonic time in s, ``rts`` a wall-clock receive time in ns)::
 

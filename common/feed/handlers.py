@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 OFFLINE_MODES = frozenset(("maintenance",))
 
 
+def _where(core: FeedCore, where: str | DepthEvent) -> str:
+    return where if isinstance(where, str) else f"{core.spec.id_name} {where.last}"
+
+
 class Handlers:
     """The item handlers of one :class:`~common.feed.core.FeedCore`."""
 
@@ -58,22 +62,21 @@ class Handlers:
         if st is None:
             return
         self.levels_in += len(ev.bids) + len(ev.asks)   # per event, never per level (metrics read it)
-        before = st.seqr.position
-        v = st.seqr.on_event(ev)
+        seqr = st.seqr
+        before = seqr.position
+        v = seqr.on_event(ev)
         if v is Verdict.APPLY:
             st.book.apply_levels(ev.bids, ev.asks)
             bids, asks = core.out.levels(st, ev.ets, rts)
-            for p, q in ev.bids:
-                bids[p] = q
-            for p, q in ev.asks:
-                asks[p] = q
+            bids.update(ev.bids)        # later levels of one price replace earlier ones, as in the book
+            asks.update(ev.asks)
             st.ets, st.rts, st.changed = ev.ets, rts, now   # quiet_after: the book changed
-            self.checked(st, ev.checksum, bids, asks, rts, now, f"{core.spec.id_name} {ev.last}")
+            self.checked(st, ev.checksum, bids, asks, rts, now, ev)
         elif v is Verdict.SNAPSHOT:
             if st.awaiting_since is None:
                 # Not after a (re)subscription (a quiet symbol waiting for its resync, a refused
                 # one): this event continues a book we no longer hold; it is not a whole book.
-                st.seqr.reset()
+                seqr.reset()
                 core.counters["dropped_not_a_book"] += 1
                 return
             st.ets = ev.ets
@@ -89,24 +92,29 @@ class Handlers:
             core.resync(st, f"gap before {core.spec.id_name} {ev.first}", rts, now=now, reset=False)
 
     def checked(self, st: SymbolStream, checksum: int | None, bids: dict, asks: dict, rts: int,
-                now: float, where: str) -> bool:
+                now: float, where: str | DepthEvent) -> bool:
         """After an applied message: truncate, then the crossed-book and checksum checks. False
-        (and the symbol resyncs) when one fails."""
+        (and the symbol resyncs) when one fails. ``where`` names the message in logs (an event
+        is named by its id, formatted only when a check fails)."""
         core = self.core
-        if core.spec.truncate and core.depth is not None:
+        spec = core.spec
+        if spec.truncate and core.depth is not None:
             core.counters["truncated"] += st.truncate(core.depth, bids, asks)
-        if core.spec.resync_on_crossed and st.book.crossed():
+        book = st.book
+        if spec.resync_on_crossed and book.crossed():
             core.counters["resync_crossed"] += 1
-            bid, ask = st.book.best()
+            bid, ask = book.best()
             core.log.warning("%s %s: book crossed after %s (bid %s >= ask %s); resyncing", core.cfg.id,
-                             st.symbol, where, bid[0] if bid else None, ask[0] if ask else None)
+                             st.symbol, _where(core, where), bid[0] if bid else None, ask[0] if ask else None)
             core.resync(st, "crossed book", rts, now=now)
             return False
-        got = st.verify(core.spec.checksum, checksum)
+        if checksum is None or spec.checksum is None:
+            return True
+        got = st.verify(spec.checksum, checksum)
         if got is not None:
             core.counters["checksum_failures"] += 1
             core.log.warning("%s %s: checksum mismatch after %s: venue %d, ours %d; resyncing this symbol",
-                             core.cfg.id, st.symbol, where, checksum, got)
+                             core.cfg.id, st.symbol, _where(core, where), checksum, got)
             core.resync(st, f"checksum mismatch (venue {checksum}, ours {got})", rts, now=now)
             return False
         return True

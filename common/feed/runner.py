@@ -27,15 +27,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.frames import Frame as WsFrame
-from websockets.frames import Opcode
+import picows
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport
 
 from common.config import ConfigError, VenueConfig
 from common.feed import metrics as feed_metrics
@@ -76,6 +75,9 @@ RUNNER_OPTIONS: dict[str, Any] = {
 
 TICK = 0.25             # s between the core's timeout checks
 
+#: permessage-deflate is not offered (picows has none): market-data frames are a few hundred bytes,
+#: and inflating each one cost ~9 % of a feed's CPU per frame (py-spy, 10x, issue 12).
+
 
 def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
     """Defaults (runner, then spec) overridden by ``cfg.options``; unknown keys raise ConfigError."""
@@ -93,9 +95,9 @@ def resolve_options(spec: FeedSpec, cfg: VenueConfig) -> dict[str, Any]:
     return opts
 
 
-async def keepalive(ws: ClientConnection, ping_every: float, hb_frame: str | None, hb_every: float) -> None:
+async def keepalive(ws: VenueSocket, ping_every: float, hb_frame: str | None, hb_every: float) -> None:
     """Ping every ``ping_every`` s and send ``hb_frame`` every ``hb_every`` s, until the connection
-    closes (ConnectionClosed)."""
+    closes (SocketClosed)."""
     now = time.monotonic()
     next_ping, next_hb = now + ping_every, now + hb_every
     while True:
@@ -109,20 +111,253 @@ async def keepalive(ws: ClientConnection, ping_every: float, hb_frame: str | Non
             next_hb = now + hb_every
 
 
-class LiveConnection(ClientConnection):
-    """A client connection that remembers when it last heard anything from the server, control
-    frames included (websockets answers pings itself, so this is where pings become visible)."""
+class SocketClosed(Exception):
+    """The venue connection is closed (raised by :meth:`VenueSocket.send` and :meth:`VenueSocket.ping`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+
+#: Close codes after which a closing by the venue is a normal one ("closed by the venue"), else
+#: the connection counts as lost: 1000 normal closure, 1001 going away, 1005 no code given.
+_NORMAL_CLOSE = frozenset((1000, 1001, 1005))
+
+
+class VenueSocket(WSListener):
+    """One WebSocket connection to a venue, on picows (a Cython WebSocket client: frames are
+    parsed in C and handed over by a callback, without a future or a task switch per message).
+
+    Why not python-websockets (measured, issue 12, py-spy of a feed at 10x): its frame parser (a
+    Python generator per frame) plus its per-message assembler and future cost more than the whole
+    venue parse, book apply and bus encode. Kept as websockets did it: answering pings (counted
+    in :attr:`pings`), the closing handshake (the venue's close is answered with its code), the
+    maximum message size (``max_size``: a bigger frame or fragmented message fails the
+    connection with 1009), text that is not UTF-8 (1007), the handshake timeout, no
+    compression offered, ``wss://`` with the default TLS context, the environment's proxy
+    (:func:`env_proxy`).
+
+    Delivery: each data message goes to ``on_message(data, rts, now)`` (text as ``str``, binary as
+    ``bytes``) as soon as it is parsed, and ``on_batch()`` runs after the last frame of each read,
+    so the feed publishes once per read. ``rts`` and ``now`` are taken once per read. Messages
+    that arrive before :meth:`deliver` wait for it; after :meth:`stop_delivery` they are dropped.
+    An exception in a callback ends the connection and is raised from :attr:`ended`. Any frame
+    (data, ping, pong, close) refreshes :attr:`last_heard`."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.transport: WSTransport | None = None
         self.last_heard = time.monotonic()
         self.pings = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.failure: str | None = None       # why we failed the connection (1007, 1009)
+        self.on_message: Callable[[str | bytes, int, float], None] | None = None
+        self.on_batch: Callable[[], None] | None = None
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._early: list[tuple[str | bytes, int, float]] | None = []
+        self._parts: list[bytes] = []
+        self._parts_text = False
+        self._parts_size = 0
+        self._fresh = True
+        self._rts = 0
+        self._now = 0.0
+        self._got = 0
 
-    def process_event(self, event: Any) -> None:
-        super().process_event(event)
+    @classmethod
+    async def connect(cls, url: str, *, open_timeout: float, max_size: int) -> VenueSocket:
+        """Open the connection (TCP, TLS for ``wss://``, the HTTP upgrade) within ``open_timeout`` s."""
+        sock: VenueSocket | None = None
+
+        def factory() -> VenueSocket:
+            nonlocal sock
+            sock = cls(max_size)
+            return sock
+        async with asyncio.timeout(open_timeout):
+            await picows.ws_connect(factory, url, websocket_handshake_timeout=open_timeout,
+                                    enable_auto_pong=False, max_frame_size=max_size,
+                                    logger_name="feed.websocket", proxy=env_proxy(url))
+        assert sock is not None
+        return sock
+
+    # --- picows callbacks -----------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
         self.last_heard = time.monotonic()
-        if isinstance(event, WsFrame) and event.opcode is Opcode.PING:
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        hs = transport.close_handshake
+        if hs is not None and hs.recv is not None and self.close_code is None:
+            self.close_code, self.close_reason = _code(hs.recv.code) or 1005, hs.recv.reason
+        self._end(None)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self._fresh:
+            self._fresh = False
+            self._now = self.last_heard = time.monotonic()
+            self._rts = time.time_ns()
+        try:
+            self._frame(transport, frame)
+        except Exception as e:  # handed to the reading task
+            self._end(e)
+        if frame.last_in_buffer:
+            self._fresh = True
+            if self._got:
+                self._got = 0
+                if self.on_batch is not None:
+                    try:
+                        self.on_batch()
+                    except Exception as e:  # handed to the reading task
+                        self._end(e)
+
+    def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        t = frame.msg_type
+        msg: str | bytes
+        if frame.fin and (t is WSMsgType.TEXT or t is WSMsgType.BINARY):
+            if self._parts:
+                self._fail(1002, "a new message inside a fragmented one")
+                return
+            if t is WSMsgType.TEXT:
+                try:
+                    msg = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError as e:
+                    self._fail(1007, f"{e.reason} at position {e.start}")
+                    return
+            else:
+                msg = frame.get_payload_as_bytes()
+        elif t is WSMsgType.TEXT or t is WSMsgType.BINARY or t is WSMsgType.CONTINUATION:
+            if (t is WSMsgType.CONTINUATION) != bool(self._parts):
+                self._fail(1002, "continuation frame out of place")
+                return
+            if t is not WSMsgType.CONTINUATION:
+                self._parts_text, self._parts_size = t is WSMsgType.TEXT, 0
+            self._parts_size += frame.payload_size
+            if self._parts_size > self.max_size:
+                self._fail(1009, f"message over {self.max_size} bytes")
+                return
+            self._parts.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            data, self._parts = b"".join(self._parts), []
+            if self._parts_text:
+                try:
+                    msg = data.decode()
+                except UnicodeDecodeError as e:
+                    self._fail(1007, f"{e.reason} at position {e.start}")
+                    return
+            else:
+                msg = data
+        elif t is WSMsgType.PING:
             self.pings += 1
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        elif t is WSMsgType.CLOSE:
+            code = _code(frame.get_close_code()) or 1005        # 1005: the close frame had no code
+            self.close_code, self.close_reason = code, frame.get_close_reason()
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK if code == 1005 else frame.get_close_code(),
+                                     frame.get_close_message())
+            transport.disconnect()
+            return
+        else:
+            return          # PONG: liveness only
+        if self.on_message is not None:
+            self._got += 1
+            self.on_message(msg, self._rts, self._now)
+        elif self._early is not None:
+            self._early.append((msg, self._rts, self._now))
+
+    def _fail(self, code: int, why: str) -> None:
+        """Fail the connection: close frame with ``code``, then drop it."""
+        self.failure = f"sent {code} ({why})"
+        self.stop_delivery()
+        assert self.transport is not None
+        self.transport.send_close(WSCloseCode(code), why.encode()[:120])
+        self.transport.disconnect()
+
+    def _end(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.stop_delivery()
+            if self.transport is not None:
+                self.transport.disconnect(graceful=False)
+        if not self.ended.done():
+            if exc is None:
+                self.ended.set_result(None)
+            else:
+                self.ended.set_exception(exc)
+
+    # --- the runner's side ----------------------------------------------------------------------
+
+    def deliver(self, on_message: Callable[[str | bytes, int, float], None], on_batch: Callable[[], None]) -> None:
+        """Start delivering messages (those that arrived since the handshake first)."""
+        early, self._early = self._early or [], None
+        self.on_message, self.on_batch = on_message, on_batch
+        try:
+            for m in early:
+                on_message(*m)
+            if early:
+                on_batch()
+        except Exception as e:  # handed to the reading task
+            self._end(e)
+
+    def stop_delivery(self) -> None:
+        """Drop whatever arrives from now on."""
+        self.on_message = self.on_batch = None
+        self._early = None
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_disconnected
+
+    def outcome_reason(self) -> tuple[bool, str]:
+        """(closed normally by the venue, why the connection ended), once it has."""
+        if self.failure is not None:
+            return False, self.failure
+        if self.close_code is not None:
+            if self.close_code in _NORMAL_CLOSE:
+                return True, f"{self.close_code} {self.close_reason!r}"
+            return False, f"received {self.close_code} {self.close_reason!r}"
+        return False, "no close frame received"
+
+    async def send(self, text: str) -> None:
+        if self.closed:
+            raise SocketClosed("the connection is closed")
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, text.encode())
+
+    async def ping(self) -> None:
+        if self.closed:
+            raise SocketClosed("the connection is closed")
+        assert self.transport is not None
+        self.transport.send_ping()
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """The closing handshake (1000), waiting ``timeout`` s for the venue's answer, then drop."""
+        t = self.transport
+        if t is None or t.is_disconnected:
+            return
+        if not t.is_close_frame_sent:
+            t.send_close(WSCloseCode.OK)
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+        t.disconnect(graceful=False)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``*_proxy`` variables, ``no_proxy``
+    honoured), as python-websockets chose it: for ``wss://`` a ``wss``, ``socks`` or ``https``
+    proxy, for ``ws://`` also ``http``; None for a direct connection."""
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    if urllib.request.proxy_bypass(f"{parts.hostname}:{port}"):
+        return None
+    proxies = urllib.request.getproxies()
+    for scheme in (("wss", "socks", "https") if secure else ("ws", "socks", "https", "http")):
+        if proxies.get(scheme):
+            return proxies[scheme]
+    return None
+
+
+def _code(code: Any) -> int:
+    return int(getattr(code, "value", code))
 
 
 @dataclass
@@ -165,7 +400,7 @@ class FeedRunner:
         self._stop: asyncio.Event | None = None
         self.rest = RestClient(self.core, self.opts, self._drain)
         self.bus = FeedBus(self.core, sec=sec)
-        self._ws: LiveConnection | None = None
+        self._ws: VenueSocket | None = None
         self._conn_actions: asyncio.Queue[Action] | None = None
 
     # The core's state, under the names tests and tools know.
@@ -308,12 +543,10 @@ class FeedRunner:
     async def _one_connection(self, url: str) -> Outcome:
         self.connects += 1
         try:
-            ws = await websockets.connect(
-                url, open_timeout=float(self.opts["open_timeout"]), ping_interval=None, close_timeout=1.0,
-                max_size=self.max_msg_size, create_connection=LiveConnection)
-        except (OSError, WebSocketException, TimeoutError) as e:
+            ws = await VenueSocket.connect(url, open_timeout=float(self.opts["open_timeout"]),
+                                           max_size=self.max_msg_size)
+        except (OSError, WSError, TimeoutError) as e:
             return Outcome(DOWN, f"connect to {url[:120]} failed: {type(e).__name__}: {e}", cause="connect_failed")
-        assert isinstance(ws, LiveConnection)
         self.log.info("%s: connected to %s (%d symbols)", self.cfg.id, url[:200], len(self.core.active))
         self._ws = ws
         self._conn_actions = asyncio.Queue()
@@ -325,19 +558,20 @@ class FeedRunner:
                      asyncio.create_task(self._keepalive(ws)), asyncio.create_task(self._watchdog(ws))]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             return next(iter(done)).result()
-        except ConnectionClosed as e:
+        except SocketClosed as e:
             return Outcome(DOWN, f"connection closed: {e}")
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            ws.stop_delivery()
             self._ws = None
             self._conn_actions = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
             self.counters["ws_pings_received"] += ws.pings
 
-    async def _actions(self, ws: LiveConnection) -> Outcome:
+    async def _actions(self, ws: VenueSocket) -> Outcome:
         """Send what the core asks to send; end the connection when it asks to reconnect."""
         assert self._conn_actions is not None
         q = self._conn_actions
@@ -351,31 +585,44 @@ class FeedRunner:
                         self.log.info("%s: sent %d frame(s): %s", self.cfg.id, len(a.frames), a.frames[0][:160])
                 elif isinstance(a, Reconnect):
                     return Outcome(a.status, a.reason, a.immediate, cause="requested")
-        except ConnectionClosed as e:
+        except SocketClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
 
-    async def _read(self, ws: LiveConnection) -> Outcome:
+    async def _read(self, ws: VenueSocket) -> Outcome:
+        """Feed every received message to the core (from inside the connection's
+        frame callback, see :class:`VenueSocket`) until the connection ends."""
         core = self.core
-        try:
-            counters = self.counters
-            async for text in ws:
-                counters["frames"] += 1        # per frame, never per level (metrics read it)
-                core.frame(text, time.time_ns(), time.monotonic())
-                self._drain()
-        except ConnectionClosed as e:
-            return Outcome(DOWN, f"connection lost: {e}")
-        return Outcome(DOWN, f"connection closed by the venue: {ws.close_code} {ws.close_reason!r}")
+        counters = self.counters
+        frame = core.frame
 
-    async def _keepalive(self, ws: LiveConnection) -> Outcome:
+        def on_message(text: str | bytes, rts: int, now: float) -> None:
+            counters["frames"] += 1        # per frame, never per level (metrics read it)
+            frame(text, rts, now)
+
+        def on_batch() -> None:
+            core.flush()                   # coalesce per read: one delta per symbol
+            self._drain()
+
+        ws.deliver(on_message, on_batch)
+        try:
+            await asyncio.shield(ws.ended)
+        finally:
+            ws.stop_delivery()
+        normal, why = ws.outcome_reason()
+        if normal:
+            return Outcome(DOWN, f"connection closed by the venue: {why}")
+        return Outcome(DOWN, f"connection lost: {why}")
+
+    async def _keepalive(self, ws: VenueSocket) -> Outcome:
         """Our WebSocket pings (their pongs are liveness) and the venue's application heartbeat."""
         try:
             await keepalive(ws, float(self.opts["ping_every"]), self.spec.heartbeat_frame,
                             float(self.opts["heartbeat_every"]))
-        except ConnectionClosed as e:
+        except SocketClosed as e:
             return Outcome(DOWN, f"connection lost: {e}")
         raise AssertionError("keepalive returned")  # pragma: no cover
 
-    async def _watchdog(self, ws: LiveConnection) -> Outcome:
+    async def _watchdog(self, ws: VenueSocket) -> Outcome:
         """Silence on the connection, its age, and the core's own timeouts."""
         started = time.monotonic()
         stale_after = self.cfg.stale_after

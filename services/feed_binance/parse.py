@@ -61,10 +61,23 @@ def parse_depth(data: Any, key_hint: str | None = None) -> DepthEvent:
 
 
 def parse_frame(text: str | bytes) -> Frame:
-    """One WebSocket text frame -> :class:`DepthEvent` or :class:`Control`."""
+    """One WebSocket text frame -> :class:`DepthEvent` or :class:`Control`.
+
+    Fast path: a combined-stream depth event whose fields already have their types (string
+    ``s``, integers ``U`` <= ``u`` and ``E``, none a bool) is built here without the checked
+    path's per-field calls; anything else goes through :func:`parse_depth` and its exact errors."""
     m = loads(text)
-    if not isinstance(m, dict):
+    if type(m) is not dict:
         raise ParseError("frame is not an object")
+    data = m.get("data")
+    if type(data) is dict and data.get("e") == "depthUpdate" and type(m.get("stream")) is str:
+        key, first, last, e_ms = data.get("s"), data.get("U"), data.get("u"), data.get("E", 0)
+        if (type(key) is str and key and type(first) is int and type(last) is int and type(e_ms) is int
+                and 0 <= first <= last and e_ms >= 0 and m["stream"].partition("@")[2] in DEPTH_SUFFIXES):
+            if not key.isupper():
+                key = key.upper()
+            return DepthEvent(key, first, last, e_ms * 1_000_000,
+                              levels(data.get("b"), "b", key), levels(data.get("a"), "a", key))
     if "stream" in m:
         stream, data = m.get("stream"), m.get("data")
         if not isinstance(stream, str):

@@ -54,7 +54,11 @@ def parse_frame(text: str | bytes) -> Frame:
         data = m.get("data")
         if not isinstance(data, dict):
             raise ParseError("diff 'data' is not an object", key)
-        mt = digits_int(data.get("microtimestamp"), "microtimestamp", key)
+        mt = data.get("microtimestamp")
+        if not (type(mt) is str and 0 < len(mt) <= 19 and mt.isascii() and mt.isdigit()):
+            mt = digits_int(mt, "microtimestamp", key)
+        else:
+            mt = int(mt)
         return DepthEvent(key, mt, mt, mt * 1000, levels(data.get("bids"), "bids", key),
                           levels(data.get("asks"), "asks", key))
     if event == "bts:subscription_succeeded":
