@@ -19,6 +19,9 @@ ASK = 1
 
 Level = tuple[Decimal, Decimal]
 
+_dict_set = dict.__setitem__
+_dict_del = dict.__delitem__
+
 
 class BookError(AssertionError):
     """An invariant of :class:`Book` does not hold (raised by :meth:`Book.check`)."""
@@ -62,13 +65,23 @@ class Book:
             d.pop(price, None)
 
     def apply_levels(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        """Apply a venue update (bids then asks), each level as in :meth:`apply`."""
-        for book_side, levels in ((self.bids, bids), (self.asks, asks)):
+        """Apply a venue update (bids then asks), each level as in :meth:`apply`.
+
+        The hot path of the aggregator: the ``SortedDict`` methods are inlined (a quantity
+        update of a known price is one ``dict`` store; only a new or removed price touches the
+        sorted key list), with the same effect as ``d[price] = qty`` / ``d.pop(price, None)``."""
+        for d, levels in ((self.bids, bids), (self.asks, asks)):
+            if not levels:
+                continue
+            keys = d._list
             for price, qty in levels:
                 if qty:
-                    book_side[price] = qty
-                else:
-                    book_side.pop(price, None)
+                    if price not in d:
+                        keys.add(price)
+                    _dict_set(d, price, qty)
+                elif price in d:
+                    keys.remove(price)
+                    _dict_del(d, price)
 
     def best(self) -> tuple[Level | None, Level | None]:
         """``(best bid, best ask)``, each ``(price, qty)`` or ``None`` for an empty side."""

@@ -637,17 +637,21 @@ def _summary_wire(d: DepletionSummary) -> dict[str, Any]:
     return m
 
 
-def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = None,
+                   wire: tuple[list[list[str]], list[list[str]]] | None = None) -> dict[str, Any]:
     """The msgpack map of a merged book (before packing), keys in the contract's order; the
     ``extra`` keys follow (a known key always wins over an extra one of the same name).
 
     ``depletion``: the map already in wire form, used instead of ``book.depletion`` (the
     aggregator's depletion engine produces canonical text; parsing it into Decimals only to
-    print it again cost ~25 us per snapshot)."""
+    print it again cost ~25 us per snapshot). ``wire``: ``(bids, asks)`` already in wire form
+    (``[price, amount, venue]`` canonical text, the same as ``book.bids``/``book.asks``), used
+    instead of formatting them again (the aggregator keeps the text of levels it published)."""
+    bids, asks = wire if wire is not None else (_levels_wire(book.bids), _levels_wire(book.asks))
     m: dict[str, Any] = {
         "symbol": book.symbol, "epoch": book.epoch, "seq": book.seq, "ts": book.ts,
         "spread": None if book.spread is None else fmt(book.spread),
-        "bids": _levels_wire(book.bids), "asks": _levels_wire(book.asks), "venues": dict(book.venues),
+        "bids": bids, "asks": asks, "venues": dict(book.venues),
     }
     if depletion is not None:
         m["depletion"] = depletion
@@ -662,10 +666,11 @@ def merged_payload(book: MergedBook, *, depletion: Mapping[str, Any] | None = No
     return m
 
 
-def encode_merged(book: MergedBook, *, depletion: Mapping[str, Any] | None = None) -> list[bytes]:
+def encode_merged(book: MergedBook, *, depletion: Mapping[str, Any] | None = None,
+                  wire: tuple[list[list[str]], list[list[str]]] | None = None) -> list[bytes]:
     """A merged book -> its two frames ``[topic, payload]`` (the aggregator's one encoder;
-    ``depletion`` as in :func:`merged_payload`)."""
-    return [book_topic(book.symbol), _pack(merged_payload(book, depletion=depletion))]
+    ``depletion`` and ``wire`` as in :func:`merged_payload`)."""
+    return [book_topic(book.symbol), _pack(merged_payload(book, depletion=depletion, wire=wire))]
 
 
 def _signed(v: Any, key: str) -> Decimal:

@@ -45,6 +45,7 @@ O(k log V)). :func:`summaries` walks each side once for all sizes: O(k log V + k
 from __future__ import annotations
 
 import decimal
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -99,6 +100,11 @@ def decimals(price: Decimal) -> int:
         n -= 1
         i -= 1
     return n
+
+
+#: :func:`decimals` memoised for the streamed walks (the same book prices are walked again and
+#: again; a price that is a book key has its hash cached).
+_decimals = functools.lru_cache(maxsize=8192)(decimals)
 
 
 def show(value: Decimal | None, places: int) -> str | None:
@@ -341,38 +347,53 @@ def summaries(merged_side_fn: Callable[[int], Iterable[Fill]], sizes: Sequence[D
     it also carries ``"exact_to"`` and ``"beyond_known_depth": true`` (both keys are present on
     every summary). O(k log V + S) for k levels.
     """
-    order = sorted(set(sizes))
     out: dict[str, Any] = {}
-    mul, add = EXACT.multiply, EXACT.add
     for side in SIDES:
-        done: dict[Decimal, dict[str, Any]] = {}
-        filled = cost = ZERO
-        best = worst = None
-        places = levels = 0
-        k = 0
-        for price, amount, _venue in merged_side_fn(book_side(side)):
-            if amount <= 0:
-                continue
-            if best is None:
-                best = price
-            places = max(places, decimals(price))
-            levels += 1
-            reach = add(filled, amount)
-            while k < len(order) and reach >= order[k]:
-                size = order[k]
-                take = EXACT.subtract(size, filled)
-                done[size] = _summary(side, size, add(cost, mul(price, take)), best, price, levels, places, False)
-                k += 1
-            if k == len(order):
-                break
-            filled, cost, worst = reach, add(cost, mul(price, amount)), price
-        for size in order[k:]:
-            done[size] = _summary(side, filled, cost, best, worst, levels, places, True)
-        limit = exact[book_side(side)]
-        shown = _opt(limit)
-        for d in done.values():
-            d["exact_to"] = shown
-            d["beyond_known_depth"] = beyond(side, None if d["worst"] is None else Decimal(d["worst"]),
-                                             d["partial"], limit)
-        out[side] = {fmt(size): done[size] for size in sizes}
+        bs = book_side(side)
+        out[side] = side_summaries(side, merged_side_fn(bs), sizes, exact[bs])[0]
     return out
+
+
+def side_summaries(side: str, levels: Iterable[Fill], sizes: Sequence[Decimal],
+                   limit: Decimal | None = None) -> tuple[dict[str, Any], Decimal | None]:
+    """One side of :func:`summaries`: the summaries of an order of ``side`` for each size (keys
+    :func:`fmt` of the size, in the order given) from ONE walk of ``levels`` (the merged side it
+    takes, best first, consumed only as deep as the largest size needs), ``limit`` that side's
+    exact-to price. Also returns how deep the walk reached: the deepest ``worst`` price of the
+    sizes, or None when a walk ran out of levels (a change to any level can then show). O(k + S)."""
+    order = sorted(set(sizes))
+    mul, add = EXACT.multiply, EXACT.add
+    done: dict[Decimal, dict[str, Any]] = {}
+    worsts: dict[Decimal, Decimal | None] = {}
+    filled = cost = ZERO
+    best = worst = None
+    places = levels_n = 0
+    k = 0
+    for price, amount, _venue in levels:
+        if amount <= 0:
+            continue
+        if best is None:
+            best = price
+        places = max(places, _decimals(price))
+        levels_n += 1
+        reach = add(filled, amount)
+        while k < len(order) and reach >= order[k]:
+            size = order[k]
+            take = EXACT.subtract(size, filled)
+            done[size] = _summary(side, size, add(cost, mul(price, take)), best, price, levels_n, places, False)
+            worsts[size] = price
+            k += 1
+        if k == len(order):
+            break
+        filled, cost, worst = reach, add(cost, mul(price, amount)), price
+    reached: Decimal | None = None
+    for size in order[k:]:
+        done[size] = _summary(side, filled, cost, best, worst, levels_n, places, True)
+        worsts[size] = None
+    if k == len(order) and order:
+        reached = worsts[order[-1]]     # sizes ascending: the largest walked deepest
+    shown = _opt(limit)
+    for size, d in done.items():
+        d["exact_to"] = shown
+        d["beyond_known_depth"] = beyond(side, worst if d["partial"] else worsts[size], d["partial"], limit)
+    return {fmt(size): done[size] for size in sizes}, reached

@@ -13,6 +13,11 @@ One thread, one ZeroMQ poll loop (blocking, with a timeout for its timers):
    publish it with the next per-symbol ``seq`` of this ``epoch`` -- only when what a subscriber
    would see changed;
 5. answer depletion queries against exactly the books of the last published ``seq``.
+
+The pure parts live beside it: :mod:`services.aggregator.sequencer` (the sequence rule of each
+stream, step 1) and :mod:`services.aggregator.view` (each symbol's merged top-N and streamed
+depletion, rebuilt only where a delta reaches them, step 4). This module keeps the sockets, the
+clock and the loop.
 """
 
 from __future__ import annotations
@@ -46,12 +51,15 @@ from common.schema import (
 )
 from common.security import Security
 from services.aggregator import merge
+from services.aggregator.sequencer import APPLY, DUPLICATE, MAX_BUFFERED, OVERFLOW, Stream
+from services.aggregator.view import MergedView
 
 log = logging.getLogger("aggregator")
 
 SNAPSHOT_RETRY_S = 2.0
-MAX_BUFFERED = 50_000
 DRAIN_MAX = 5_000
+
+__all__ = ["DRAIN_MAX", "MAX_BUFFERED", "SNAPSHOT_RETRY_S", "Aggregator", "Link", "Stream", "SymbolState"]
 
 
 @dataclass(slots=True)
@@ -76,29 +84,6 @@ class Link:
 
 
 @dataclass(slots=True)
-class Stream:
-    """What the aggregator knows of one (venue, symbol) feed stream."""
-
-    venue: str
-    symbol: str
-    link: Link
-    book: Book = field(default_factory=Book)
-    sess: int | None = None
-    seq: int = 0
-    status: str = SYNCING          # as the feed last said (a snap means live)
-    reason: str = "waiting for the first snapshot"
-    awaiting: bool = True          # a snapshot was requested; stream messages are buffered
-    requested_at: float = 0.0
-    buffer: list[BookMsg | StatusMsg] = field(default_factory=list)
-    #: Per side (bids, asks): the deepest price the venue book is known exactly to (None: all).
-    exact: tuple[Decimal | None, Decimal | None] = (None, None)
-    ets: int = 0                   # exchange / receive time of the last book update applied
-    rts: int = 0
-    msgs: int = 0                  # stream messages applied (metrics read these two)
-    levels: int = 0                # levels in the book messages applied
-
-
-@dataclass(slots=True)
 class SymbolState:
     symbol: str
     streams: dict[str, Stream]
@@ -106,17 +91,24 @@ class SymbolState:
     seq: int = 0
     ts: int = 0
     dirty: bool = True
-    last_content: Any = None
     last_payload: bytes | None = None
     force: bool = False            # publish even if unchanged (a subscriber just joined)
-    # What a delta must reach to change what subscribers see (the published top-N and the
-    # streamed depletion walks): bids below floor[BID] and asks above floor[ASK] cannot. None:
-    # every level can (fewer than N levels, or a walk ran out).
-    floor: list[Decimal | None] = field(default_factory=lambda: [None, None])
+    #: The published top-N and streamed depletion, rebuilt only where a delta reaches them.
+    view: MergedView = field(default_factory=lambda: MergedView(0, {}))
+    #: What else a snapshot shows besides the view (venue statuses and modes), last published.
+    last_venues: dict[str, str] | None = None
+    last_modes: dict[str, str] | None = None
     #: Feed receive time to publication of the newest input of each snapshot (metrics), and the
     #: input time last observed (a snapshot republished without new input is not observed).
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     observed_ts: int = 0
+
+    @property
+    def floor(self) -> list[Decimal | None]:
+        """What a delta must reach to change what subscribers see (the published top-N and the
+        streamed depletion walks): bids below floor[BID] and asks above floor[ASK] cannot. None:
+        every level can (fewer than N levels, or a walk ran out)."""
+        return self.view.floor
 
 
 class Aggregator:
@@ -144,9 +136,10 @@ class Aggregator:
         self.states: dict[str, SymbolState] = {}
         for sym in cfg.all_symbols:
             carriers = [v for v in venues if sym in v.symbols]
+            dust = {v.id: v.dust_rule(sym) for v in carriers}
             self.states[sym] = SymbolState(
-                sym, {v.id: Stream(v.id, sym, self.link_of[(v.id, sym)]) for v in carriers},
-                {v.id: v.dust_rule(sym) for v in carriers})
+                sym, {v.id: Stream(v.id, sym, self.link_of[(v.id, sym)]) for v in carriers}, dust,
+                view=MergedView(self.levels, dust, cfg.aggregator.depletion.get(sym)))
         self.sub = bus.sub([lk.pub for lk in self.links], [b"md.", b"hb."], max_msg_size=mms, ctx=self.ctx,
                            sec=sec)
         if cfg.aggregator.index is not None:
@@ -256,9 +249,7 @@ class Aggregator:
         if not symbols:
             return
         for sym in symbols:
-            s = self.states[sym].streams[link.venue]
-            s.awaiting = True
-            s.requested_at = now
+            self.states[sym].streams[link.venue].request(now)
             self.states[sym].dirty = True
         try:
             link.ctl.send(schema.encode_snapshot_request(symbols), zmq.NOBLOCK)
@@ -269,7 +260,7 @@ class Aggregator:
     def _gap(self, s: Stream, why: str, now: float) -> None:
         self._count("gaps")
         log.warning("%s %s: %s; requesting a snapshot (levels out until healed)", s.venue, s.symbol, why)
-        s.buffer.clear()
+        s.gap()
         self._request_snapshot(s.link, [s.symbol], now)
 
     def on_feed(self, frames: list[bytes], now: float) -> None:
@@ -299,12 +290,16 @@ class Aggregator:
             self._count("bus_unknown_stream")
             return
         self._heard(s.link, msg.sess, now)
-        if s.awaiting:
-            if len(s.buffer) >= MAX_BUFFERED:
-                self._gap(s, f"{len(s.buffer)} messages buffered while waiting for a snapshot", now)
+        verdict, why = s.offer(msg) if s.awaiting else s.check(msg)
+        if verdict == APPLY:
+            self._apply(s, msg)
+        elif verdict == OVERFLOW:
+            self._gap(s, why, now)
             s.buffer.append(msg)
-            return
-        self._on_stream(s, msg, now)
+        elif verdict == DUPLICATE:
+            self._count("bus_duplicates")
+        elif why:
+            self._gap(s, why, now)
 
     def _heard(self, link: Link, sess: int, now: float) -> None:
         link.last_heard = now
@@ -327,31 +322,24 @@ class Aggregator:
         for sym, last in hb.seqs.items():
             st = self.states.get(sym)
             s = st.streams.get(hb.venue) if st is not None else None
-            if s is None or s.awaiting:
+            if s is None:
                 continue
-            if s.sess != hb.sess:
-                self._gap(s, f"feed session {hb.sess} without a snapshot", now)
-            elif last > s.seq:
-                self._gap(s, f"lost messages {s.seq + 1}..{last} (seen in heartbeat)", now)
+            why = s.heartbeat(hb.sess, last)
+            if why is not None:
+                self._gap(s, why, now)
 
     def _on_stream(self, s: Stream, msg: BookMsg | StatusMsg, now: float) -> None:
-        if msg.sess != s.sess:
-            if isinstance(msg, BookMsg) and msg.kind != SNAP:
-                # Not re-buffered: the snapshot that answers covers it (it is cut after).
-                self._gap(s, f"delta from feed session {msg.sess} without a snapshot", now)
-                return
-        elif msg.seq <= s.seq:
+        verdict, why = s.check(msg)
+        if verdict == APPLY:
+            self._apply(s, msg)
+        elif verdict == DUPLICATE:
             self._count("bus_duplicates")
-            return
-        elif msg.seq != s.seq + 1:
-            self._gap(s, f"bus gap: expected seq {s.seq + 1}, got {msg.seq}", now)
-            return
-        self._apply(s, msg)
+        else:
+            # Not re-buffered: the snapshot that answers covers it (it is cut after).
+            self._gap(s, why, now)
 
     def _apply(self, s: Stream, msg: BookMsg | StatusMsg) -> None:
-        s.sess = msg.sess
-        s.seq = msg.seq
-        s.msgs += 1
+        s.advance(msg)
         st = self.states[s.symbol]
         if isinstance(msg, StatusMsg):
             if msg.status != s.status:
@@ -361,11 +349,13 @@ class Aggregator:
             if msg.status != LIVE:
                 s.book.clear()
                 s.exact = (None, None)
+            st.view.invalidate()
         elif msg.kind == SNAP:
             s.ets, s.rts = msg.ets, msg.rts
             s.levels += len(msg.bids) + len(msg.asks)
             s.book.load(msg.bids, msg.asks)
             s.exact = msg.exact or (None, None)
+            st.view.invalidate()
             if s.status != LIVE:
                 log.info("%s %s: live (%d bids, %d asks)", s.venue, s.symbol, len(s.book.bids), len(s.book.asks))
             s.status = LIVE
@@ -377,7 +367,7 @@ class Aggregator:
             if msg.exact is not None and msg.exact != s.exact:
                 s.exact = msg.exact
                 st.dirty = True
-            if not st.dirty and not self._visible(st, msg):
+            if not st.view.note(s.venue, msg.bids, msg.asks) and not st.dirty:
                 self._count("deltas_below_view")
                 return
         if msg.rts > st.ts:
@@ -397,15 +387,14 @@ class Aggregator:
                 continue
             st = self.states.get(msg.symbol)
             s = st.streams.get(venue) if st is not None else None
-            if s is None or not s.awaiting:
+            if s is None:
                 self._count("snapshot_reply_unwanted")
                 continue
-            s.awaiting = False
+            if not s.accept_reply():
+                self._count("snapshot_reply_unwanted")
+                continue
             self._apply(s, msg)
-            buffered, s.buffer = s.buffer, []
-            for m in buffered:
-                if m.sess == s.sess and m.seq <= s.seq:
-                    continue
+            for m in s.replay():
                 if s.awaiting:
                     s.buffer.append(m)
                 else:
@@ -440,53 +429,29 @@ class Aggregator:
 
     # --- output -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _visible(st: SymbolState, msg: BookMsg) -> bool:
-        """Can this delta change the published view? Not when every level lies strictly beyond
-        the floor of its side (a level at the floor price can reorder ties: it counts)."""
-        fb, fa = st.floor
-        if msg.bids and (fb is None or any(p >= fb for p, _ in msg.bids)):
-            return True
-        return bool(msg.asks and (fa is None or any(p <= fa for p, _ in msg.asks)))
-
-    def _set_floor(self, st: SymbolState, bids: list[merge.MergedLevel], asks: list[merge.MergedLevel],
-                   depl: dict[str, Any] | None) -> None:
-        n = self.levels
-        fb = bids[-1][0] if len(bids) == n else None
-        fa = asks[-1][0] if len(asks) == n else None
-        if depl is not None:
-            for side, idx in (("sell", 0), ("buy", 1)):
-                for d in depl.get(side, {}).values():
-                    cur = fb if idx == 0 else fa
-                    if cur is None:
-                        break
-                    if d["partial"] or d["worst"] is None:
-                        cur = None
-                    else:
-                        w = Decimal(d["worst"])
-                        cur = min(cur, w) if idx == 0 else max(cur, w)
-                    if idx == 0:
-                        fb = cur
-                    else:
-                        fa = cur
-        st.floor = [fb, fa]
-
-    def _content(self, st: SymbolState) -> tuple[Any, ...]:
-        books = self._live_books(st)
-        n = self.levels
-        bids = merge.top(books, BID, st.dust, n)
-        asks = merge.top(books, ASK, st.dust, n)
-        sp = merge.spread(bids, asks)
-        venues = {v: self._status(s) for v, s in sorted(st.streams.items())}
-        depl = None
-        sizes = self.cfg.aggregator.depletion.get(st.symbol)
-        if sizes and self._depletion_fn is not None:
-            exact = (self.exact_to(st.symbol, BID), self.exact_to(st.symbol, ASK))
-            depl = self._depletion_fn(lambda side: merge.merged_iter(books, side, st.dust), sizes, exact)
-        self._set_floor(st, bids, asks, depl)
-        # Exact values compare as their canonical text would (fmt is a function of the value):
-        # text is made only for what is published.
-        return bids, asks, sp, venues, depl, self.modes(st.symbol)
+    def _content(self, st: SymbolState) -> bool:
+        """Bring the symbol's merged view up to date; True when what a subscriber would see
+        (levels, spread, depletion summaries, venue statuses and modes) changed since the last
+        snapshot published."""
+        # One pass over the venues for what _live_books, exact_to, statuses and modes would say.
+        books: dict[str, Book] = {}
+        venues: dict[str, str] = {}
+        modes: dict[str, str] = {}
+        exact_bids: list[Decimal | None] = []
+        exact_asks: list[Decimal | None] = []
+        for v, s in sorted(st.streams.items()):
+            venues[v] = status = self._status(s)
+            if status == LIVE:
+                books[v] = s.book
+                exact_bids.append(s.exact[BID])
+                exact_asks.append(s.exact[ASK])
+            if s.link.mode:
+                modes[v] = s.link.mode
+        changed = st.view.refresh(books, (merge.shallowest(exact_bids, BID), merge.shallowest(exact_asks, ASK)))
+        if venues != st.last_venues or modes != st.last_modes:
+            st.last_venues, st.last_modes = venues, modes
+            changed = True
+        return changed
 
     @staticmethod
     def _venue_ts(st: SymbolState) -> dict[str, VenueTimes]:
@@ -500,18 +465,18 @@ class Aggregator:
             if not st.dirty and not st.force:
                 continue
             st.dirty = False
-            content = self._content(st)
-            if content == st.last_content and not st.force:
+            if not self._content(st) and not st.force:
                 continue
             st.force = False
-            st.last_content = content
             st.seq += 1
-            bids, asks, sp, venues, depl, modes = content
-            # The merged levels are (price, amount, venue) tuples, all the encoder reads: making
-            # Level values of them only to encode cost ~6 us per snapshot (cast: no runtime cost).
+            view = st.view
+            # The merged levels are (price, amount, venue) tuples (cast: no runtime cost) and the
+            # view keeps their wire text: the encoder reads only that.
             frames = schema.encode_merged(MergedBook(
-                st.symbol, self.epoch, st.seq, st.ts, sp, cast(list[Level], bids), cast(list[Level], asks),
-                venues, None, self._venue_ts(st), venue_modes=modes or None), depletion=depl)
+                st.symbol, self.epoch, st.seq, st.ts, view.spread(), cast(list[Level], view.top[BID]),
+                cast(list[Level], view.top[ASK]), dict(cast(dict[str, str], st.last_venues)), None,
+                self._venue_ts(st), venue_modes=st.last_modes or None),
+                depletion=view.depletion(), wire=(view.wire[BID], view.wire[ASK]))
             st.last_payload = frames[1]
             self.pub.send_multipart(frames)
             if st.ts != st.observed_ts:      # new input reached the snapshot: its age at publication

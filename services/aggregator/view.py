@@ -1,0 +1,294 @@
+"""The merged view of one symbol, kept incrementally (pure: no sockets, no clock).
+
+What subscribers see of a symbol is, per side, the merged top-N of its live venues' books (dust
+out, order as :mod:`services.aggregator.merge`) and, where sizes are configured, the streamed
+depletion summaries (a walk of the merged side per size). Rebuilding all of it for every snapshot
+cost most of the aggregator's CPU; :class:`MergedView` rebuilds only what a change can reach:
+
+* every side remembers how deep its published part goes: the price of the N-th merged level
+  (``top_floor``) and the deepest level the depletion walks took (``depl_floor``); None when the
+  side has fewer levels than that (then every level counts);
+* :meth:`MergedView.note` is told each venue delta: a side whose delta reaches a floor (a bid at
+  or above it, an ask at or below it: a level *at* the floor price can reorder ties) gets that
+  part marked stale; a delta strictly beyond both floors changes nothing subscribers see;
+* anything else that can change the view (a venue's book replaced or cleared, its status, the
+  set of live venues, the exact-to depth) calls :meth:`MergedView.invalidate`; :meth:`refresh`
+  also invalidates by itself when the live venues or the exact-to prices differ from last time.
+
+:meth:`MergedView.refresh` then rebuilds the stale parts from the books (each from scratch, so a
+rebuild is exact whatever happened since) and says whether the view changed. Levels are exact
+``Decimal``\\ s throughout; the wire text of the published levels is kept and reused for a level
+published again unchanged (``price_text``/``fmt`` run only for new levels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+
+from common.book import ASK, BID, Book
+from common.config import NO_DUST, DustRule
+from common.numbers import fmt
+from services.aggregator import depletion, merge
+from services.aggregator.merge import MergedLevel, price_text
+
+_PRICE = itemgetter(0)
+_AMOUNT = itemgetter(1)
+#: The depletion side (an order of that side) that walks each book side.
+_ORDER_SIDE = {BID: depletion.SELL, ASK: depletion.BUY}
+
+Exact = tuple[Decimal | None, Decimal | None]
+
+
+def venue_top(book: Book, side: int, n: int, venue: str, dust: DustRule) -> list[MergedLevel]:
+    """The best ``n`` levels of one venue's ``side`` that are not dust, as merged levels
+    ``(price, amount, venue)``, best first. O(n + dust levels skipped)."""
+    out: list[MergedLevel] = []
+    if n <= 0:
+        return out
+    d = book.bids if side == BID else book.asks
+    keys = reversed(d) if side == BID else iter(d)
+    min_amount, min_notional = dust.min_amount, dust.min_notional
+    append = out.append
+    if min_amount or min_notional:
+        for p in keys:
+            q = d[p]
+            if q < min_amount or p * q < min_notional:
+                continue
+            append((p, q, venue))
+            if len(out) == n:
+                break
+    else:
+        for p in keys:
+            append((p, d[p], venue))
+            if len(out) == n:
+                break
+    return out
+
+
+def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
+        cache: dict[str, list[MergedLevel]] | None = None) -> list[MergedLevel]:
+    """The best ``n`` merged levels of ``side``: equal to :func:`merge.top` (bids highest first,
+    asks lowest first, at equal price the larger amount first, then the venue id), from each
+    venue's best ``n`` and a stable sort. ``cache``: venue -> its best ``n`` (what
+    :func:`venue_top` returns) still valid, filled in for the others. O(V * n log(V * n)) with V
+    venues."""
+    levels = _merged(_parts(books, side, dust, n, cache), side)
+    del levels[n:]
+    return levels
+
+
+def _parts(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
+           cache: dict[str, list[MergedLevel]] | None) -> list[list[MergedLevel]]:
+    """Each venue's best ``n`` (from ``cache`` where present, which is filled in), venue order."""
+    parts = []
+    for v in sorted(books):
+        part = cache.get(v) if cache is not None else None
+        if part is None:
+            part = venue_top(books[v], side, n, v, dust.get(v, NO_DUST))
+            if cache is not None:
+                cache[v] = part
+        parts.append(part)
+    return parts
+
+
+def _merged(parts: list[list[MergedLevel]], side: int) -> list[MergedLevel]:
+    """Venue parts (each best first, in venue order) merged best first, ties as merge.top."""
+    if len(parts) == 1:
+        return list(parts[0])
+    levels = [lv for part in parts for lv in part]          # venue order: the last tie-break
+    if len(set(map(_PRICE, levels))) != len(levels):       # venues quote the same price
+        levels.sort(key=_AMOUNT, reverse=True)              # stable: larger amount first
+    # Stable, and the venue parts are presorted runs: a merge of O(V * n) comparisons.
+    levels.sort(key=_PRICE, reverse=side == BID)
+    return levels
+
+
+class MergedView:
+    """The published part of one symbol's merged book, rebuilt only where a change reaches it
+    (see the module docstring). ``n`` levels per side; ``sizes``: the streamed depletion sizes
+    (None or empty: none); ``dust`` per venue; ``depth``: how many levels of each venue the
+    depletion walks start from (default max(4n, 40)), quadrupled when a walk needs more unless
+    ``grow`` is False."""
+
+    __slots__ = ("_cold", "_deep", "_depth", "_grow", "_text", "_venue", "depl", "depl_floor", "depl_stale", "dust",
+                 "key", "n", "sizes", "top", "top_floor", "top_stale", "wire")
+
+    def __init__(self, n: int, dust: Mapping[str, DustRule], sizes: Sequence[Decimal] | None = None, *,
+                 depth: int | None = None, grow: bool = True) -> None:
+        self.n = n
+        self.dust = dust
+        self.sizes = list(sizes) if sizes else None
+        #: Per side (BID, ASK): the merged top-N and its wire form ([price, amount, venue] text).
+        self.top: list[list[MergedLevel]] = [[], []]
+        self.wire: list[list[list[str]]] = [[], []]
+        #: Per side: the depletion summaries of the order walking it (None: no sizes).
+        self.depl: list[dict[str, Any] | None] = [None, None]
+        self.top_floor: list[Decimal | None] = [None, None]
+        self.depl_floor: list[Decimal | None] = [None, None]
+        self.top_stale = [True, True]
+        self.depl_stale = [bool(self.sizes), bool(self.sizes)]
+        #: The live venues and exact-to prices the view was built from.
+        self.key: Any = None
+        #: Everything is stale and no venue cache is left: a delta has nothing to mark.
+        self._cold = True
+        self._text: list[dict[MergedLevel, list[str]]] = [{}, {}]
+        #: Per side: venue -> its best n levels (dust out), while no delta reached them.
+        self._venue: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        #: Per side: venue -> its best ``_depth[side]`` levels for the depletion walks (same rule).
+        self._deep: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        depth = depth or max(4 * n, 40)
+        self._depth = [depth, depth]
+        self._grow = grow
+
+    @property
+    def floor(self) -> list[Decimal | None]:
+        """Per side, what a delta must reach to change the view: the deeper of the two floors
+        (None: any level can)."""
+        out: list[Decimal | None] = []
+        for side in (BID, ASK):
+            t, d = self.top_floor[side], self.depl_floor[side]
+            if t is None or (self.sizes and d is None):
+                out.append(None)
+            elif not self.sizes or d is None:
+                out.append(t)
+            else:
+                out.append(min(t, d) if side == BID else max(t, d))
+        return out
+
+    def invalidate(self) -> None:
+        """Everything is rebuilt by the next :meth:`refresh` (from the books: call this when a
+        venue book was replaced or cleared)."""
+        self.top_stale[BID] = self.top_stale[ASK] = True
+        for caches in (self._venue, self._deep):
+            caches[BID].clear()
+            caches[ASK].clear()
+        self._cold = True
+        if self.sizes:
+            self.depl_stale[BID] = self.depl_stale[ASK] = True
+
+    def note(self, venue: str, bids: Sequence[Any], asks: Sequence[Any]) -> bool:
+        """A delta of ``(price, qty)`` levels was applied to ``venue``'s book: mark stale what
+        it reaches; True when it reaches any published part (it may change what subscribers
+        see) or that part is stale already, False when every level lies strictly beyond both
+        floors of its side. O(levels)."""
+        if self._cold:
+            return True         # the hot case in a burst: one attribute read per delta
+        hit = False
+        if bids:
+            hit = self._note_side(BID, venue, bids)
+        if asks:
+            hit = self._note_side(ASK, venue, asks) or hit
+        if all(self.top_stale) and (not self.sizes or all(self.depl_stale)) and not any(self._venue) \
+                and not any(self._deep):
+            self._cold = True
+        return hit
+
+    def _note_side(self, side: int, venue: str, levels: Sequence[Any]) -> bool:
+        cache, deep = self._venue[side], self._deep[side]
+        if self.top_stale[side] and (self.depl_stale[side] or not self.sizes) and venue not in cache \
+                and venue not in deep:
+            return True         # all it could reach is rebuilt anyway
+        bid = side == BID
+        best = levels[0][0]
+        for p, _ in levels:
+            if (p > best) if bid else (p < best):
+                best = p
+        # The venue's cached best levels stay valid unless the delta reaches them.
+        part = cache.get(venue)
+        if part is not None and (len(part) < self.n or (best >= part[-1][0] if bid else best <= part[-1][0])):
+            del cache[venue]
+        part = deep.get(venue)
+        if part is not None and (len(part) < self._depth[side] or (best >= part[-1][0] if bid else
+                                                                   best <= part[-1][0])):
+            del deep[venue]
+        hit = False
+        f = self.top_floor[side]
+        if f is None or (best >= f if bid else best <= f):
+            self.top_stale[side] = hit = True
+        if self.sizes:
+            f = self.depl_floor[side]
+            if f is None or (best >= f if bid else best <= f):
+                self.depl_stale[side] = hit = True
+        return hit
+
+    def refresh(self, books: Mapping[str, Book], exact: Exact) -> bool:
+        """Rebuild the stale parts from ``books`` (the live venues' books) and ``exact`` (the
+        merged exact-to price per side); True when the top-N or a depletion summary changed.
+        O(V * n) per stale top side, O(k log V) per stale depletion side walking k levels."""
+        key = (tuple(books), exact)
+        if key != self.key:
+            self.key = key
+            self.invalidate()
+        changed = False
+        self._cold = False
+        for side in (BID, ASK):
+            if self.top_stale[side]:
+                self.top_stale[side] = False
+                levels = top(books, side, self.dust, self.n, self._venue[side])
+                self.top_floor[side] = levels[-1][0] if len(levels) == self.n else None
+                if levels != self.top[side]:
+                    self.top[side] = levels
+                    self.wire[side] = self._wire(side, levels)
+                    changed = True
+            if self.depl_stale[side]:
+                self.depl_stale[side] = False
+                assert self.sizes is not None
+                summ, reached = self._walk(books, side, exact[side])
+                self.depl_floor[side] = reached
+                if summ != self.depl[side]:
+                    self.depl[side] = summ
+                    changed = True
+        return changed
+
+    def _walk(self, books: Mapping[str, Book], side: int,
+              limit: Decimal | None) -> tuple[dict[str, Any], Decimal | None]:
+        """The depletion summaries of ``side`` and how deep they reached
+        (:func:`depletion.side_summaries`), walking the merge of each venue's cached best
+        ``_depth`` levels. That merge is the merged side itself down to ``bound``, the least deep
+        last price of the venues it cut short (their next levels are strictly deeper); a walk
+        that ends at or before ``bound`` is exact. One that does not is done again on the whole
+        merged side, and the depth kept per venue quadruples."""
+        depth = self._depth[side]
+        parts = _parts(books, side, self.dust, depth, self._deep[side])
+        bound: Decimal | None = None
+        for part in parts:
+            if len(part) == depth:
+                last = part[-1][0]
+                if bound is None or (last > bound if side == BID else last < bound):
+                    bound = last
+        order_side = _ORDER_SIDE[side]
+        summ, reached = depletion.side_summaries(order_side, _merged(parts, side), self.sizes or (), limit)
+        if bound is None or (reached is not None and (reached >= bound if side == BID else reached <= bound)):
+            return summ, reached
+        if self._grow:
+            self._depth[side] = depth * 4
+            self._deep[side].clear()
+        return depletion.side_summaries(order_side, merge.merged_iter(books, side, self.dust), self.sizes or (), limit)
+
+    def _wire(self, side: int, levels: list[MergedLevel]) -> list[list[str]]:
+        """The wire form of ``levels``, reusing the text of levels published last time."""
+        old = self._text[side]
+        new: dict[MergedLevel, list[str]] = {}
+        out = []
+        for lv in levels:
+            w = old.get(lv)
+            if w is None:
+                p, a, v = lv
+                w = [price_text(p), fmt(a), v]
+            new[lv] = w
+            out.append(w)
+        self._text[side] = new
+        return out
+
+    def spread(self) -> Decimal | None:
+        """Best ask - best bid of the view (negative when venues cross), None when a side is empty."""
+        return merge.spread(self.top[BID], self.top[ASK])
+
+    def depletion(self) -> dict[str, Any] | None:
+        """The streamed ``depletion`` field (``{"buy": ..., "sell": ...}``), None without sizes."""
+        if not self.sizes:
+            return None
+        return {depletion.BUY: self.depl[ASK], depletion.SELL: self.depl[BID]}
