@@ -6,8 +6,9 @@ histograms it fills (one observation per forwarded snapshot with new input).
 
 Readiness (``/readyz``): the publisher is receiving from the aggregator (from each of its
 processes, with ``[[aggregator.shards]]``): it has received a snapshot from it since it started,
-and since the last loss of its connection to it (seen by the socket monitor). The aggregator publishes only when a book changes, so silence alone is not a
-loss (a quiet market stays ready); a stuck aggregator shows in the aggregator's own ``/healthz``.
+and since the last loss of its connection to it (seen by the socket monitor). The aggregator
+publishes only when a book changes, so silence alone is not a loss (a quiet market stays ready);
+a stuck aggregator shows in the aggregator's own ``/healthz``.
 Liveness (``/healthz``): the poll loop ran a round within the last ``STALL_AFTER`` s (a round
 ends at least every 500 ms).
 """
