@@ -1,10 +1,13 @@
 """The bare relay chain, the latency baseline: the same processes, ZeroMQ hops and message sizes as
 bookmux, doing nothing but moving bytes.
 
-    simulator --ws--> relay feed (x2) --PUB/SUB--> relay agg --PUB/SUB--> relay pub --PUB/SUB--> subscriber
+    simulator --ws--> relay feed (one per venue) --PUB/SUB--> relay agg --PUB/SUB--> relay pub --PUB/SUB--> subscriber
 
-* ``feed``: the same websockets client on uvloop as the real feeds; per received frame: stamp
-  ``time_ns()``, find the symbol with a string search (no JSON parse), publish
+* ``feed``: the same websockets client on uvloop as the real feeds, subscribing with its venue's
+  protocol (the APIs the replay serves: Binance combined streams, Bitstamp ``bts:subscribe``,
+  Kraken v1 ``book``, Coinbase Exchange ``level2_batch``, Gemini v2 ``l2``; REST snapshots
+  requested once where the replay gates on them); per received frame: stamp ``time_ns()``, find
+  the symbol with a string search (no JSON parse), publish
   ``[md.<venue>.<key>, msgpack {"ts", "pad"}]`` padded to the mean size of a real feed-bus delta;
 * ``agg``: unpack (to read ``ts``), publish ``[book.<key>, msgpack {"ts", "pad"}]`` padded to the
   mean size of a real merged snapshot; one output per input (no coalescing);
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import time
 
@@ -32,6 +36,8 @@ def _pad(size: int) -> bytes:
 def _snapshots(kind: str, rest: str, keys: list[str]) -> None:
     import urllib.request
 
+    if kind not in ("binance", "bitstamp"):
+        return      # in-band snapshots
     for k in keys:
         url = (f"{rest.rstrip('/')}/api/v3/depth?symbol={k}&limit=5000" if kind == "binance"
                else f"{rest.rstrip('/')}/order_book/{k}/")
@@ -65,6 +71,15 @@ async def _feed(a: argparse.Namespace) -> None:
         if a.kind == "bitstamp":
             for k in keys:
                 await ws.send(f'{{"event":"bts:subscribe","data":{{"channel":"diff_order_book_{k}"}}}}')
+        elif a.kind == "kraken":
+            await ws.send(json.dumps({"event": "subscribe", "pair": keys,
+                                      "subscription": {"name": "book", "depth": a.depth}}))
+        elif a.kind == "coinbase":
+            await ws.send(json.dumps({"type": "subscribe", "product_ids": keys,
+                                      "channels": ["level2_batch", "heartbeat"]}))
+        elif a.kind == "gemini":
+            await ws.send(json.dumps({"type": "subscribe", "subscriptions": [{"name": "l2", "symbols": keys}]}))
+        marker = {"coinbase": '"product_id":"', "gemini": '"symbol":"'}.get(a.kind, "")
         packb = msgpack.packb
         send = pub.send_multipart
         if a.rest:
@@ -79,11 +94,21 @@ async def _feed(a: argparse.Namespace) -> None:
                     if i < 0:
                         continue
                     key = text[i + 10:text.index("@", i)]
-                else:
+                elif a.kind == "bitstamp":
                     i = text.find('"channel":"diff_order_book_')
                     if i < 0:
                         continue
                     key = text[i + 27:text.index('"', i + 27)]
+                elif a.kind == "kraken":
+                    if not text.startswith("["):
+                        continue        # events (status, acks, heartbeats)
+                    key = text[text.rindex('"', 0, len(text) - 2) + 1:len(text) - 2]
+                else:
+                    i = text.find(marker)
+                    if i < 0 or '"type":"subscriptions"' in text or '"type":"heartbeat"' in text:
+                        continue
+                    i += len(marker)
+                    key = text[i:text.index('"', i)]
                 send([prefix + key.encode(), packb({"ts": ts, "pad": pad})])
         task = asyncio.create_task(reader())
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -174,6 +199,7 @@ def main() -> int:
     ap.add_argument("--sub", default="")
     ap.add_argument("--pub", required=True)
     ap.add_argument("--pad", type=int, default=200)
+    ap.add_argument("--depth", type=int, default=1000, help="Kraken book depth (the recorded one)")
     a = ap.parse_args()
     if a.role == "feed":
         try:

@@ -4,7 +4,14 @@ Opens ``--sockets`` SUB sockets to the publisher (or the bare chain's last relay
 to ``book.`` (every symbol) or to ``--symbols``, blocks in ``poll`` (never spins), decodes every
 snapshot with msgpack as a user would, and records ``time_ns() - ts`` (ns) for each one decoded
 between ``--start`` and ``--stop`` (Unix seconds). ``--stall`` connects and subscribes but never
-reads (a stalled consumer). Writes ``F`` (int64 latencies) and ``F.json`` (counts, sizes)."""
+reads (a stalled consumer). Writes ``F`` (int64 latencies) and ``F.json`` (counts, sizes, and:)
+
+* ``seq_gaps``: per symbol and socket, snapshots missing between two received in the window (same
+  ``epoch``, ``seq`` not the previous + 1: the publisher or this socket's queue dropped some);
+* ``max_hold_ms``: the longest an input waited for a snapshot carrying it, a lower bound taken
+  from ``venue_ts``: for each snapshot, the oldest ``rts`` among the venues whose ``rts`` changed
+  since the symbol's previous snapshot, against the receive time (a coalescing aggregator that
+  publishes a symbol only every 500 ms shows ~500 ms here however low its latency per snapshot)."""
 
 from __future__ import annotations
 
@@ -51,6 +58,9 @@ def main() -> int:
     count = 0
     nbytes = 0
     per_socket = [0] * len(socks)
+    seq_gaps = 0
+    max_hold = 0
+    last: dict[tuple[int, bytes], tuple[int, int, dict[str, int]]] = {}
     if a.stall:
         while not stopping and time.time() < a.stop:
             time.sleep(0.1)
@@ -75,15 +85,27 @@ def main() -> int:
                         continue
                     m = unpackb(payload)
                     t = time.time_ns()
+                    i = index[s]
+                    rts = {v: x.get("rts", 0) for v, x in (m.get("venue_ts") or {}).items()}
+                    k = (i, topic)
+                    prev = last.get(k)
+                    last[k] = (m.get("epoch", 0), m.get("seq", 0), rts)
                     if start_ns <= t < stop_ns:
                         lat.append(t - m["ts"])
                         count += 1
                         nbytes += len(payload)
-                        per_socket[index[s]] += 1
+                        per_socket[i] += 1
+                        if prev is not None and prev[0] == m.get("epoch", 0):
+                            if m.get("seq", 0) > prev[1] + 1:
+                                seq_gaps += m["seq"] - prev[1] - 1
+                            changed = [r for v, r in rts.items() if r and r != prev[2].get(v)]
+                            if changed:
+                                max_hold = max(max_hold, t - min(changed))
     with open(a.out, "wb") as f:
         lat.tofile(f)
     with open(a.out + ".json", "w") as f:
-        json.dump({"count": count, "mean_bytes": nbytes / count if count else 0, "per_socket": per_socket}, f)
+        json.dump({"count": count, "mean_bytes": nbytes / count if count else 0, "per_socket": per_socket,
+                   "seq_gaps": seq_gaps, "max_hold_ms": max_hold / 1e6}, f)
     for s in socks:
         s.close(0)
     ctx.term()
