@@ -279,6 +279,14 @@ class Pipeline:
         names = [n for n in self.ep["metrics"] if n.startswith("aggregator")]
         return sum(scrape(self.ep["metrics"][n], "bookmux_aggregator_gaps") for n in names) if names else float("nan")
 
+    def feed_counters(self) -> dict[str, float]:
+        """The feeds' checksum failures, resyncs, gaps and drops so far (their metrics endpoints)."""
+        out: dict[str, float] = {}
+        for name in ("checksum_failures", "resyncs", "gaps", "drops"):
+            out[name] = sum(scrape(hp, f"bookmux_feed_{name}") for n, hp in self.ep["metrics"].items()
+                            if n.startswith("feed_"))
+        return out
+
     def check_books(self, syms: list[str], settle: float = 1.0, timeout: float = 60.0) -> dict[str, Any]:
         """Once the replay has sent its last frame (``events_sent`` still for ``settle`` s), compare
         each of ``syms``' published top-N (a fresh subscriber's republished snapshot) with the merge
