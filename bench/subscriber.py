@@ -8,10 +8,14 @@ reads (a stalled consumer). Writes ``F`` (int64 latencies) and ``F.json`` (count
 
 * ``seq_gaps``: per symbol and socket, snapshots missing between two received in the window (same
   ``epoch``, ``seq`` not the previous + 1: the publisher or this socket's queue dropped some);
-* ``max_hold_ms``: the longest an input waited for a snapshot carrying it, a lower bound taken
-  from ``venue_ts``: for each snapshot, the oldest ``rts`` among the venues whose ``rts`` changed
-  since the symbol's previous snapshot, against the receive time (a coalescing aggregator that
-  publishes a symbol only every 500 ms shows ~500 ms here however low its latency per snapshot)."""
+* ``max_hold_ms``: the longest a visible input waited for a snapshot carrying it, a lower bound:
+  for each snapshot, the venues whose own levels differ from the symbol's previous snapshot at a
+  price strictly better than the worst published price of both (where both show every venue's
+  levels, so the venue's book itself changed: no other venue's level can have pushed it out) had
+  an input after the previous snapshot was built; the oldest of their ``venue_ts`` ``rts`` (each
+  venue's latest input, no older than that change) against the receive time. An aggregator that
+  coalesced a symbol for 500 ms shows hundreds of ms here however low its per-snapshot latency;
+  inputs below the published view (no snapshot needed) are never counted."""
 
 from __future__ import annotations
 
@@ -20,9 +24,29 @@ import array
 import json
 import signal
 import time
+from decimal import Decimal
+from typing import Any
 
 import msgpack
 import zmq
+
+
+def changed_venues(prev: dict[str, Any], cur: dict[str, Any]) -> set[str]:
+    """Venues whose own levels differ between two snapshots of a symbol at a price strictly better
+    than both snapshots' worst published price on that side."""
+    out: set[str] = set()
+    for side, better in (("bids", lambda a, b: a > b), ("asks", lambda a, b: a < b)):
+        a, b = prev.get(side) or [], cur.get(side) or []
+        if not a or not b:
+            continue
+        wa, wb = Decimal(a[-1][0]), Decimal(b[-1][0])
+        limit = wb if better(wb, wa) else wa          # the better of the two worst prices: both show all above it
+        pa = {(lv[2], lv[0]): lv[1] for lv in a if better(Decimal(lv[0]), limit)}
+        pb = {(lv[2], lv[0]): lv[1] for lv in b if better(Decimal(lv[0]), limit)}
+        for k in pa.keys() | pb.keys():
+            if pa.get(k) != pb.get(k):
+                out.add(k[0])
+    return out
 
 
 def main() -> int:
@@ -60,7 +84,7 @@ def main() -> int:
     per_socket = [0] * len(socks)
     seq_gaps = 0
     max_hold = 0
-    last: dict[tuple[int, bytes], tuple[int, int, dict[str, int]]] = {}
+    last: dict[tuple[int, bytes], tuple[int, int, dict[str, Any]]] = {}
     if a.stall:
         while not stopping and time.time() < a.stop:
             time.sleep(0.1)
@@ -86,10 +110,9 @@ def main() -> int:
                     m = unpackb(payload)
                     t = time.time_ns()
                     i = index[s]
-                    rts = {v: x.get("rts", 0) for v, x in (m.get("venue_ts") or {}).items()}
                     k = (i, topic)
                     prev = last.get(k)
-                    last[k] = (m.get("epoch", 0), m.get("seq", 0), rts)
+                    last[k] = (m.get("epoch", 0), m.get("seq", 0), m)
                     if start_ns <= t < stop_ns:
                         lat.append(t - m["ts"])
                         count += 1
@@ -98,7 +121,9 @@ def main() -> int:
                         if prev is not None and prev[0] == m.get("epoch", 0):
                             if m.get("seq", 0) > prev[1] + 1:
                                 seq_gaps += m["seq"] - prev[1] - 1
-                            changed = [r for v, r in rts.items() if r and r != prev[2].get(v)]
+                            vts = m.get("venue_ts") or {}
+                            changed = [vts[v].get("rts", 0) for v in changed_venues(prev[2], m) if v in vts]
+                            changed = [r for r in changed if r]
                             if changed:
                                 max_hold = max(max_hold, t - min(changed))
     with open(a.out, "wb") as f:
