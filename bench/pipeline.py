@@ -334,10 +334,13 @@ class Pipeline:
                 out["mismatches"].append(f"{sym} ({m.get('venues')}): {'; '.join(diff)}")
         return out
 
-    def stop_procs(self) -> None:
+    def stop_procs(self, root: Path | None = None) -> None:
+        """Stop bookmux (or the bare chain); the next :meth:`start_bookmux` runs from ``root``
+        (default: the same tree as before)."""
         self.procs.close()
         self.tools.close()
-        self.procs = Procs(self.dir / "logs", root=self.root)
+        self.root = root or self.root
+        self.procs = Procs(self.dir / "logs" / ("before" if self.root != REPO else ""), root=self.root)
         self.tools = Procs(self.dir / "logs")
 
     # --- bare chain -----------------------------------------------------------------------------

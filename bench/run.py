@@ -152,13 +152,13 @@ def sec_aggregator(mode: Mode, work: Path) -> None:
         try:
             r = aggbench.run(work / f"agg{group}", SYMBOLS, messages=n, group=group)
         except Exception as e:
-            fail("2 aggregator", label, ">= 300k lv/s and >= 30% of bare", e)
+            fail("2 aggregator", label, ">= 30% of bare", e)
             continue
         RAW["aggregator"].append({"group": group, **r})
-        ok = r["levels_per_s"] >= 300_000 and r["ratio"] >= 0.3 and r["bus_gaps_logged"] == 0
+        ok = r["ratio"] >= 0.3 and r["bus_gaps_logged"] == 0
         row("2 aggregator", f"{label} ({r['levels_per_msg']} lv/msg, {r['messages']:,} msgs)",
             f"{r['levels_per_s']:,} lv/s ({r['msgs_per_s']:,} msg/s)", f"SortedDict {r['bare_levels_per_s']:,} lv/s",
-            f"{100 * r['ratio']:.1f}%", ">= 300k lv/s and >= 30% of bare", "PASS" if ok else "MISS",
+            f"{100 * r['ratio']:.1f}%", ">= 30% of bare (issue 12)", "PASS" if ok else "MISS",
             f"aggregator CPU {r['aggregator_cpu_pct']}% of a core; {r['snapshots_published']} snapshots published "
             f"(coalesced per drain round); bus gaps {r['bus_gaps_logged']}", data=r)
 
@@ -227,21 +227,20 @@ def sec_pipeline(mode: Mode, work: Path, profile: bool, before: Path | None) -> 
             continue
         entry: dict[str, Any] = {"multiple": mult}
         RAW["e2e"][f"{mult:g}x"] = entry
-        if mult == 10 and before is not None:
-            pb = Pipeline(work / f"e2e_{mult:g}x_before", mult, recording=rec, root=before)
-            try:
-                progress(f"  the before ({before.name}) at {mult:g}x")
-                pb.start_sim()
-                entry["before_live_after_s"] = round(pb.start_bookmux(), 2)
-                entry["before"] = pb.measure(mode.window, warm=mode.warm, tag="before")
-            except Exception as e:
-                entry["before_error"] = f"{type(e).__name__}: {e}"
-                progress(f"  before FAILED: {entry['before_error']}")
-            finally:
-                pb.close()
         p = Pipeline(work / f"e2e_{mult:g}x", mult, recording=rec)
         try:
             p.start_sim()
+            if mult == 10 and before is not None:
+                # the same simulator and recording; its services from the before's tree
+                p.stop_procs(root=before)
+                try:
+                    progress(f"  the before ({before.name}) at {mult:g}x")
+                    entry["before_live_after_s"] = round(p.start_bookmux(), 2)
+                    entry["before"] = p.measure(mode.window, warm=mode.warm, tag="before")
+                except Exception as e:
+                    entry["before_error"] = f"{type(e).__name__}: {e}"
+                    progress(f"  before FAILED: {entry['before_error']}")
+                p.stop_procs(root=REPO)
             p.start_bare(_feed_bytes(), 1000)
             entry["bare"] = p.measure(mode.window, warm=mode.warm)
             p.stop_procs()
