@@ -54,14 +54,16 @@ def venue_key(kind: str, sym: str) -> str:
         return f"{alias.get(base, base)}/{quote}"
     if kind == "coinbase":
         return sym.replace("/", "-")
-    return sym.replace("/", "").upper()
+    from bench.recording import API
+
+    return sym.replace("/", "").upper() if API[kind] == "v2" else sym.replace("/", "").lower()
 
 
 def venue_table(kind: str, port: int) -> dict[str, Any]:
     """``[venues.<kind>]`` against the replay of ``kind`` on ``port`` (only keys the base revision knows)."""
     from bench.recording import API, KRAKEN_DEPTH
 
-    ws = f"ws://127.0.0.1:{port}" + ("/v2/marketdata" if kind == "gemini" else "")
+    ws = f"ws://127.0.0.1:{port}" + ("/v2/marketdata" if kind == "gemini" and API[kind] == "v2" else "")
     rest = f"http://127.0.0.1:{port}" + ("/api/v2" if kind == "bitstamp" else "")
     fee = {"binance": "0.001", "bitstamp": "0.004", "kraken": "0.0026", "coinbase": "0.006", "gemini": "0.004"}
     t: dict[str, Any] = {"kind": kind, "api": API[kind], "ws_url": ws, "rest_url": rest, "stale_after": 10.0,
@@ -354,7 +356,8 @@ class Pipeline:
             ep = f"tcp://127.0.0.1:{free_port()}"
             feed_eps.append(ep)
             keys = [venue_key(t["kind"], s) for s in self.symbols]
-            self.tools.module(f"feed_{vid}", "bench.relay", "feed", "--kind", t["kind"], "--venue", vid,
+            self.tools.module(f"feed_{vid}", "bench.relay", "feed", "--kind", t["kind"], "--api", t["api"],
+                              "--venue", vid,
                               "--url", t["ws_url"], "--rest", t["rest_url"], "--keys", ",".join(keys), "--pub", ep,
                               "--pad", str(int(feed_bytes)))
         agg_ep = f"tcp://127.0.0.1:{free_port()}"

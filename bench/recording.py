@@ -19,8 +19,10 @@ Which API of each venue (the ones the simulator's replay serves, see
   leading zeros stripped, price then qty);
 * Coinbase **Exchange** ``level2_batch`` (not the default Advanced Trade): ``snapshot`` then
   ``l2update`` with ``changes`` and ``time``;
-* Gemini market data **v2** (not the default current ws): ``l2`` whose first ``l2_updates`` of a
-  symbol (the one with a ``trades`` key) is the whole book.
+* Gemini's current WebSocket API (the feed's default): one ``SUBSCRIBE`` of
+  ``<sym>@depth@100ms`` per symbol on ``/?snapshot=-1``, ``depthUpdate`` events with contiguous
+  ``U``/``u`` whose first per symbol is the whole book (``API["gemini"] = "v2"`` writes market
+  data v2 ``l2`` instead: its first ``l2_updates``, the one with ``trades``, is the whole book).
 
 Written in the cryptofeed capture format the replay reads (``fixtures/recorded/README.md``), into
 the run's results folder (never the repository). Market shape: per symbol a fixed mid, 150 levels
@@ -51,7 +53,7 @@ LEVELS = 150
 T0 = 1_700_000_000.0   # recorded clock origin (only differences matter to the replay)
 KINDS = ("binance", "bitstamp", "kraken", "coinbase", "gemini")
 #: the API each venue's feed must speak to the replay of these recordings (``[venues.<id>] api``)
-API = {"binance": "spot", "bitstamp": "v2", "kraken": "v1", "coinbase": "exchange", "gemini": "v2"}
+API = {"binance": "spot", "bitstamp": "v2", "kraken": "v1", "coinbase": "exchange", "gemini": "ws"}
 KRAKEN_DEPTH = 1000
 
 
@@ -144,7 +146,7 @@ def write(root: Path, symbols: list[str], rate: float, seconds: float, *, kinds:
         books = {s: _Book(s, random.Random(f"{seed}:{kind}:{s}")) for s in symbols}
         times = _schedule(rng, symbols, rate, pre, seconds)
         writer = {"binance": _binance, "bitstamp": _bitstamp, "kraken": _kraken, "coinbase": _coinbase,
-                  "gemini": _gemini}[kind]
+                  "gemini": _gemini_ws if API["gemini"] == "ws" else _gemini}[kind]
         writer(folder, symbols, books, times, rng, pre)
         out[kind] = folder
     return out
@@ -337,6 +339,39 @@ def _gemini(folder: Path, symbols: list[str], books: dict[str, _Book], times: li
         ch = [f'["buy","{_price(k, bk.decimals, bk.decimals)}","{q}"]' for k, q in bl]
         ch += [f'["sell","{_price(k, bk.decimals, bk.decimals)}","{q}"]' for k, q in al]
         lines.append(f'{T0 + t:.6f}: {{"type":"l2_updates","symbol":"{names[s]}","changes":[{",".join(ch)}]}}')
+    _gemini_listing(folder, symbols, names)
+    (folder / "GEMINI.ws.1.0").write_text("\n".join(lines) + "\n")
+
+
+def _gemini_ws(folder: Path, symbols: list[str], books: dict[str, _Book], times: list[tuple[float, str]],
+               rng: random.Random, pre: float) -> None:
+    """Gemini's current WebSocket API: per symbol a ``depthUpdate`` with the whole book, then diffs
+    with contiguous ``U``/``u`` (``E`` in ns)."""
+    url = "wss://ws.gemini.com/?snapshot=-1"
+    names = {s: s.replace("/", "").lower() for s in symbols}
+    lines = [f"{url} <-> {T0}"]
+    lines += [f'{url} <- {T0:.6f}: {{"id":{i},"method":"SUBSCRIBE","params":["{names[s]}@depth@100ms"]}}'
+              for i, s in enumerate(symbols, 1)]
+    ids = {s: rng.randint(10**6, 10**7) for s in symbols}
+    e0 = int(T0 * 1e9)
+    for s in symbols:
+        bk = books[s]
+        bids, asks = _book_body(bk, bk.decimals)
+        lines.append(f'{T0:.6f}: {{"e":"depthUpdate","E":{e0},"s":"{names[s]}","U":{ids[s]},"u":{ids[s]},'
+                     f'"b":{json.dumps(bids, separators=(",", ":"))},"a":{json.dumps(asks, separators=(",", ":"))}}}')
+    for t, s in times:
+        bk = books[s]
+        bl, al = bk.event()
+        first = ids[s] + 1
+        ids[s] = last = first + rng.choice((0, 0, 0, 1, 2))
+        lines.append(f'{T0 + t:.6f}: {{"e":"depthUpdate","E":{int((T0 + t) * 1e9)},"s":"{names[s]}","U":{first},'
+                     f'"u":{last},"b":[{_levels(bl, bk.decimals, bk.decimals)}],'
+                     f'"a":[{_levels(al, bk.decimals, bk.decimals)}]}}')
+    _gemini_listing(folder, symbols, {s: n.upper() for s, n in names.items()})
+    (folder / "GEMINI.ws.1.0").write_text("\n".join(lines) + "\n")
+
+
+def _gemini_listing(folder: Path, symbols: list[str], names: dict[str, str]) -> None:
     listing = [f"https://api.gemini.com/v1/symbols -> {T0}: "
                f"{json.dumps([n.lower() for n in names.values()], separators=(',', ':'))}"]
     for s in symbols:
@@ -346,4 +381,3 @@ def _gemini(folder: Path, symbols: list[str], books: dict[str, _Book], times: li
                        f'"tick_size":1E-8,"quote_increment":{format(sp.tick, "f")},'
                        f'"min_order_size":"0.00001","status":"open"}}')
     (folder / "GEMINI.0").write_text("\n".join(listing) + "\n")
-    (folder / "GEMINI.ws.1.0").write_text("\n".join(lines) + "\n")

@@ -5,7 +5,7 @@ bookmux, doing nothing but moving bytes.
 
 * ``feed``: the same websockets client on uvloop as the real feeds, subscribing with its venue's
   protocol (the APIs the replay serves: Binance combined streams, Bitstamp ``bts:subscribe``,
-  Kraken v1 ``book``, Coinbase Exchange ``level2_batch``, Gemini v2 ``l2``; REST snapshots
+  Kraken v1 ``book``, Coinbase Exchange ``level2_batch``, Gemini ``SUBSCRIBE`` (or v2 ``l2``); REST snapshots
   requested once where the replay gates on them); per received frame: stamp ``time_ns()``, find
   the symbol with a string search (no JSON parse), publish
   ``[md.<venue>.<key>, msgpack {"ts", "pad"}]`` padded to the mean size of a real feed-bus delta;
@@ -65,6 +65,8 @@ async def _feed(a: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     if a.kind == "binance":
         url = a.url.rstrip("/") + "/stream?streams=" + "/".join(f"{k.lower()}@depth@100ms" for k in keys)
+    elif a.kind == "gemini" and a.api != "v2":
+        url = a.url.rstrip("/") + "/?snapshot=-1"
     else:
         url = a.url
     async with websockets.connect(url, ping_interval=None, max_size=2**26) as ws:
@@ -77,9 +79,12 @@ async def _feed(a: argparse.Namespace) -> None:
         elif a.kind == "coinbase":
             await ws.send(json.dumps({"type": "subscribe", "product_ids": keys,
                                       "channels": ["level2_batch", "heartbeat"]}))
-        elif a.kind == "gemini":
+        elif a.kind == "gemini" and a.api == "v2":
             await ws.send(json.dumps({"type": "subscribe", "subscriptions": [{"name": "l2", "symbols": keys}]}))
-        marker = {"coinbase": '"product_id":"', "gemini": '"symbol":"'}.get(a.kind, "")
+        elif a.kind == "gemini":
+            for i, k in enumerate(keys, 1):
+                await ws.send(json.dumps({"id": i, "method": "SUBSCRIBE", "params": [f"{k}@depth@100ms"]}))
+        marker = {"coinbase": '"product_id":"', "gemini": '"symbol":"' if a.api == "v2" else '"s":"'}.get(a.kind, "")
         packb = msgpack.packb
         send = pub.send_multipart
         if a.rest:
@@ -200,6 +205,7 @@ def main() -> int:
     ap.add_argument("--pub", required=True)
     ap.add_argument("--pad", type=int, default=200)
     ap.add_argument("--depth", type=int, default=1000, help="Kraken book depth (the recorded one)")
+    ap.add_argument("--api", default="", help="the venue API the replay serves (Gemini: ws or v2)")
     a = ap.parse_args()
     if a.role == "feed":
         try:

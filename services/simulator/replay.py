@@ -46,7 +46,11 @@ messages and REST paths it answers:
   ``{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[..]}]}``; recorded heartbeats go
   to every subscribed connection. REST ``/v1/symbols`` and ``/v1/symbols/details/<sym>`` from
   the recording. Implied book: the first ``l2_updates`` with ``trades`` replaces the book, then
-  every change.
+  every change. A recording of the current WebSocket API (``depthUpdate`` frames with ``s``,
+  ``U``/``u``; the first of each symbol its full book, as with ``?snapshot=-1``) is served at
+  ``/``: ``{"id":N,"method":"SUBSCRIBE","params":["<sym>@depth@100ms",..]}`` ->
+  ``{"id":N,"status":200,"result":null}`` (an unknown stream: status 400); implied book: the
+  first ``depthUpdate`` replaces the book, then every one applies.
 
 So a client that sends what the recorder sent gets every recorded frame, byte for byte.
 """
@@ -811,6 +815,8 @@ class ReplayGemini(InBandReplay):
             obj = loads(text)
             if isinstance(obj, dict) and obj.get("type") == "l2_updates":
                 recorded.add(str(obj.get("symbol")))
+            elif isinstance(obj, dict) and obj.get("e") == "depthUpdate":
+                recorded.add(str(obj.get("s")))
         for name in sorted(recorded):
             d = json.loads(self.details[name.lower()], parse_float=Decimal)
             self.add_symbol(name, f"{d['base_currency']}/{d['quote_currency']}", Decimal(d["quote_increment"]))
@@ -818,12 +824,20 @@ class ReplayGemini(InBandReplay):
     def frame_key(self, obj: Any) -> str | None:
         if isinstance(obj, dict) and isinstance(obj.get("symbol"), str):
             return f"l2:{obj['symbol']}"
+        if isinstance(obj, dict) and obj.get("e") == "depthUpdate" and isinstance(obj.get("s"), str):
+            return f"ws:{obj['s']}"
         return None
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             o = f.obj
+            if isinstance(o, dict) and o.get("e") == "depthUpdate" and o.get("s") in self.names:
+                if o["s"] not in books:
+                    books[o["s"]] = ({}, {})
+                apply(books[o["s"]][0], o.get("b", []))
+                apply(books[o["s"]][1], o.get("a", []))
+                continue
             if not isinstance(o, dict) or o.get("type") != "l2_updates" or o.get("symbol") not in self.names:
                 continue
             if "trades" in o or "auction_events" in o or o["symbol"] not in books:
@@ -834,10 +848,35 @@ class ReplayGemini(InBandReplay):
         return {self.names[s]: b for s, b in books.items()}
 
     def is_ws_path(self, path: str) -> bool:
-        return path.rstrip("/") == "/v2/marketdata"
+        return path.rstrip("/") in ("", "/v2/marketdata")
+
+    def _on_ws_api(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """The current API's SUBSCRIBE / UNSUBSCRIBE of ``<sym>@depth[@100ms]`` streams."""
+        rid, params = msg.get("id"), msg.get("params")
+        if msg["method"] not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            conn.push(dumps({"id": rid, "status": 400, "error": {"code": -1000, "msg": "Invalid request"}}))
+            return
+        keys = []
+        for p in params:
+            name = p.split("@", 1)[0] if isinstance(p, str) else ""
+            if name not in self.names or not str(p).endswith(("@depth", "@depth@100ms")):
+                conn.push(dumps({"id": rid, "status": 400, "error": {"code": -1013,
+                                                                     "msg": f"Invalid symbol or stream: {p}"}}))
+                return
+            keys.append(f"ws:{name}")
+        if msg["method"] == "SUBSCRIBE":
+            conn.subs.update(keys)
+        else:
+            conn.subs.difference_update(keys)
+        conn.push(dumps({"id": rid, "status": 200, "result": None}))
+        self._sync_symbols(conn)
+        self.subscribed(conn)
 
     async def on_message(self, conn: Conn, text: str) -> None:
         msg = loads(text)
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str):
+            self._on_ws_api(conn, msg)
+            return
         subs = msg.get("subscriptions") if isinstance(msg, dict) else None
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe") or not isinstance(
                 subs, list):
