@@ -49,6 +49,10 @@ def venue_key(kind: str, sym: str) -> str:
     if kind == "bitstamp":
         return sym.replace("/", "").lower()
     if kind == "kraken":
+        from bench.recording import API
+
+        if API[kind] == "v2":
+            return sym
         base, quote = sym.split("/")
         alias = {"BTC": "XBT", "DOGE": "XDG"}
         return f"{alias.get(base, base)}/{quote}"
@@ -63,7 +67,8 @@ def venue_table(kind: str, port: int) -> dict[str, Any]:
     """``[venues.<kind>]`` against the replay of ``kind`` on ``port`` (only keys the base revision knows)."""
     from bench.recording import API, KRAKEN_DEPTH
 
-    ws = f"ws://127.0.0.1:{port}" + ("/v2/marketdata" if kind == "gemini" and API[kind] == "v2" else "")
+    ws = f"ws://127.0.0.1:{port}" + ("/v2/marketdata" if kind == "gemini" and API[kind] == "v2" else
+                                     "/v2" if kind == "kraken" and API[kind] == "v2" else "")
     rest = f"http://127.0.0.1:{port}" + ("/api/v2" if kind == "bitstamp" else "")
     fee = {"binance": "0.001", "bitstamp": "0.004", "kraken": "0.0026", "coinbase": "0.006", "gemini": "0.004"}
     t: dict[str, Any] = {"kind": kind, "api": API[kind], "ws_url": ws, "rest_url": rest, "stale_after": 10.0,

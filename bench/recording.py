@@ -13,10 +13,13 @@ Which API of each venue (the ones the simulator's replay serves, see
 
 * Binance spot: combined depth streams with ``U``/``u``, REST snapshot with ``lastUpdateId``;
 * Bitstamp v2: ``diff_order_book`` with microtimestamps, REST snapshot;
-* Kraken **v1** (not the feed's default v2): ``book`` at depth 1000, in-band snapshot, a CRC32
-  checksum ``"c"`` on every update, computed here by :func:`kraken_checksum` (Kraken's documented
-  algorithm on the wire text: top 10 asks ascending then top 10 bids descending, '.' removed,
-  leading zeros stripped, price then qty);
+* Kraken WebSocket v2 (the feed's default): ``status`` on connect, the ``instrument`` snapshot
+  (price precision = the tick's decimals, qty precision 8), ``book`` at depth 1000 with an in-band
+  snapshot, unquoted numbers at those precisions, a CRC32 ``checksum`` on the snapshot and every
+  update, computed here by :func:`kraken_checksum` (Kraken's documented algorithm on the wire
+  text: top 10 asks ascending then top 10 bids descending, '.' removed, leading zeros stripped,
+  price then qty). ``API["kraken"] = "v1"`` writes v1 instead (arrays, quoted prices with the
+  pair's decimals + 3, ``"c"`` on updates);
 * Coinbase **Exchange** ``level2_batch`` (not the default Advanced Trade): ``snapshot`` then
   ``l2update`` with ``changes`` and ``time``;
 * Gemini's current WebSocket API (the feed's default): one ``SUBSCRIBE`` of
@@ -46,14 +49,14 @@ from pathlib import Path
 from services.simulator.binance import BinanceServer
 from services.simulator.bitstamp import BitstampServer
 from services.simulator.coinbase import CoinbaseServer
-from services.simulator.kraken import asset_pair, rest_key, v1_name
+from services.simulator.kraken import asset_pair, instrument_snapshot, rest_key, v1_name
 from services.simulator.market import spec_for
 
 LEVELS = 150
 T0 = 1_700_000_000.0   # recorded clock origin (only differences matter to the replay)
 KINDS = ("binance", "bitstamp", "kraken", "coinbase", "gemini")
 #: the API each venue's feed must speak to the replay of these recordings (``[venues.<id>] api``)
-API = {"binance": "spot", "bitstamp": "v2", "kraken": "v1", "coinbase": "exchange", "gemini": "ws"}
+API = {"binance": "spot", "bitstamp": "v2", "kraken": "v2", "coinbase": "exchange", "gemini": "ws"}
 KRAKEN_DEPTH = 1000
 
 
@@ -145,7 +148,8 @@ def write(root: Path, symbols: list[str], rate: float, seconds: float, *, kinds:
         rng = random.Random(f"{seed}:{kind}")
         books = {s: _Book(s, random.Random(f"{seed}:{kind}:{s}")) for s in symbols}
         times = _schedule(rng, symbols, rate, pre, seconds)
-        writer = {"binance": _binance, "bitstamp": _bitstamp, "kraken": _kraken, "coinbase": _coinbase,
+        writer = {"binance": _binance, "bitstamp": _bitstamp, "coinbase": _coinbase,
+                  "kraken": _kraken_v2 if API["kraken"] == "v2" else _kraken,
                   "gemini": _gemini_ws if API["gemini"] == "ws" else _gemini}[kind]
         writer(folder, symbols, books, times, rng, pre)
         out[kind] = folder
@@ -270,6 +274,45 @@ def _kraken(folder: Path, symbols: list[str], books: dict[str, _Book], times: li
         parts[-1] += f',"c":"{crc}"'
         body = ",".join("{" + p + "}" for p in parts)
         lines.append(f"{T0 + t:.6f}: [{chan[s]},{body},{tail[s]}")
+    result = {rest_key(s): asset_pair(spec_for(s)) for s in symbols}
+    (folder / "KRAKEN.0").write_text(
+        f"https://api.kraken.com/0/public/AssetPairs -> {T0}: "
+        f"{json.dumps({'error': [], 'result': result}, separators=(',', ':'))}\n")
+    (folder / "KRAKEN.ws.1.0").write_text("\n".join(lines) + "\n")
+
+
+def _kraken_v2(folder: Path, symbols: list[str], books: dict[str, _Book], times: list[tuple[float, str]],
+               rng: random.Random, pre: float) -> None:
+    """Kraken WebSocket v2 ``book`` at depth :data:`KRAKEN_DEPTH` and the ``instrument`` snapshot."""
+    url = "wss://ws.kraken.com/v2"
+    sub = json.dumps({"method": "subscribe", "params": {"channel": "book", "symbol": symbols,
+                                                        "depth": KRAKEN_DEPTH, "snapshot": True}, "req_id": 1},
+                     separators=(",", ":"))
+    inst = json.dumps({"method": "subscribe", "params": {"channel": "instrument", "snapshot": True}, "req_id": 2},
+                      separators=(",", ":"))
+    lines = [f"{url} <-> {T0}", f"{url} <- {T0:.6f}: {inst}", f"{url} <- {T0:.6f}: {sub}",
+             f'{T0:.6f}: {{"channel":"status","type":"update","data":[{{"version":"2.0.10","system":"online",'
+             f'"api_version":"v2","connection_id":13688620010177543517}}]}}',
+             f"{T0:.6f}: {instrument_snapshot(spec_for(s) for s in symbols)}"]
+
+    def lv(k: int, q: str, d: int) -> str:
+        return f'{{"price":{_price(k, d, d)},"qty":{q if q != "0" else "0.00000000"}}}'
+    for s in symbols:
+        bk = books[s]
+        d = bk.decimals
+        crc = kraken_checksum(_top(bk.asks, True, d, d), _top(bk.bids, False, d, d))
+        b = ",".join(lv(k, q, d) for k, q in sorted(bk.bids.items(), reverse=True))
+        a = ",".join(lv(k, q, d) for k, q in sorted(bk.asks.items()))
+        lines.append(f'{T0:.6f}: {{"channel":"book","type":"snapshot","data":[{{"symbol":"{s}","bids":[{b}],'
+                     f'"asks":[{a}],"checksum":{crc}}}]}}')
+    for t, s in times:
+        bk = books[s]
+        d = bk.decimals
+        bl, al = bk.event()
+        crc = kraken_checksum(_top(bk.asks, True, d, d), _top(bk.bids, False, d, d))
+        lines.append(f'{T0 + t:.6f}: {{"channel":"book","type":"update","data":[{{"symbol":"{s}","bids":['
+                     + ",".join(lv(k, q, d) for k, q in bl) + '],"asks":[' + ",".join(lv(k, q, d) for k, q in al)
+                     + f'],"checksum":{crc},"timestamp":"{_rfc3339(T0 + t)}"}}]}}')
     result = {rest_key(s): asset_pair(spec_for(s)) for s in symbols}
     (folder / "KRAKEN.0").write_text(
         f"https://api.kraken.com/0/public/AssetPairs -> {T0}: "

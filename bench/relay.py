@@ -5,7 +5,7 @@ bookmux, doing nothing but moving bytes.
 
 * ``feed``: the same websockets client on uvloop as the real feeds, subscribing with its venue's
   protocol (the APIs the replay serves: Binance combined streams, Bitstamp ``bts:subscribe``,
-  Kraken v1 ``book``, Coinbase Exchange ``level2_batch``, Gemini ``SUBSCRIBE`` (or v2 ``l2``); REST snapshots
+  Kraken v2 (or v1) ``book``, Coinbase Exchange ``level2_batch``, Gemini ``SUBSCRIBE`` (or v2 ``l2``); REST snapshots
   requested once where the replay gates on them); per received frame: stamp ``time_ns()``, find
   the symbol with a string search (no JSON parse), publish
   ``[md.<venue>.<key>, msgpack {"ts", "pad"}]`` padded to the mean size of a real feed-bus delta;
@@ -73,6 +73,9 @@ async def _feed(a: argparse.Namespace) -> None:
         if a.kind == "bitstamp":
             for k in keys:
                 await ws.send(f'{{"event":"bts:subscribe","data":{{"channel":"diff_order_book_{k}"}}}}')
+        elif a.kind == "kraken" and a.api == "v2":
+            await ws.send(json.dumps({"method": "subscribe", "params": {"channel": "book", "symbol": keys,
+                                                                        "depth": a.depth, "snapshot": True}}))
         elif a.kind == "kraken":
             await ws.send(json.dumps({"event": "subscribe", "pair": keys,
                                       "subscription": {"name": "book", "depth": a.depth}}))
@@ -104,6 +107,11 @@ async def _feed(a: argparse.Namespace) -> None:
                     if i < 0:
                         continue
                     key = text[i + 27:text.index('"', i + 27)]
+                elif a.kind == "kraken" and a.api == "v2":
+                    if not text.startswith('{"channel":"book"'):
+                        continue        # status, acks, heartbeats
+                    i = text.index('"symbol":"') + 10
+                    key = text[i:text.index('"', i)]
                 elif a.kind == "kraken":
                     if not text.startswith("["):
                         continue        # events (status, acks, heartbeats)

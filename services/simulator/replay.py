@@ -36,6 +36,12 @@ messages and REST paths it answers:
   connect, everything else (acks with their ``channelID``, heartbeats, snapshots, updates) after
   the subscribe. REST ``/0/public/AssetPairs[?pair=..]`` from the recording. Implied book:
   snapshot, then every update in order, each side truncated to the depth after every message.
+  A recording of **Kraken v2** (``book`` channel frames; WebSocket at ``/v2``) is served with v2's
+  requests: ``{"method":"subscribe","params":{"channel":"book","symbol":[..],"depth":D}}`` (D the
+  recorded depth) and ``"instrument"`` are acknowledged (``success``, ``req_id`` echoed; one ack
+  per book symbol, an unknown one refused), ``ping`` -> ``pong``; the recorded ``status`` frame is
+  sent on connect, the recorded ``instrument`` snapshot to its subscribers, book frames to theirs.
+  Implied book as v1 (numbers read as the ``Decimal`` of their text).
 * **Coinbase** Exchange ``level2`` (``COINBASE``; WebSocket at ``/``): ``{"type":"subscribe",
   "product_ids":[..],"channels":[..]}`` (``level2``/``level2_batch`` carry the l2 frames,
   ``ticker``, ``matches`` theirs); recorded ``subscriptions`` acks go to every subscribed
@@ -76,6 +82,7 @@ from common.feed.capture import CaptureError, find_runs, is_capture
 from common.feed.replay import final_books
 from services.simulator.binance import BinanceServer, venue_symbol
 from services.simulator.bitstamp import CHANNEL_PREFIX, BitstampServer
+from services.simulator.kraken import iso_now, v2_reply
 from services.simulator.market import SymbolSpec
 from services.simulator.venue import Conn, HttpError, VenueServer, dumps, http_response
 
@@ -594,6 +601,22 @@ class ReplayKraken(InBandReplay):
         decimals = {p.get("wsname"): int(p.get("pair_decimals", 8)) for p in self.pairs.values()}
         self.depth = 10
         self.channel_ids: dict[str, Any] = {}
+        self.v2 = any('"method"' in text for _ts, text in rec.sent)     # v1 subscribes with "event"
+        if self.v2:
+            by_canonical = {kraken_canonical(str(w)): d for w, d in decimals.items()}
+            for _ts, text in rec.sent:
+                msg = loads(text)
+                params = msg.get("params") if isinstance(msg, dict) else None
+                if isinstance(params, dict) and params.get("channel") == "book":
+                    self.depth = int(params.get("depth", self.depth))
+            for _ts, text in rec.received:
+                obj = loads(text)
+                if isinstance(obj, dict) and obj.get("channel") == "book" and obj.get("type") == "snapshot":
+                    for item in obj.get("data", []):
+                        name = str(item.get("symbol"))
+                        self.add_symbol(name, kraken_canonical(name),
+                                        Decimal(1).scaleb(-by_canonical.get(kraken_canonical(name), 8)))
+            return
         for _ts, text in rec.received:
             obj = loads(text)
             if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus" and obj.get("status") == "subscribed":
@@ -607,12 +630,40 @@ class ReplayKraken(InBandReplay):
             return f"book:{obj[-1]}"
         if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus":
             return f"book:{obj.get('pair')}"
+        if isinstance(obj, dict) and obj.get("channel") == "book" and isinstance(obj.get("data"), list) and obj["data"]:
+            return f"book:{obj['data'][0].get('symbol')}"
+        if isinstance(obj, dict) and obj.get("channel") == "instrument":
+            return "instrument"
         return None
 
     def at_open(self, obj: Any) -> bool:
-        return isinstance(obj, dict) and obj.get("event") == "systemStatus"
+        return isinstance(obj, dict) and (obj.get("event") == "systemStatus" or obj.get("channel") == "status")
+
+    def _imply_v2(self) -> dict[str, tuple[Side, Side]]:
+        books: dict[str, tuple[Side, Side]] = {}
+        for f in self.frames:
+            if f.key is None or not f.key.startswith("book:") or f.key[5:] not in self.names:
+                continue
+            o = json.loads(f.text, parse_float=Decimal)
+            for item in o["data"]:
+                name = item["symbol"]
+                if o.get("type") == "snapshot":
+                    books[name] = ({}, {})
+                bids, asks = books[name]
+                for side, levels in ((bids, item.get("bids", [])), (asks, item.get("asks", []))):
+                    for lv in levels:
+                        if lv["qty"]:
+                            side[Decimal(lv["price"])] = Decimal(lv["qty"])
+                        else:
+                            side.pop(Decimal(lv["price"]), None)
+                for side, keep in ((bids, sorted(bids, reverse=True)), (asks, sorted(asks))):
+                    for p in keep[self.depth:]:
+                        del side[p]
+        return {self.names[p]: b for p, b in books.items()}
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
+        if self.v2:
+            return self._imply_v2()
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             if not isinstance(f.obj, list) or f.obj[-1] not in self.names:
@@ -631,7 +682,36 @@ class ReplayKraken(InBandReplay):
         return {self.names[p]: b for p, b in books.items()}
 
     def is_ws_path(self, path: str) -> bool:
-        return path in ("", "/")
+        return path.rstrip("/") in ("", "/v2")
+
+    def _on_v2(self, conn: Conn, msg: dict[str, Any]) -> None:
+        method, req_id = msg["method"], msg.get("req_id")
+        params = msg.get("params")
+        if method == "ping":
+            t = iso_now()
+            conn.push(dumps({"method": "pong", "req_id": req_id, "time_in": t, "time_out": t}))
+            return
+        channel = params.get("channel") if isinstance(params, dict) else None
+        if method not in ("subscribe", "unsubscribe") or not isinstance(params, dict) or not isinstance(channel, str):
+            conn.push(v2_reply(str(method), req_id, error="this replay serves subscribe/unsubscribe and ping"))
+            return
+        if channel == "instrument":
+            (conn.subs.add if method == "subscribe" else conn.subs.discard)("instrument")
+            conn.push(v2_reply(method, req_id, result={"channel": "instrument", "snapshot": True}))
+        elif channel in ("status", "heartbeat"):
+            conn.push(v2_reply(method, req_id, result={"channel": channel}))
+        elif channel != "book" or params.get("depth", 10) != self.depth:
+            conn.push(v2_reply(method, req_id, error=f"this replay serves book depth {self.depth} only"))
+        else:
+            for name in params.get("symbol") or []:
+                if name not in self.names:
+                    conn.push(v2_reply(method, req_id, error=f"Currency pair not supported {name}", symbol=name))
+                    continue
+                (conn.subs.add if method == "subscribe" else conn.subs.discard)(f"book:{name}")
+                conn.push(v2_reply(method, req_id, result={"channel": "book", "depth": self.depth,
+                                                           "snapshot": True, "symbol": name}))
+        self._sync_symbols(conn)
+        self.subscribed(conn)
 
     def _status(self, pair: Any, sub: Any, status: str, error: str | None = None) -> str:
         msg: dict[str, Any] = {"event": "subscriptionStatus", "pair": pair, "status": status, "subscription": sub}
@@ -643,6 +723,9 @@ class ReplayKraken(InBandReplay):
 
     async def on_message(self, conn: Conn, text: str) -> None:
         msg = loads(text)
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str):
+            self._on_v2(conn, msg)
+            return
         event = msg.get("event") if isinstance(msg, dict) else None
         if event == "ping":
             conn.push(dumps({"event": "pong", "reqid": msg.get("reqid")}))
