@@ -8,8 +8,8 @@ the pipeline under test gets the CPU and the rate is the one asked for. The simu
 everything over the venues' real wire protocols, gated on the snapshot request as for real
 recordings (REST-snapshot venues).
 
-Which API of each venue (the ones the simulator's replay serves, see
-``services/simulator/replay.py``; the feeds speak them with the venue's ``api`` key, :data:`API`):
+Which API of each venue (:data:`API`, the venue's ``api`` key; every feed's default API, which the
+simulator's replay serves, see ``services/simulator/replay.py``):
 
 * Binance spot: combined depth streams with ``U``/``u``, REST snapshot with ``lastUpdateId``;
 * Bitstamp v2: ``diff_order_book`` with microtimestamps, REST snapshot;
@@ -20,8 +20,10 @@ Which API of each venue (the ones the simulator's replay serves, see
   text: top 10 asks ascending then top 10 bids descending, '.' removed, leading zeros stripped,
   price then qty). ``API["kraken"] = "v1"`` writes v1 instead (arrays, quoted prices with the
   pair's decimals + 3, ``"c"`` on updates);
-* Coinbase **Exchange** ``level2_batch`` (not the default Advanced Trade): ``snapshot`` then
-  ``l2update`` with ``changes`` and ``time``;
+* Coinbase Advanced Trade ``level2`` (the feed's default): ``l2_data`` messages, one product's
+  ``snapshot`` then ``update`` events (``bid``/``offer``, absolute ``new_quantity``); the replay
+  numbers every message of a connection with its own ``sequence_num``. ``API["coinbase"] =
+  "exchange"`` writes the Exchange's ``level2_batch`` instead (``snapshot``, ``l2update``);
 * Gemini's current WebSocket API (the feed's default): one ``SUBSCRIBE`` of
   ``<sym>@depth@100ms`` per symbol on ``/?snapshot=-1``, ``depthUpdate`` events with contiguous
   ``U``/``u`` whose first per symbol is the whole book (``API["gemini"] = "v2"`` writes market
@@ -56,7 +58,7 @@ LEVELS = 150
 T0 = 1_700_000_000.0   # recorded clock origin (only differences matter to the replay)
 KINDS = ("binance", "bitstamp", "kraken", "coinbase", "gemini")
 #: the API each venue's feed must speak to the replay of these recordings (``[venues.<id>] api``)
-API = {"binance": "spot", "bitstamp": "v2", "kraken": "v2", "coinbase": "exchange", "gemini": "ws"}
+API = {"binance": "spot", "bitstamp": "v2", "kraken": "v2", "coinbase": "advanced", "gemini": "ws"}
 KRAKEN_DEPTH = 1000
 
 
@@ -148,7 +150,8 @@ def write(root: Path, symbols: list[str], rate: float, seconds: float, *, kinds:
         rng = random.Random(f"{seed}:{kind}")
         books = {s: _Book(s, random.Random(f"{seed}:{kind}:{s}")) for s in symbols}
         times = _schedule(rng, symbols, rate, pre, seconds)
-        writer = {"binance": _binance, "bitstamp": _bitstamp, "coinbase": _coinbase,
+        writer = {"binance": _binance, "bitstamp": _bitstamp,
+                  "coinbase": _coinbase_at if API["coinbase"] == "advanced" else _coinbase,
                   "kraken": _kraken_v2 if API["kraken"] == "v2" else _kraken,
                   "gemini": _gemini_ws if API["gemini"] == "ws" else _gemini}[kind]
         writer(folder, symbols, books, times, rng, pre)
@@ -355,6 +358,44 @@ def _coinbase(folder: Path, symbols: list[str], books: dict[str, _Book], times: 
         ch += [f'["sell","{_price(k, bk.decimals, bk.decimals)}","{q}"]' for k, q in al]
         lines.append(f'{T0 + t:.6f}: {{"type":"l2update","product_id":"{pids[s]}","changes":[{",".join(ch)}],'
                      f'"time":"{stamp}"}}')
+    srv = CoinbaseServer("coinbase", host="127.0.0.1", port=0, specs={s: spec_for(s) for s in symbols})
+    products = [srv.ex_product(spec_for(s)) for s in symbols]
+    (folder / "COINBASE.0").write_text(
+        f"https://api.pro.coinbase.com/products -> {T0}: {json.dumps(products, separators=(',', ':'))}\n")
+    (folder / "COINBASE.ws.1.0").write_text("\n".join(lines) + "\n")
+
+
+def _coinbase_at(folder: Path, symbols: list[str], books: dict[str, _Book], times: list[tuple[float, str]],
+                 rng: random.Random, pre: float) -> None:
+    """Coinbase Advanced Trade ``level2``: one ``l2_data`` message per event (``sequence_num`` 0:
+    the replay writes each connection's own)."""
+    url = "wss://advanced-trade-ws.coinbase.com"
+    pids = {s: s.replace("/", "-") for s in symbols}
+    sub = json.dumps({"type": "subscribe", "product_ids": list(pids.values()), "channel": "level2"},
+                     separators=(",", ":"))
+    lines = [f"{url} <-> {T0}", f"{url} <- {T0:.6f}: {sub}",
+             f'{url} <- {T0:.6f}: {{"type":"subscribe","channel":"heartbeats"}}']
+
+    def msg(t: float, kind: str, pid: str, updates: list[str]) -> str:
+        ts = _rfc3339(T0 + t)
+        return (f'{T0 + t:.6f}: {{"channel":"l2_data","client_id":"","timestamp":"{ts}","sequence_num":0,'
+                f'"events":[{{"type":"{kind}","product_id":"{pid}","updates":[{",".join(updates)}]}}]}}')
+
+    def up(side: str, k: int, q: str, d: int, ts: str) -> str:
+        return (f'{{"side":"{side}","event_time":"{ts}","price_level":"{_price(k, d, d)}",'
+                f'"new_quantity":"{q}"}}')
+    for s in symbols:
+        bk = books[s]
+        ts = _rfc3339(T0)
+        ups = [up("bid", k, q, bk.decimals, ts) for k, q in sorted(bk.bids.items(), reverse=True)]
+        ups += [up("offer", k, q, bk.decimals, ts) for k, q in sorted(bk.asks.items())]
+        lines.append(msg(0.0, "snapshot", pids[s], ups))
+    for t, s in times:
+        bk = books[s]
+        bl, al = bk.event()
+        ts = _rfc3339(T0 + t)
+        ups = [up("bid", k, q, bk.decimals, ts) for k, q in bl] + [up("offer", k, q, bk.decimals, ts) for k, q in al]
+        lines.append(msg(t, "update", pids[s], ups))
     srv = CoinbaseServer("coinbase", host="127.0.0.1", port=0, specs={s: spec_for(s) for s in symbols})
     products = [srv.ex_product(spec_for(s)) for s in symbols]
     (folder / "COINBASE.0").write_text(

@@ -4,10 +4,11 @@ bookmux, doing nothing but moving bytes.
     simulator --ws--> relay feed (one per venue) --PUB/SUB--> relay agg --PUB/SUB--> relay pub --PUB/SUB--> subscriber
 
 * ``feed``: the same websockets client on uvloop as the real feeds, subscribing with its venue's
-  protocol (the APIs the replay serves: Binance combined streams, Bitstamp ``bts:subscribe``,
-  Kraken v2 (or v1) ``book``, Coinbase Exchange ``level2_batch``, Gemini ``SUBSCRIBE`` (or v2 ``l2``); REST snapshots
-  requested once where the replay gates on them); per received frame: stamp ``time_ns()``, find
-  the symbol with a string search (no JSON parse), publish
+  protocol (``--api``, as the bench's recordings: Binance combined streams, Bitstamp
+  ``bts:subscribe``, Kraken v2 (or v1) ``book``, Coinbase Advanced Trade ``level2`` (or Exchange
+  ``level2_batch``), Gemini ``SUBSCRIBE`` (or v2 ``l2``); REST snapshots requested once where the
+  replay gates on them); per received frame: stamp ``time_ns()``, find the symbol with a string
+  search (no JSON parse), publish
   ``[md.<venue>.<key>, msgpack {"ts", "pad"}]`` padded to the mean size of a real feed-bus delta;
 * ``agg``: unpack (to read ``ts``), publish ``[book.<key>, msgpack {"ts", "pad"}]`` padded to the
   mean size of a real merged snapshot; one output per input (no coalescing);
@@ -79,6 +80,9 @@ async def _feed(a: argparse.Namespace) -> None:
         elif a.kind == "kraken":
             await ws.send(json.dumps({"event": "subscribe", "pair": keys,
                                       "subscription": {"name": "book", "depth": a.depth}}))
+        elif a.kind == "coinbase" and a.api == "advanced":
+            await ws.send(json.dumps({"type": "subscribe", "product_ids": keys, "channel": "level2"}))
+            await ws.send(json.dumps({"type": "subscribe", "channel": "heartbeats"}))
         elif a.kind == "coinbase":
             await ws.send(json.dumps({"type": "subscribe", "product_ids": keys,
                                       "channels": ["level2_batch", "heartbeat"]}))
@@ -118,7 +122,8 @@ async def _feed(a: argparse.Namespace) -> None:
                     key = text[text.rindex('"', 0, len(text) - 2) + 1:len(text) - 2]
                 else:
                     i = text.find(marker)
-                    if i < 0 or '"type":"subscriptions"' in text or '"type":"heartbeat"' in text:
+                    if i < 0 or '"type":"subscriptions"' in text or '"type":"heartbeat"' in text \
+                            or text.startswith('{"channel":"subscriptions"'):
                         continue
                     i += len(marker)
                     key = text[i:text.index('"', i)]

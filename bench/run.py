@@ -6,9 +6,9 @@ PASS / MISS (INFO where the issue sets no target). The table and every raw figur
 written as JSON to ``bench/results/`` (gitignored). Progress lines go to stderr.
 
 Workload (issue 12): the simulator replaying synthetic recordings (bench/recording.py) of five
-venues (Binance, Bitstamp, Kraken v1, Coinbase Exchange, Gemini v2: the APIs the replay serves)
-x 20 symbols at 10x live (100 events/s per symbol per venue = 10,000 events/s), every process's
-metrics endpoint on as shipped.
+venues (Binance, Bitstamp, Kraken, Coinbase, Gemini, each feed on its default API) x 20 symbols
+at 10x live (100 events/s per symbol per venue = 10,000 events/s), every process's metrics
+endpoint on as shipped.
 
 Sections: 0 the issue's rows -- correctness (published top-N vs the simulator's truth), CPU per
 frame end to end (after vs the ``--before`` revision run from its own tree in the same run, and

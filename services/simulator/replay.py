@@ -46,8 +46,13 @@ messages and REST paths it answers:
   "product_ids":[..],"channels":[..]}`` (``level2``/``level2_batch`` carry the l2 frames,
   ``ticker``, ``matches`` theirs); recorded ``subscriptions`` acks go to every subscribed
   connection. REST ``/products``, ``/products/<id>`` and the Advanced Trade
-  ``/api/v3/brokerage/market/products/<id>`` from the recorded product list. Implied book:
-  snapshot, then every ``l2update``.
+  ``/api/v3/brokerage/market/products[/<id>]`` (``product_ids`` filters) from the recorded
+  product list. Implied book: snapshot, then every ``l2update``. A recording of **Advanced
+  Trade** ``level2`` (``l2_data`` messages, one product's event each) is served with its requests:
+  ``{"type":"subscribe","product_ids":[..],"channel":"level2"}`` and ``"heartbeats"`` are
+  acknowledged with a ``subscriptions`` message, and every message sent carries the
+  connection's own ``sequence_num`` (0, 1, 2 ... whatever was recorded); implied book: the
+  ``snapshot`` event, then every ``update``.
 * **Gemini** market data v2 (``GEMINI``; WebSocket at ``/v2/marketdata``):
   ``{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[..]}]}``; recorded heartbeats go
   to every subscribed connection. REST ``/v1/symbols`` and ``/v1/symbols/details/<sym>`` from
@@ -786,22 +791,85 @@ class ReplayCoinbase(InBandReplay):
         products_rec = next(r for r in rec.listing if r.url.rstrip("/").endswith("/products"))
         self.products_text = products_rec.body
         self.products: dict[str, dict[str, Any]] = {p["id"]: p for p in json.loads(products_rec.body)}
+        self.at = any('"channel":' in text for _ts, text in rec.sent)   # Exchange sends "channels"
         for _ts, text in rec.received:
             obj = loads(text)
-            if isinstance(obj, dict) and obj.get("type") == "snapshot" and obj.get("product_id") in self.products:
-                p = self.products[obj["product_id"]]
+            pid = obj.get("product_id") if isinstance(obj, dict) else None
+            if self.at and isinstance(obj, dict) and obj.get("channel") == "l2_data":
+                ev = obj["events"][0]
+                pid = ev.get("product_id") if ev.get("type") == "snapshot" else None
+            elif not isinstance(obj, dict) or obj.get("type") != "snapshot":
+                pid = None
+            if pid in self.products:
+                p = self.products[pid]
                 self.add_symbol(p["id"], f"{p['base_currency']}/{p['quote_currency']}",
                                 Decimal(p["quote_increment"]))
 
     def frame_key(self, obj: Any) -> str | None:
+        if isinstance(obj, dict) and obj.get("channel") == "l2_data" and obj.get("events"):
+            return f"l2:{obj['events'][0].get('product_id')}"
         if isinstance(obj, dict) and obj.get("type") in COINBASE_KEYS:
             return f"{COINBASE_KEYS[obj['type']]}:{obj.get('product_id')}"
         return None
+
+    def outgoing(self, conn: Conn, f: WsFrame) -> str:
+        if not self.at:
+            return f.text
+        return self._at_seq(conn, f.text)
+
+    @staticmethod
+    def _at_seq(conn: Conn, text: str) -> str:
+        """``text`` (an Advanced Trade message) with the connection's next ``sequence_num``."""
+        seq = conn.state.get("seq", 0)
+        conn.state["seq"] = seq + 1
+        i = text.index('"sequence_num":') + 15
+        j = i
+        while text[j].isdigit():
+            j += 1
+        return text[:i] + str(seq) + text[j:]
+
+    def _on_at(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """Advanced Trade subscribe / unsubscribe of ``level2`` (products) or ``heartbeats``."""
+        channel, pids = msg.get("channel"), msg.get("product_ids") or []
+        if channel not in ("level2", "heartbeats") or not isinstance(pids, list):
+            conn.push(dumps({"type": "error", "message": "this replay serves level2 and heartbeats"}))
+            return
+        bad = [p for p in pids if p not in self.names]
+        if bad:
+            conn.push(dumps({"type": "error", "message": f"Failed to subscribe: {bad[0]} is not a valid product"}))
+            return
+        keys = [f"l2:{p}" for p in pids] if channel == "level2" else ["heartbeats"]
+        if msg["type"] == "subscribe":
+            conn.subs.update(keys)
+        else:
+            conn.subs.difference_update(keys)
+        self._sync_symbols(conn)
+        subs: dict[str, list[str]] = {}
+        l2 = sorted(k[3:] for k in conn.subs if k.startswith("l2:"))
+        if l2:
+            subs["level2"] = l2
+        if "heartbeats" in conn.subs:
+            subs["heartbeats"] = ["heartbeats"]
+        ack = dumps({"channel": "subscriptions", "client_id": "", "timestamp": "1970-01-01T00:00:00Z",
+                     "sequence_num": 0, "events": [{"subscriptions": subs}]})
+        conn.push(self._at_seq(conn, ack))
+        self.subscribed(conn)
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             o = f.obj
+            if isinstance(o, dict) and o.get("channel") == "l2_data":
+                for ev in o.get("events", []):
+                    pid = ev.get("product_id")
+                    if pid not in self.names:
+                        continue
+                    if ev.get("type") == "snapshot":
+                        books[pid] = ({}, {})
+                    bids, asks = books[pid]
+                    for u in ev.get("updates", []):
+                        apply(bids if u["side"] == "bid" else asks, [[u["price_level"], u["new_quantity"]]])
+                continue
             if not isinstance(o, dict) or o.get("product_id") not in self.names:
                 continue
             if o.get("type") == "snapshot":
@@ -821,6 +889,9 @@ class ReplayCoinbase(InBandReplay):
         msg = loads(text)
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
             conn.push(dumps({"type": "error", "message": "Failed to parse message"}))
+            return
+        if self.at and "channel" in msg:
+            self._on_at(conn, msg)
             return
         if not isinstance(msg.get("channels"), list):
             conn.push(dumps({"type": "error", "message": "Failed to subscribe",
@@ -849,10 +920,11 @@ class ReplayCoinbase(InBandReplay):
 
     async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
         parts = [p for p in path.split("/") if p]
+        at_list = parts == ["api", "v3", "brokerage", "market", "products"]
         at = parts[:5] == ["api", "v3", "brokerage", "market", "products"] and len(parts) == 6
-        if not at and not (parts[:1] == ["products"] and len(parts) <= 2):
+        if not at and not at_list and not (parts[:1] == ["products"] and len(parts) <= 2):
             raise HttpError(404, {"message": f"Unknown path {path}"})
-        fault = self.take_rest_fault(snapshot=len(parts) > 1)
+        fault = self.take_rest_fault(snapshot=len(parts) > 1 and not at_list)
         if fault is not None:
             return fault
         hidden = {p for p, s in self.names.items() if s in self.unlisted}
@@ -860,6 +932,10 @@ class ReplayCoinbase(InBandReplay):
             if not hidden:
                 return http_response(200, self.products_text)
             return http_response(200, [p for i, p in self.products.items() if i not in hidden])
+        if at_list:
+            wanted = query.get("product_ids") or list(self.products)
+            listed = [self._at_product(self.products[i], i in hidden) for i in wanted if i in self.products]
+            return http_response(200, {"products": listed, "num_products": len(listed)})
         p = self.products.get(parts[-1])
         if p is None:
             raise HttpError(404, {"error": "NOT_FOUND", "error_details": "product not found",
@@ -867,7 +943,12 @@ class ReplayCoinbase(InBandReplay):
         gone = p["id"] in hidden
         if not at:
             return http_response(200, {**p, "status": "delisted", "trading_disabled": True} if gone else p)
-        return http_response(200, {
+        return http_response(200, self._at_product(p, gone))
+
+    @staticmethod
+    def _at_product(p: dict[str, Any], gone: bool) -> dict[str, Any]:
+        """An Advanced Trade product record from an Exchange one."""
+        return ({
             "product_id": p["id"], "base_increment": p["base_increment"], "quote_increment": p["quote_increment"],
             "price_increment": p["quote_increment"], "base_min_size": p.get("base_min_size", ""),
             "base_max_size": p.get("base_max_size", ""), "base_currency_id": p["base_currency"],
