@@ -487,8 +487,8 @@ def sec_capacity(mode: Mode, work: Path) -> None:
     misses: list[str] = []
     streak = 0
     for n in mode.capacity:
-        if streak >= 2:
-            break       # two steps in a row missed: larger ones will not hold either
+        if streak >= 2 and mode.name == "full":
+            break       # two steps in a row missed: larger ones will not hold either (quick: 3 steps, all run)
         streams = n * len(KINDS)
         progress(f"capacity: {len(KINDS)} venues x {n} symbols = {streams} streams at live rate")
         syms = symbols(n)
