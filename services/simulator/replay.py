@@ -406,7 +406,10 @@ class ReplayBinance(ReplayServer, BinanceServer):
 
     def frame_symbol(self, f: WsFrame) -> str | None:
         name = (f.key or "").split("@", 1)[0].upper()
-        return self.by_venue_symbol().get(name)
+        names = self.__dict__.get("_frame_names")
+        if names is None:       # the recording's names, fixed once loaded (not rebuilt per frame)
+            names = self._frame_names = self.by_venue_symbol()
+        return names.get(name)
 
     def gated(self, f: WsFrame) -> WsFrame:
         """Depth events with ``u > lastUpdateId`` come after the snapshot; other frames go by the
@@ -423,6 +426,11 @@ class ReplayBinance(ReplayServer, BinanceServer):
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         out = {}
+        by_name: dict[str, list[dict[str, Any]]] = {}     # one pass over the frames, not one per symbol
+        for f in self.frames:
+            d = f.obj.get("data") if isinstance(f.obj, dict) else None
+            if isinstance(d, dict) and d.get("e") == "depthUpdate":
+                by_name.setdefault(str(d.get("s")), []).append(d)
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
             bids: Side = {}
@@ -431,10 +439,7 @@ class ReplayBinance(ReplayServer, BinanceServer):
             apply(asks, snap["asks"])
             last = snap["lastUpdateId"]
             synced = False
-            for f in self.frames:
-                d = f.obj.get("data") if isinstance(f.obj, dict) else None
-                if not isinstance(d, dict) or d.get("e") != "depthUpdate" or d.get("s") != venue_symbol(sym):
-                    continue
+            for d in by_name.get(venue_symbol(sym), []):
                 if d["u"] <= last:
                     continue
                 if (not synced and not d["U"] <= last + 1 <= d["u"]) or (synced and d["U"] != last + 1):
@@ -524,7 +529,10 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
     def frame_symbol(self, f: WsFrame) -> str | None:
         if not (f.key or "").startswith(CHANNEL_PREFIX):
             return None
-        return self.by_url_symbol().get((f.key or "")[len(CHANNEL_PREFIX):])
+        names = self.__dict__.get("_frame_names")
+        if names is None:       # the recording's names, fixed once loaded (not rebuilt per frame)
+            names = self._frame_names = self.by_url_symbol()
+        return names.get((f.key or "")[len(CHANNEL_PREFIX):])
 
     def gated(self, f: WsFrame) -> WsFrame:
         """Diffs with a microtimestamp above the snapshot's come after it. (The recorder's clock
@@ -541,6 +549,9 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         out = {}
+        by_key: dict[str | None, list[WsFrame]] = {}     # one pass over the frames, not one per symbol
+        for f in self.frames:
+            by_key.setdefault(f.key, []).append(f)
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
             bids: Side = {}
@@ -548,9 +559,9 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
             apply(bids, snap["bids"])
             apply(asks, snap["asks"])
             channel = CHANNEL_PREFIX + sym.replace("/", "").lower()
-            for f in self.frames:
+            for f in by_key.get(channel, []):
                 d = f.obj.get("data") if isinstance(f.obj, dict) else None
-                if f.key != channel or f.obj.get("event") != "data" or not isinstance(d, dict):
+                if f.obj.get("event") != "data" or not isinstance(d, dict):
                     continue
                 if int(d["microtimestamp"]) > self.stamps[sym]:
                     apply(bids, d["bids"])
