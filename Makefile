@@ -18,7 +18,7 @@ WATCH_CONFIG ?= $(if $(wildcard run/demo/supervisor.sock),$(DEMO_CONFIG),$(CONFI
 
 OPTS = $(if $(SYMBOLS),--symbols $(SYMBOLS)) $(if $(LEVELS),--levels $(LEVELS)) $(if $(PORT),--port $(PORT))
 
-.PHONY: help venv deps run demo watch watch-capture deplete stop status test lint typecheck clean bench bench-quick keys
+.PHONY: help venv deps run demo watch watch-capture deplete stop status test lint typecheck clean bench bench-quick bench-deps keys
 
 help:
 	@echo "make run      set up and run everything under supervisord against the live exchanges (Ctrl-C stops)"
@@ -93,11 +93,15 @@ test: $(STAMP) deps
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q
 
-bench: $(STAMP)
-	$(VPY) -m bench.run --full
+# The benchmark's own extra (cryptofeed, the peer it compares against; py-spy), installed once.
+bench-deps: $(STAMP)
+	@$(VPY) -c "import cryptofeed" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 
-bench-quick: $(STAMP)
-	$(VPY) -m bench.run --quick
+bench: bench-deps
+	$(VPY) -m bench.run --full $(ARGS)
+
+bench-quick: bench-deps
+	$(VPY) -m bench.run --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -54,24 +54,43 @@ def _toml_value(v: Any) -> str:
 def write_config(path: Path, *, symbols: Sequence[str], venues: dict[str, dict[str, Any]],
                  levels: int = 10, depletion: dict[str, list[str]] | None = None,
                  simulator: dict[str, Any] | None = None, sim_venues: dict[str, dict[str, Any]] | None = None,
-                 down_after: float = 3.0, sndhwm: int = 1000, log_level: str = "INFO") -> dict[str, Any]:
+                 down_after: float = 3.0, sndhwm: int = 1000, log_level: str = "INFO", metrics: bool = False,
+                 agg_shards: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """A bookmux TOML config on fresh loopback ports. ``venues`` maps a venue id to its table
     (``kind``, ``ws_url``, ``rest_url``, optional ``symbols``...); ``pub``/``ctl`` are filled in.
-    Returns the endpoints: ``agg_pub``, ``agg_ctl``, ``query``, ``pub_port``, ``publisher`` and,
-    per venue id, its table."""
-    ep: dict[str, Any] = {"agg_pub": tcp(), "agg_ctl": tcp(), "query": tcp(), "pub_port": free_port()}
+    ``metrics``: every process gets a ``metrics`` endpoint, as deploy/bookmux.toml ships.
+    ``agg_shards``: the symbols of each ``[[aggregator.shards]]`` (none: one aggregator).
+    Returns the endpoints: ``agg_pub``, ``agg_ctl``, ``query``, ``pub_port``, ``publisher``,
+    ``metrics`` ({process name: host:port}), ``shards`` and, per venue id, its table."""
+    ep: dict[str, Any] = {"agg_pub": tcp(), "agg_ctl": tcp(), "query": tcp(), "pub_port": free_port(),
+                          "metrics": {}, "shards": []}
     ep["publisher"] = f"tcp://127.0.0.1:{ep['pub_port']}"
+
+    def met(name: str) -> list[str]:
+        if not metrics:
+            return []
+        ep["metrics"][name] = f"127.0.0.1:{free_port()}"
+        return [f'metrics = "{ep["metrics"][name]}"']
     out = [f"symbols = {_toml_value(list(symbols))}", f"levels = {levels}", f'log_level = "{log_level}"',
            f"run_dir = {_toml_value(str(path.parent))}", "max_msg_size = 67108864", "",
            "[aggregator]", f'pub = "{ep["agg_pub"]}"', f'ctl = "{ep["agg_ctl"]}"', f'query = "{ep["query"]}"',
-           f"down_after = {float(down_after)}", ""]
+           f"down_after = {float(down_after)}", *([] if agg_shards else met("aggregator")), ""]
     if depletion:
         out.append("[aggregator.depletion]")
         out += [f'"{s}" = {_toml_value(sizes)}' for s, sizes in depletion.items()]
         out.append("")
-    out += ["[publisher]", 'bind = "127.0.0.1"', f"port = {ep['pub_port']}", f"sndhwm = {sndhwm}", ""]
+    for i, syms in enumerate(agg_shards):
+        sh = {"symbols": list(syms), "pub": tcp(), "ctl": tcp(), "query": tcp()}
+        ep["shards"].append(sh)
+        out += ["[[aggregator.shards]]", *(f"{k} = {_toml_value(v)}" for k, v in sh.items()),
+                *met(f"aggregator_{i}"), ""]
+    out += ["[publisher]", 'bind = "127.0.0.1"', f"port = {ep['pub_port']}", f"sndhwm = {sndhwm}",
+            *met("publisher"), ""]
     for vid, table in venues.items():
         t = {"pub": tcp(), "ctl": tcp(), **table}
+        if metrics and "shards" not in t:
+            t["metrics"] = f"127.0.0.1:{free_port()}"
+            ep["metrics"][f"feed_{vid}"] = t["metrics"]
         ep[vid] = t
         out.append(f"[venues.{vid}]")
         out += [f"{k} = {_toml_value(v)}" for k, v in t.items() if k != "dust"]
@@ -97,8 +116,9 @@ class Procs:
 
     _all: ClassVar[list[Procs]] = []
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, root: Path = REPO) -> None:
         self.logdir = logdir
+        self.root = root     # the source tree the services run from (cwd and PYTHONPATH)
         logdir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         Procs._all.append(self)
@@ -106,8 +126,11 @@ class Procs:
     def start(self, name: str, argv: Sequence[str], *, python: bool = True) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, *argv] if python else list(argv)
         with open(self.logdir / f"{name}.log", "ab") as log:
-            p = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+            env = dict(os.environ)
+            if self.root != REPO:
+                env["PYTHONPATH"] = str(self.root)
+            p = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                 start_new_session=True, env=env)
         self.procs[name] = p
         return p
 
@@ -246,16 +269,22 @@ class CpuWindow:
         self.m0 = total_cpu_seconds()
 
     def stop(self) -> dict[str, float]:
+        return self.stop_seconds()[0]
+
+    def stop_seconds(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(% of one core per process plus ``_machine`` / ``_other``, CPU seconds per process)."""
         dt = time.monotonic() - self.t0
         out: dict[str, float] = {}
+        secs: dict[str, float] = {}
         for n, p in self.pids.items():
             c1, c0 = cpu_seconds(p), self.c0.get(n)
             if c1 is not None and c0 is not None:
                 out[n] = round(100 * (c1 - c0) / dt, 1)
+                secs[n] = c1 - c0
         machine = 100 * (total_cpu_seconds() - self.m0) / dt
         out["_machine"] = round(machine, 1)
         out["_other"] = round(max(0.0, machine - sum(v for k, v in out.items() if not k.startswith("_"))), 1)
-        return out
+        return out, secs
 
 
 class MemSampler:

@@ -36,17 +36,32 @@ messages and REST paths it answers:
   connect, everything else (acks with their ``channelID``, heartbeats, snapshots, updates) after
   the subscribe. REST ``/0/public/AssetPairs[?pair=..]`` from the recording. Implied book:
   snapshot, then every update in order, each side truncated to the depth after every message.
+  A recording of **Kraken v2** (``book`` channel frames; WebSocket at ``/v2``) is served with v2's
+  requests: ``{"method":"subscribe","params":{"channel":"book","symbol":[..],"depth":D}}`` (D the
+  recorded depth) and ``"instrument"`` are acknowledged (``success``, ``req_id`` echoed; one ack
+  per book symbol, an unknown one refused), ``ping`` -> ``pong``; the recorded ``status`` frame is
+  sent on connect, the recorded ``instrument`` snapshot to its subscribers, book frames to theirs.
+  Implied book as v1 (numbers read as the ``Decimal`` of their text).
 * **Coinbase** Exchange ``level2`` (``COINBASE``; WebSocket at ``/``): ``{"type":"subscribe",
   "product_ids":[..],"channels":[..]}`` (``level2``/``level2_batch`` carry the l2 frames,
   ``ticker``, ``matches`` theirs); recorded ``subscriptions`` acks go to every subscribed
   connection. REST ``/products``, ``/products/<id>`` and the Advanced Trade
-  ``/api/v3/brokerage/market/products/<id>`` from the recorded product list. Implied book:
-  snapshot, then every ``l2update``.
+  ``/api/v3/brokerage/market/products[/<id>]`` (``product_ids`` filters) from the recorded
+  product list. Implied book: snapshot, then every ``l2update``. A recording of **Advanced
+  Trade** ``level2`` (``l2_data`` messages, one product's event each) is served with its requests:
+  ``{"type":"subscribe","product_ids":[..],"channel":"level2"}`` and ``"heartbeats"`` are
+  acknowledged with a ``subscriptions`` message, and every message sent carries the
+  connection's own ``sequence_num`` (0, 1, 2 ... whatever was recorded); implied book: the
+  ``snapshot`` event, then every ``update``.
 * **Gemini** market data v2 (``GEMINI``; WebSocket at ``/v2/marketdata``):
   ``{"type":"subscribe","subscriptions":[{"name":"l2","symbols":[..]}]}``; recorded heartbeats go
   to every subscribed connection. REST ``/v1/symbols`` and ``/v1/symbols/details/<sym>`` from
   the recording. Implied book: the first ``l2_updates`` with ``trades`` replaces the book, then
-  every change.
+  every change. A recording of the current WebSocket API (``depthUpdate`` frames with ``s``,
+  ``U``/``u``; the first of each symbol its full book, as with ``?snapshot=-1``) is served at
+  ``/``: ``{"id":N,"method":"SUBSCRIBE","params":["<sym>@depth@100ms",..]}`` ->
+  ``{"id":N,"status":200,"result":null}`` (an unknown stream: status 400); implied book: the
+  first ``depthUpdate`` replaces the book, then every one applies.
 
 So a client that sends what the recorder sent gets every recorded frame, byte for byte.
 """
@@ -72,6 +87,7 @@ from common.feed.capture import CaptureError, find_runs, is_capture
 from common.feed.replay import final_books
 from services.simulator.binance import BinanceServer, venue_symbol
 from services.simulator.bitstamp import CHANNEL_PREFIX, BitstampServer
+from services.simulator.kraken import iso_now, v2_reply
 from services.simulator.market import SymbolSpec
 from services.simulator.venue import Conn, HttpError, VenueServer, dumps, http_response
 
@@ -390,7 +406,10 @@ class ReplayBinance(ReplayServer, BinanceServer):
 
     def frame_symbol(self, f: WsFrame) -> str | None:
         name = (f.key or "").split("@", 1)[0].upper()
-        return self.by_venue_symbol().get(name)
+        names = self.__dict__.get("_frame_names")
+        if names is None:       # the recording's names, fixed once loaded (not rebuilt per frame)
+            names = self._frame_names = self.by_venue_symbol()
+        return names.get(name)
 
     def gated(self, f: WsFrame) -> WsFrame:
         """Depth events with ``u > lastUpdateId`` come after the snapshot; other frames go by the
@@ -407,6 +426,11 @@ class ReplayBinance(ReplayServer, BinanceServer):
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         out = {}
+        by_name: dict[str, list[dict[str, Any]]] = {}     # one pass over the frames, not one per symbol
+        for f in self.frames:
+            d = f.obj.get("data") if isinstance(f.obj, dict) else None
+            if isinstance(d, dict) and d.get("e") == "depthUpdate":
+                by_name.setdefault(str(d.get("s")), []).append(d)
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
             bids: Side = {}
@@ -415,10 +439,7 @@ class ReplayBinance(ReplayServer, BinanceServer):
             apply(asks, snap["asks"])
             last = snap["lastUpdateId"]
             synced = False
-            for f in self.frames:
-                d = f.obj.get("data") if isinstance(f.obj, dict) else None
-                if not isinstance(d, dict) or d.get("e") != "depthUpdate" or d.get("s") != venue_symbol(sym):
-                    continue
+            for d in by_name.get(venue_symbol(sym), []):
                 if d["u"] <= last:
                     continue
                 if (not synced and not d["U"] <= last + 1 <= d["u"]) or (synced and d["U"] != last + 1):
@@ -508,7 +529,10 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
     def frame_symbol(self, f: WsFrame) -> str | None:
         if not (f.key or "").startswith(CHANNEL_PREFIX):
             return None
-        return self.by_url_symbol().get((f.key or "")[len(CHANNEL_PREFIX):])
+        names = self.__dict__.get("_frame_names")
+        if names is None:       # the recording's names, fixed once loaded (not rebuilt per frame)
+            names = self._frame_names = self.by_url_symbol()
+        return names.get((f.key or "")[len(CHANNEL_PREFIX):])
 
     def gated(self, f: WsFrame) -> WsFrame:
         """Diffs with a microtimestamp above the snapshot's come after it. (The recorder's clock
@@ -525,6 +549,9 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         out = {}
+        by_key: dict[str | None, list[WsFrame]] = {}     # one pass over the frames, not one per symbol
+        for f in self.frames:
+            by_key.setdefault(f.key, []).append(f)
         for sym, body in self.snapshots.items():
             snap = json.loads(body)
             bids: Side = {}
@@ -532,9 +559,9 @@ class ReplayBitstamp(ReplayServer, BitstampServer):
             apply(bids, snap["bids"])
             apply(asks, snap["asks"])
             channel = CHANNEL_PREFIX + sym.replace("/", "").lower()
-            for f in self.frames:
+            for f in by_key.get(channel, []):
                 d = f.obj.get("data") if isinstance(f.obj, dict) else None
-                if f.key != channel or f.obj.get("event") != "data" or not isinstance(d, dict):
+                if f.obj.get("event") != "data" or not isinstance(d, dict):
                     continue
                 if int(d["microtimestamp"]) > self.stamps[sym]:
                     apply(bids, d["bids"])
@@ -590,6 +617,22 @@ class ReplayKraken(InBandReplay):
         decimals = {p.get("wsname"): int(p.get("pair_decimals", 8)) for p in self.pairs.values()}
         self.depth = 10
         self.channel_ids: dict[str, Any] = {}
+        self.v2 = any('"method"' in text for _ts, text in rec.sent)     # v1 subscribes with "event"
+        if self.v2:
+            by_canonical = {kraken_canonical(str(w)): d for w, d in decimals.items()}
+            for _ts, text in rec.sent:
+                msg = loads(text)
+                params = msg.get("params") if isinstance(msg, dict) else None
+                if isinstance(params, dict) and params.get("channel") == "book":
+                    self.depth = int(params.get("depth", self.depth))
+            for _ts, text in rec.received:
+                obj = loads(text)
+                if isinstance(obj, dict) and obj.get("channel") == "book" and obj.get("type") == "snapshot":
+                    for item in obj.get("data", []):
+                        name = str(item.get("symbol"))
+                        self.add_symbol(name, kraken_canonical(name),
+                                        Decimal(1).scaleb(-by_canonical.get(kraken_canonical(name), 8)))
+            return
         for _ts, text in rec.received:
             obj = loads(text)
             if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus" and obj.get("status") == "subscribed":
@@ -603,12 +646,40 @@ class ReplayKraken(InBandReplay):
             return f"book:{obj[-1]}"
         if isinstance(obj, dict) and obj.get("event") == "subscriptionStatus":
             return f"book:{obj.get('pair')}"
+        if isinstance(obj, dict) and obj.get("channel") == "book" and isinstance(obj.get("data"), list) and obj["data"]:
+            return f"book:{obj['data'][0].get('symbol')}"
+        if isinstance(obj, dict) and obj.get("channel") == "instrument":
+            return "instrument"
         return None
 
     def at_open(self, obj: Any) -> bool:
-        return isinstance(obj, dict) and obj.get("event") == "systemStatus"
+        return isinstance(obj, dict) and (obj.get("event") == "systemStatus" or obj.get("channel") == "status")
+
+    def _imply_v2(self) -> dict[str, tuple[Side, Side]]:
+        books: dict[str, tuple[Side, Side]] = {}
+        for f in self.frames:
+            if f.key is None or not f.key.startswith("book:") or f.key[5:] not in self.names:
+                continue
+            o = json.loads(f.text, parse_float=Decimal)
+            for item in o["data"]:
+                name = item["symbol"]
+                if o.get("type") == "snapshot":
+                    books[name] = ({}, {})
+                bids, asks = books[name]
+                for side, levels in ((bids, item.get("bids", [])), (asks, item.get("asks", []))):
+                    for lv in levels:
+                        if lv["qty"]:
+                            side[Decimal(lv["price"])] = Decimal(lv["qty"])
+                        else:
+                            side.pop(Decimal(lv["price"]), None)
+                for side, keep in ((bids, sorted(bids, reverse=True)), (asks, sorted(asks))):
+                    for p in keep[self.depth:]:
+                        del side[p]
+        return {self.names[p]: b for p, b in books.items()}
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
+        if self.v2:
+            return self._imply_v2()
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             if not isinstance(f.obj, list) or f.obj[-1] not in self.names:
@@ -627,7 +698,36 @@ class ReplayKraken(InBandReplay):
         return {self.names[p]: b for p, b in books.items()}
 
     def is_ws_path(self, path: str) -> bool:
-        return path in ("", "/")
+        return path.rstrip("/") in ("", "/v2")
+
+    def _on_v2(self, conn: Conn, msg: dict[str, Any]) -> None:
+        method, req_id = msg["method"], msg.get("req_id")
+        params = msg.get("params")
+        if method == "ping":
+            t = iso_now()
+            conn.push(dumps({"method": "pong", "req_id": req_id, "time_in": t, "time_out": t}))
+            return
+        channel = params.get("channel") if isinstance(params, dict) else None
+        if method not in ("subscribe", "unsubscribe") or not isinstance(params, dict) or not isinstance(channel, str):
+            conn.push(v2_reply(str(method), req_id, error="this replay serves subscribe/unsubscribe and ping"))
+            return
+        if channel == "instrument":
+            (conn.subs.add if method == "subscribe" else conn.subs.discard)("instrument")
+            conn.push(v2_reply(method, req_id, result={"channel": "instrument", "snapshot": True}))
+        elif channel in ("status", "heartbeat"):
+            conn.push(v2_reply(method, req_id, result={"channel": channel}))
+        elif channel != "book" or params.get("depth", 10) != self.depth:
+            conn.push(v2_reply(method, req_id, error=f"this replay serves book depth {self.depth} only"))
+        else:
+            for name in params.get("symbol") or []:
+                if name not in self.names:
+                    conn.push(v2_reply(method, req_id, error=f"Currency pair not supported {name}", symbol=name))
+                    continue
+                (conn.subs.add if method == "subscribe" else conn.subs.discard)(f"book:{name}")
+                conn.push(v2_reply(method, req_id, result={"channel": "book", "depth": self.depth,
+                                                           "snapshot": True, "symbol": name}))
+        self._sync_symbols(conn)
+        self.subscribed(conn)
 
     def _status(self, pair: Any, sub: Any, status: str, error: str | None = None) -> str:
         msg: dict[str, Any] = {"event": "subscriptionStatus", "pair": pair, "status": status, "subscription": sub}
@@ -639,6 +739,9 @@ class ReplayKraken(InBandReplay):
 
     async def on_message(self, conn: Conn, text: str) -> None:
         msg = loads(text)
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str):
+            self._on_v2(conn, msg)
+            return
         event = msg.get("event") if isinstance(msg, dict) else None
         if event == "ping":
             conn.push(dumps({"event": "pong", "reqid": msg.get("reqid")}))
@@ -699,22 +802,85 @@ class ReplayCoinbase(InBandReplay):
         products_rec = next(r for r in rec.listing if r.url.rstrip("/").endswith("/products"))
         self.products_text = products_rec.body
         self.products: dict[str, dict[str, Any]] = {p["id"]: p for p in json.loads(products_rec.body)}
+        self.at = any('"channel":' in text for _ts, text in rec.sent)   # Exchange sends "channels"
         for _ts, text in rec.received:
             obj = loads(text)
-            if isinstance(obj, dict) and obj.get("type") == "snapshot" and obj.get("product_id") in self.products:
-                p = self.products[obj["product_id"]]
+            pid = obj.get("product_id") if isinstance(obj, dict) else None
+            if self.at and isinstance(obj, dict) and obj.get("channel") == "l2_data":
+                ev = obj["events"][0]
+                pid = ev.get("product_id") if ev.get("type") == "snapshot" else None
+            elif not isinstance(obj, dict) or obj.get("type") != "snapshot":
+                pid = None
+            if pid in self.products:
+                p = self.products[pid]
                 self.add_symbol(p["id"], f"{p['base_currency']}/{p['quote_currency']}",
                                 Decimal(p["quote_increment"]))
 
     def frame_key(self, obj: Any) -> str | None:
+        if isinstance(obj, dict) and obj.get("channel") == "l2_data" and obj.get("events"):
+            return f"l2:{obj['events'][0].get('product_id')}"
         if isinstance(obj, dict) and obj.get("type") in COINBASE_KEYS:
             return f"{COINBASE_KEYS[obj['type']]}:{obj.get('product_id')}"
         return None
+
+    def outgoing(self, conn: Conn, f: WsFrame) -> str:
+        if not self.at:
+            return f.text
+        return self._at_seq(conn, f.text)
+
+    @staticmethod
+    def _at_seq(conn: Conn, text: str) -> str:
+        """``text`` (an Advanced Trade message) with the connection's next ``sequence_num``."""
+        seq = conn.state.get("seq", 0)
+        conn.state["seq"] = seq + 1
+        i = text.index('"sequence_num":') + 15
+        j = i
+        while text[j].isdigit():
+            j += 1
+        return text[:i] + str(seq) + text[j:]
+
+    def _on_at(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """Advanced Trade subscribe / unsubscribe of ``level2`` (products) or ``heartbeats``."""
+        channel, pids = msg.get("channel"), msg.get("product_ids") or []
+        if channel not in ("level2", "heartbeats") or not isinstance(pids, list):
+            conn.push(dumps({"type": "error", "message": "this replay serves level2 and heartbeats"}))
+            return
+        bad = [p for p in pids if p not in self.names]
+        if bad:
+            conn.push(dumps({"type": "error", "message": f"Failed to subscribe: {bad[0]} is not a valid product"}))
+            return
+        keys = [f"l2:{p}" for p in pids] if channel == "level2" else ["heartbeats"]
+        if msg["type"] == "subscribe":
+            conn.subs.update(keys)
+        else:
+            conn.subs.difference_update(keys)
+        self._sync_symbols(conn)
+        subs: dict[str, list[str]] = {}
+        l2 = sorted(k[3:] for k in conn.subs if k.startswith("l2:"))
+        if l2:
+            subs["level2"] = l2
+        if "heartbeats" in conn.subs:
+            subs["heartbeats"] = ["heartbeats"]
+        ack = dumps({"channel": "subscriptions", "client_id": "", "timestamp": "1970-01-01T00:00:00Z",
+                     "sequence_num": 0, "events": [{"subscriptions": subs}]})
+        conn.push(self._at_seq(conn, ack))
+        self.subscribed(conn)
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             o = f.obj
+            if isinstance(o, dict) and o.get("channel") == "l2_data":
+                for ev in o.get("events", []):
+                    pid = ev.get("product_id")
+                    if pid not in self.names:
+                        continue
+                    if ev.get("type") == "snapshot":
+                        books[pid] = ({}, {})
+                    bids, asks = books[pid]
+                    for u in ev.get("updates", []):
+                        apply(bids if u["side"] == "bid" else asks, [[u["price_level"], u["new_quantity"]]])
+                continue
             if not isinstance(o, dict) or o.get("product_id") not in self.names:
                 continue
             if o.get("type") == "snapshot":
@@ -734,6 +900,9 @@ class ReplayCoinbase(InBandReplay):
         msg = loads(text)
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
             conn.push(dumps({"type": "error", "message": "Failed to parse message"}))
+            return
+        if self.at and "channel" in msg:
+            self._on_at(conn, msg)
             return
         if not isinstance(msg.get("channels"), list):
             conn.push(dumps({"type": "error", "message": "Failed to subscribe",
@@ -762,10 +931,11 @@ class ReplayCoinbase(InBandReplay):
 
     async def route_rest(self, path: str, query: dict[str, list[str]]) -> Response:
         parts = [p for p in path.split("/") if p]
+        at_list = parts == ["api", "v3", "brokerage", "market", "products"]
         at = parts[:5] == ["api", "v3", "brokerage", "market", "products"] and len(parts) == 6
-        if not at and not (parts[:1] == ["products"] and len(parts) <= 2):
+        if not at and not at_list and not (parts[:1] == ["products"] and len(parts) <= 2):
             raise HttpError(404, {"message": f"Unknown path {path}"})
-        fault = self.take_rest_fault(snapshot=len(parts) > 1)
+        fault = self.take_rest_fault(snapshot=len(parts) > 1 and not at_list)
         if fault is not None:
             return fault
         hidden = {p for p, s in self.names.items() if s in self.unlisted}
@@ -773,6 +943,10 @@ class ReplayCoinbase(InBandReplay):
             if not hidden:
                 return http_response(200, self.products_text)
             return http_response(200, [p for i, p in self.products.items() if i not in hidden])
+        if at_list:
+            wanted = query.get("product_ids") or list(self.products)
+            listed = [self._at_product(self.products[i], i in hidden) for i in wanted if i in self.products]
+            return http_response(200, {"products": listed, "num_products": len(listed)})
         p = self.products.get(parts[-1])
         if p is None:
             raise HttpError(404, {"error": "NOT_FOUND", "error_details": "product not found",
@@ -780,7 +954,12 @@ class ReplayCoinbase(InBandReplay):
         gone = p["id"] in hidden
         if not at:
             return http_response(200, {**p, "status": "delisted", "trading_disabled": True} if gone else p)
-        return http_response(200, {
+        return http_response(200, self._at_product(p, gone))
+
+    @staticmethod
+    def _at_product(p: dict[str, Any], gone: bool) -> dict[str, Any]:
+        """An Advanced Trade product record from an Exchange one."""
+        return ({
             "product_id": p["id"], "base_increment": p["base_increment"], "quote_increment": p["quote_increment"],
             "price_increment": p["quote_increment"], "base_min_size": p.get("base_min_size", ""),
             "base_max_size": p.get("base_max_size", ""), "base_currency_id": p["base_currency"],
@@ -811,6 +990,8 @@ class ReplayGemini(InBandReplay):
             obj = loads(text)
             if isinstance(obj, dict) and obj.get("type") == "l2_updates":
                 recorded.add(str(obj.get("symbol")))
+            elif isinstance(obj, dict) and obj.get("e") == "depthUpdate":
+                recorded.add(str(obj.get("s")))
         for name in sorted(recorded):
             d = json.loads(self.details[name.lower()], parse_float=Decimal)
             self.add_symbol(name, f"{d['base_currency']}/{d['quote_currency']}", Decimal(d["quote_increment"]))
@@ -818,12 +999,20 @@ class ReplayGemini(InBandReplay):
     def frame_key(self, obj: Any) -> str | None:
         if isinstance(obj, dict) and isinstance(obj.get("symbol"), str):
             return f"l2:{obj['symbol']}"
+        if isinstance(obj, dict) and obj.get("e") == "depthUpdate" and isinstance(obj.get("s"), str):
+            return f"ws:{obj['s']}"
         return None
 
     def imply(self) -> dict[str, tuple[Side, Side]]:
         books: dict[str, tuple[Side, Side]] = {}
         for f in self.frames:
             o = f.obj
+            if isinstance(o, dict) and o.get("e") == "depthUpdate" and o.get("s") in self.names:
+                if o["s"] not in books:
+                    books[o["s"]] = ({}, {})
+                apply(books[o["s"]][0], o.get("b", []))
+                apply(books[o["s"]][1], o.get("a", []))
+                continue
             if not isinstance(o, dict) or o.get("type") != "l2_updates" or o.get("symbol") not in self.names:
                 continue
             if "trades" in o or "auction_events" in o or o["symbol"] not in books:
@@ -834,10 +1023,35 @@ class ReplayGemini(InBandReplay):
         return {self.names[s]: b for s, b in books.items()}
 
     def is_ws_path(self, path: str) -> bool:
-        return path.rstrip("/") == "/v2/marketdata"
+        return path.rstrip("/") in ("", "/v2/marketdata")
+
+    def _on_ws_api(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """The current API's SUBSCRIBE / UNSUBSCRIBE of ``<sym>@depth[@100ms]`` streams."""
+        rid, params = msg.get("id"), msg.get("params")
+        if msg["method"] not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            conn.push(dumps({"id": rid, "status": 400, "error": {"code": -1000, "msg": "Invalid request"}}))
+            return
+        keys = []
+        for p in params:
+            name = p.split("@", 1)[0] if isinstance(p, str) else ""
+            if name not in self.names or not str(p).endswith(("@depth", "@depth@100ms")):
+                conn.push(dumps({"id": rid, "status": 400, "error": {"code": -1013,
+                                                                     "msg": f"Invalid symbol or stream: {p}"}}))
+                return
+            keys.append(f"ws:{name}")
+        if msg["method"] == "SUBSCRIBE":
+            conn.subs.update(keys)
+        else:
+            conn.subs.difference_update(keys)
+        conn.push(dumps({"id": rid, "status": 200, "result": None}))
+        self._sync_symbols(conn)
+        self.subscribed(conn)
 
     async def on_message(self, conn: Conn, text: str) -> None:
         msg = loads(text)
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str):
+            self._on_ws_api(conn, msg)
+            return
         subs = msg.get("subscriptions") if isinstance(msg, dict) else None
         if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe") or not isinstance(
                 subs, list):
