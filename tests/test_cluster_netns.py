@@ -97,12 +97,17 @@ def test_firewall_ports_per_host(capsys: pytest.CaptureFixture[str]) -> None:
     assert supervisor.main(["--cluster", str(CLUSTER), "--host", "core", "--ports"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "tcp 50053 on 10.0.2.20  from depletion clients (CURVE)   # aggregator.query (aggregator)",
-        "tcp 50052 on 10.0.2.20  from subscribers (CURVE)   # publisher.bind (publisher)"]
+        "tcp 50052 on 10.0.2.20  from subscribers (CURVE)   # publisher.bind (publisher)",
+        "tcp 50056 on 10.0.2.20  from latest-only subscribers (CURVE)   # publisher.latest_port (publisher)",
+        "tcp 50100 on 10.0.2.20  from metrics scraper   # aggregator.metrics (aggregator)",
+        "tcp 50101 on 10.0.2.20  from metrics scraper   # publisher.metrics (publisher)"]
     assert supervisor.main(["--cluster", str(CLUSTER), "--host", "feeds-b", "--ports"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"tcp {p} on 10.0.1.12  from core (10.0.1.20, 10.0.2.20)   # venues.{v}.{w} (feed_{v})"
         for v, w, p in (("coinbase", "pub", 50068), ("coinbase", "ctl", 50069),
-                        ("gemini", "pub", 50070), ("gemini", "ctl", 50071))]
+                        ("gemini", "pub", 50070), ("gemini", "ctl", 50071))] + [
+        f"tcp {p} on 10.0.1.12  from metrics scraper   # venues.{v}.metrics (feed_{v})"
+        for v, p in (("coinbase", 50114), ("gemini", 50115))]
 
 
 def test_cluster_needs_a_known_host(capsys: pytest.CaptureFixture[str]) -> None:
