@@ -639,6 +639,10 @@ V2_BAD = [
      '"qty":1}],"asks":[]}]}', None),
     ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5e999999999999999999,'
      '"qty":1}],"asks":[]}]}', "BTC/USD"),
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":0.0000000000000000001,'
+     '"qty":1}],"asks":[]}]}', "BTC/USD"),
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5,'
+     '"qty":1.5E-19}],"asks":[]}]}', "BTC/USD"),
 ]
 
 V1_BAD = [
@@ -665,6 +669,20 @@ V1_BAD = [
     ("42", None),
     ("not json", None),
 ]
+
+
+def test_v2_long_and_exponent_tokens_and_odd_text_parse_as_before() -> None:
+    """Number tokens past 20 characters or with an exponent take the checked path and come out as
+    plain Decimals with the wire's exponent (trailing zeros are not decimals); a frame with a lone
+    surrogate escape (which the fast JSON decoder refuses) still parses, as with the standard one."""
+    ev = parse_v2.parse_frame('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":'
+                              '[{"price":1.50000000000000000000,"qty":25E-1}],"asks":[{"price":2.5,"qty":1}]}]}')
+    assert isinstance(ev, DepthEvent)
+    assert [(type(p), format(p, "f"), type(q), format(q, "f")) for p, q in ev.bids] == [
+        (Decimal, "1.50000000000000000000", Decimal, "2.5")]
+    assert ev.asks == [(Decimal("2.5"), 1)] and type(ev.asks[0][1]) is Decimal
+    hb = parse_v2.parse_frame('{"channel":"heartbeat","note":"\\ud800"}')
+    assert hb == Control(ControlKind.HEARTBEAT, "heartbeat")
 
 
 @pytest.mark.parametrize(("text", "key"), V2_BAD)
