@@ -19,7 +19,7 @@ A value with more significant decimals than the precision is never rounded: its 
 ``Decimal.normalize`` and floats are never used: they change the digits.
 
 Cost: the feed verifies after every message, so :func:`checksum` takes each level's text from a
-memo keyed by the identity of the level's ``Decimal`` objects (:data:`_MEMOS`): a level is
+memo keyed by the identity of the level's ``Decimal`` objects (:data:`_MEMO`): a level is
 formatted once, when it first shows in the top 10, and a message costs 20 look-ups, a join and
 the CRC (~4 us against ~25-35 us formatting 40 values per message). :func:`checksum_text` builds
 the text afresh (the reference the tests compare with).
@@ -71,24 +71,25 @@ def checksum_text(book: Book, precision: Precision = None) -> str:
     return side_text(asks, precision) + side_text(bids, precision)
 
 
-#: Memo of each level's checksum fragment (price digits + qty digits), one dict per precision:
-#: ``id(qty) -> (qty, price, fragment)``. Keyed by the identity of the ``Decimal`` objects the book
-#: holds, never by value (equal values with other exponents have other digits: ``1.25`` and
-#: ``1.250``): an entry keeps its objects alive, so an ``id`` found is that very quantity object,
-#: and the price is checked by identity too; the fragment is then exactly what :func:`digits` gives
-#: for the pair. So a level is formatted once, when it first shows in the top of a book, not once
-#: per message. Cleared when it exceeds :data:`MEMO_MAX` entries (the live top levels of every book
-#: are then formatted again, once each).
-_MEMOS: dict[Precision, dict[int, tuple[Decimal, Decimal, str]]] = {}
-MEMO_MAX = 32768
+#: Memo of each level's checksum fragment (price digits + qty digits):
+#: ``id(qty) -> (qty, price, precision, fragment)``. Keyed by the identity of the ``Decimal``
+#: objects the book holds, never by value (equal values with other exponents have other digits:
+#: ``1.25`` and ``1.250``): an entry keeps its objects alive, so an ``id`` found is that very
+#: quantity object; the price is checked by identity and the precision by equality, so the
+#: fragment is exactly what :func:`digits` gives for them. A level is formatted once, when it first
+#: shows in the top of a book, not once per message. One memo for every book of the process,
+#: cleared when it exceeds :data:`MEMO_MAX` entries (a few MB at most; the live top levels of every
+#: book are then formatted again, once each: 20 per book).
+_MEMO: dict[int, tuple[Decimal, Decimal, Precision, str]] = {}
+MEMO_MAX = 16384
 
 
 def _fragments(book: Book, precision: Precision) -> list[str]:
     """The checksum text of the top :data:`TOP` asks (ascending) then bids (descending), one
-    fragment per level, each from the memo (:data:`_MEMOS`) when it holds that level. O(log n + 20)."""
-    memo = _MEMOS.get(precision)
-    if memo is None or len(memo) > MEMO_MAX:
-        memo = _MEMOS[precision] = {}
+    fragment per level, each from the memo (:data:`_MEMO`) when it holds that level. O(log n + 20)."""
+    memo = _MEMO
+    if len(memo) > MEMO_MAX:
+        memo.clear()
     pp, qp = precision if precision is not None else (None, None)
     out: list[str] = []
     append = out.append
@@ -104,11 +105,11 @@ def _fragments(book: Book, precision: Precision) -> list[str]:
         for p in keys:
             q = d[p]
             e = get(id(q))
-            if e is not None and e[1] is p:
-                append(e[2])
+            if e is not None and e[1] is p and (e[2] is precision or e[2] == precision):
+                append(e[3])
             else:
                 frag = digits(p, pp) + digits(q, qp)
-                memo[id(q)] = (q, p, frag)
+                memo[id(q)] = (q, p, precision, frag)
                 append(frag)
     return out
 
