@@ -306,6 +306,40 @@ def test_checksum_covers_only_the_top_ten() -> None:
     assert ck.checksum(book_of(asks[:9] + asks[10:], bids)) != base
 
 
+def test_checksum_memo_follows_the_levels_objects_not_their_values() -> None:
+    """A level re-set to an equal quantity written with another exponent (1.25 -> 1.250), or
+    removed and re-added at an equal price written otherwise (2.5 -> 2.50), changes the
+    checksum exactly as the wire text does: the memo of level texts never serves an equal value."""
+    b = book_of([("2.5", "1.25")], [("2.4", "3")])
+    assert ck.checksum(b) == zlib.crc32(b"25125" b"243")
+    b.apply(ASK, Decimal("2.5"), Decimal("1.250"))
+    assert ck.checksum(b) == zlib.crc32(b"251250" b"243")
+    b.apply(ASK, Decimal("2.5"), Decimal(0))
+    b.apply(ASK, Decimal("2.50"), Decimal("1.25"))
+    assert ck.checksum(b) == zlib.crc32(b"250125" b"243")
+    assert ck.checksum(b, (1, 3)) == zlib.crc32(b"251250" b"243000")
+
+
+def test_memoised_checksum_equals_the_crc_of_the_text_over_random_books(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over 3000 random level changes (values written with 1 to 8 decimals, equal values written
+    differently, removals; both no precision and (3, 8); a memo small enough to be cleared many
+    times), checksum() always equals the CRC32 of checksum_text() (the text built afresh)."""
+    import random
+
+    monkeypatch.setattr(ck, "MEMO_MAX", 50)
+    rng = random.Random(7)
+    b = Book()
+
+    for i in range(3000):
+        side = ASK if rng.random() < 0.5 else BID
+        ticks = 100_000 + rng.randint(1, 40) * (1 if side == ASK else -1)
+        price = Decimal(ticks).scaleb(-3).quantize(Decimal(1).scaleb(-rng.randint(3, 6)))
+        qty = Decimal(rng.randint(0, 3) * 25).scaleb(-2).quantize(Decimal(1).scaleb(-rng.randint(2, 8)))
+        b.apply(side, price, qty)
+        for prec in (None, (3, 8)):
+            assert ck.checksum(b, prec) == zlib.crc32(ck.checksum_text(b, prec).encode()), (i, prec)
+
+
 def test_a_mismatch_names_both_checksums() -> None:
     """mismatch() says venue and computed values and the top of the book."""
     v = vectors()[0]
@@ -605,6 +639,10 @@ V2_BAD = [
      '"qty":1}],"asks":[]}]}', None),
     ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5e999999999999999999,'
      '"qty":1}],"asks":[]}]}', "BTC/USD"),
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":0.0000000000000000001,'
+     '"qty":1}],"asks":[]}]}', "BTC/USD"),
+    ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5,'
+     '"qty":1.5E-19}],"asks":[]}]}', "BTC/USD"),
 ]
 
 V1_BAD = [
@@ -631,6 +669,20 @@ V1_BAD = [
     ("42", None),
     ("not json", None),
 ]
+
+
+def test_v2_long_and_exponent_tokens_and_odd_text_parse_as_before() -> None:
+    """Number tokens past 20 characters or with an exponent take the checked path and come out as
+    plain Decimals with the wire's exponent (trailing zeros are not decimals); a frame with a lone
+    surrogate escape (which the fast JSON decoder refuses) still parses, as with the standard one."""
+    ev = parse_v2.parse_frame('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":'
+                              '[{"price":1.50000000000000000000,"qty":25E-1}],"asks":[{"price":2.5,"qty":1}]}]}')
+    assert isinstance(ev, DepthEvent)
+    assert [(type(p), format(p, "f"), type(q), format(q, "f")) for p, q in ev.bids] == [
+        (Decimal, "1.50000000000000000000", Decimal, "2.5")]
+    assert ev.asks == [(Decimal("2.5"), 1)] and type(ev.asks[0][1]) is Decimal
+    hb = parse_v2.parse_frame('{"channel":"heartbeat","note":"\\ud800"}')
+    assert hb == Control(ControlKind.HEARTBEAT, "heartbeat")
 
 
 @pytest.mark.parametrize(("text", "key"), V2_BAD)

@@ -25,9 +25,11 @@ are 0. Every failure is a ParseError; one inside a book item names its symbol as
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from common.feed.types import Control, ControlKind, DepthEvent, Frame, Levels, ParseError, Snapshot
+from common.numbers import MAX_ABS, ZERO
 from services.feed_kraken import wire
 
 #: ``req_id`` of each request we send, so acks and refusals can be told apart in logs.
@@ -64,19 +66,32 @@ def subscribe_instrument() -> str:
 
 
 def _levels(v: Any, what: str, key: str) -> Levels:
+    """``[{"price": p, "qty": q}, ...]`` -> ``[(price, qty)]``. Fast path (every level of a
+    well-formed frame): both values short float tokens (plain ``Decimal``, at most
+    ``MAX_DECIMALS`` decimals by construction, see :func:`wire.loads_exact`), price > 0, quantity
+    >= 0, both <= ``MAX_ABS``: the same acceptance as :func:`wire.number`, inline. Anything else
+    takes the checked path and its exact error."""
     if v is None:
         return []
     if not isinstance(v, list):
         raise ParseError(f"{what} is not a list", key)
     out: Levels = []
+    append = out.append
     for lvl in v:
-        if not isinstance(lvl, dict):
+        if type(lvl) is dict:
+            price = lvl.get("price")
+            qty = lvl.get("qty")
+            if (type(price) is Decimal and type(qty) is Decimal
+                    and ZERO < price <= MAX_ABS and ZERO <= qty <= MAX_ABS):
+                append((price, qty))
+                continue
+        elif not isinstance(lvl, dict):
             raise ParseError(f"{what}: level is not an object: {str(lvl)[:60]}", key)
         price = wire.number(lvl.get("price"), f"{what} price", key)
         qty = wire.number(lvl.get("qty"), f"{what} qty", key)
         if not price:
             raise ParseError(f"{what}: price 0", key)
-        out.append((price, qty))
+        append((price, qty))
     return out
 
 
