@@ -71,20 +71,60 @@ def test_delta_beyond_both_floors_is_invisible() -> None:
     assert v.note("alpha", [], [(D(200), D(1))])
 
 
-@pytest.mark.parametrize(("seed", "spread", "removals", "loaded", "depth"),
-                         [(7, 60, 0.3, 20, None), (8, 12, 0.5, 3, None), (9, 8, 0.6, 6, None), (10, 60, 0.3, 20, 2),
-                          (11, 6, 0.6, 2, 2)])
+def check_parts(v: MergedView, books: dict[str, Book]) -> None:
+    """Every venue part the view keeps (patched by the deltas) is the venue's best levels as a
+    rebuild from its book gives them: all of them when complete, else a prefix; keys match."""
+    for side in (BID, ASK):
+        for cache in (v._venue[side], v._deep[side]):
+            for name, part in cache.items():
+                want = venue_top(books[name], side, part.cap, name, DUST[name])
+                assert part.levels == (want if part.complete else want[:len(part.levels)]), (side, name)
+                assert part.keys == [-p if side == BID else p for p, _, _ in part.levels]
+
+
+def test_patched_part_shrinks_below_n_and_is_topped_up_from_the_book() -> None:
+    """Removals inside a venue's cached top leave it short; the next refresh tops it up from the
+    book beyond its last price (dust skipped), equal to a rebuild."""
+    bids = {str(100 - i): "1" for i in range(30)}
+    bids["85"] = "0.0001"                   # dust for alpha (by amount)
+    books = {"alpha": book(bids, {"101": "1"}), "beta": book({"90": "2"}, {"102": "1"})}
+    v = MergedView(3, DUST)
+    v.refresh(books, (None, None))
+    gone = [(D(100 - i), D(0)) for i in range(5)] + [(D("99.5"), D("0.0002"))]
+    books["alpha"].apply_levels(gone, [])
+    assert v.note("alpha", gone, [])
+    assert len(v._venue[BID]["alpha"].levels) == 1 and not v._venue[BID]["alpha"].complete
+    check_parts(v, books)
+    assert v.refresh(books, (None, None))
+    assert v.top[BID] == merge.top(books, BID, DUST, 3) == [(D(95), D(1), "alpha"), (D(94), D(1), "alpha"),
+                                                              (D(93), D(1), "alpha")]
+    check_parts(v, books)
+    # Emptied altogether: rebuilt from the book's best.
+    gone = [(D(p), D(0)) for p in range(71, 101)]
+    books["alpha"].apply_levels(gone, [])
+    v.note("alpha", gone, [])
+    v.refresh(books, (None, None))
+    assert v.top[BID] == [(D(90), D(2), "beta")]
+    check_parts(v, books)
+
+
+@pytest.mark.parametrize(("seed", "spread", "removals", "loaded", "depth", "n"),
+                         [(7, 60, 0.3, 20, None, 5), (8, 12, 0.5, 3, None, 5), (9, 8, 0.6, 6, None, 5),
+                          (10, 60, 0.3, 20, 2, 5), (11, 6, 0.6, 2, 2, 5), (12, 10, 0.45, 30, None, 3),
+                          (13, 14, 0.5, 25, 3, 2), (14, 9, 0.4, 40, None, 1), (15, 30, 0.55, 12, 4, 8)])
 def test_incremental_view_equals_a_full_rebuild_under_random_deltas(seed: int, spread: int, removals: float,
-                                                                    loaded: int, depth: int | None) -> None:
+                                                                    loaded: int, depth: int | None, n: int) -> None:
     """3 venues, dust, ties, depletion sizes, exact-to changes, books replaced and venues
-    leaving and returning, deep and shallow books: after every step the view equals merge.top
-    and depletion.summaries recomputed from scratch, and refresh reports a change exactly when
-    they changed. ``depth``: the depletion walks start from that many levels per venue and keep
-    it (2: they often need more and are done again on the whole side)."""
+    leaving and returning, deep and shallow books, deltas inside and at the edge of the cached
+    venue parts and removals that leave them short: after every step the view equals merge.top
+    and depletion.summaries recomputed from scratch, refresh reports a change exactly when they
+    changed, and every cached venue part equals a rebuild. ``depth``: the depletion walks start
+    from that many levels per venue and keep it (2: they often need more and are done again on
+    the whole side); ``n``: levels per side."""
     rng = random.Random(seed)
     venues = ["alpha", "beta", "gamma"]
     books = {v: Book() for v in venues}
-    v = MergedView(5, DUST, SIZES, depth=depth, grow=depth is None)
+    v = MergedView(n, DUST, SIZES, depth=depth, grow=depth is None)
 
     def level(side: int) -> tuple[D, D]:
         off = rng.choice([rng.randint(1, 6), rng.randint(1, spread)])
@@ -115,12 +155,14 @@ def test_incremental_view_equals_a_full_rebuild_under_random_deltas(seed: int, s
             asks = [(p, q) for p, q in asks if best_bid is None or p > best_bid[0]]
             books[name].apply_levels(bids, asks)
             v.note(name, bids, asks)
+            check_parts(v, books)
         if rng.random() < 0.5:
             shown = {k: books[k] for k in venues if k in live}
             changed = v.refresh(shown, exact)
-            want = full(shown, 5, exact)
+            want = full(shown, n, exact)
             got = (v.top[BID], v.top[ASK], v.depletion())
             assert got == want, step
             assert v.wire[BID] == [[fmt(p), fmt(a), x] for p, a, x in want[0]]
             assert changed == (want != last), step
+            check_parts(v, shown)
             last = want

@@ -15,14 +15,20 @@ cost most of the aggregator's CPU; :class:`MergedView` rebuilds only what a chan
   set of live venues, the exact-to depth) calls :meth:`MergedView.invalidate`; :meth:`refresh`
   also invalidates by itself when the live venues or the exact-to prices differ from last time.
 
-:meth:`MergedView.refresh` then rebuilds the stale parts from the books (each from scratch, so a
-rebuild is exact whatever happened since) and says whether the view changed. Levels are exact
+:meth:`MergedView.refresh` then rebuilds the stale parts and says whether the view changed. It
+merges each live venue's best levels, which the view keeps per venue and side (a :class:`_Part`,
+up to twice what a merge takes) and :meth:`MergedView.note` patches with every delta (a bisect
+and a short list insert or delete per level) instead of re-reading the book; a part that
+removals left short is topped up from the book beyond its last price, one that is gone (the
+view invalidated) is rebuilt. Only levels that can make the merged top-N are merged, and a
+depletion walk first merges only the levels down to where the last walk ended. Levels are exact
 ``Decimal``\\ s throughout; the wire text of the published levels is kept and reused for a level
 published again unchanged (``price_text``/``fmt`` run only for new levels).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from operator import itemgetter
@@ -68,29 +74,110 @@ def venue_top(book: Book, side: int, n: int, venue: str, dust: DustRule) -> list
     return out
 
 
+class _Part:
+    """One venue side's best levels (dust out, best first) as cached between refreshes, kept up
+    to date by :meth:`patch` from the deltas themselves instead of rebuilt from the book.
+
+    ``keys``: the levels' sort keys (the price for asks, minus the price for bids: ascending
+    either way) for :mod:`bisect`. ``complete``: the levels are every non-dust level of the
+    venue side; otherwise they are exactly its best ``len(levels)`` and anything beyond the last
+    price is unknown here (a removal can leave fewer than wanted: :func:`_parts` tops them up
+    from the book)."""
+
+    __slots__ = ("cap", "complete", "keys", "levels")
+
+    def __init__(self, levels: list[MergedLevel], bid: bool, cap: int) -> None:
+        self.cap = cap
+        self.complete = len(levels) < cap
+        self.levels = levels
+        self.keys = [-lv[0] for lv in levels] if bid else [lv[0] for lv in levels]
+
+    def patch(self, levels: Sequence[Any], bid: bool, venue: str, dust: DustRule) -> None:
+        """Apply a delta's ``(price, qty)`` levels (already applied to the venue's book) to the
+        cached levels, keeping at most ``cap``. A bisect and a short list insert or delete per
+        level."""
+        lv, keys, cap = self.levels, self.keys, self.cap
+        min_amount, min_notional = dust.min_amount, dust.min_notional
+        for p, q in levels:
+            k = -p if bid else p
+            if not self.complete and (not keys or k > keys[-1]):
+                continue                # beyond the known part: a top-up reads the book
+            i = bisect_left(keys, k)
+            present = i < len(keys) and keys[i] == k
+            if not q or q < min_amount or (min_notional and p * q < min_notional):
+                if present:
+                    del lv[i]
+                    del keys[i]
+            elif present:
+                lv[i] = (lv[i][0], q, venue)
+            else:
+                lv.insert(i, (p, q, venue))
+                keys.insert(i, k)
+                if len(lv) > cap:
+                    lv.pop()
+                    keys.pop()
+                    self.complete = False
+
+    def top_up(self, book: Book, bid: bool, venue: str, dust: DustRule) -> None:
+        """Fill a part cut short back to ``cap`` levels from the book, beyond its last price
+        (rebuilt from the book's best when it ran empty)."""
+        lv, keys, n = self.levels, self.keys, self.cap
+        if not lv:
+            it = reversed(book.bids) if bid else iter(book.asks)
+        elif bid:
+            it = book.bids.irange(maximum=lv[-1][0], inclusive=(True, False), reverse=True)
+        else:
+            it = book.asks.irange(minimum=lv[-1][0], inclusive=(False, True))
+        d = book.bids if bid else book.asks
+        min_amount, min_notional = dust.min_amount, dust.min_notional
+        for p in it:
+            q = d[p]
+            if q < min_amount or (min_notional and p * q < min_notional):
+                continue
+            lv.append((p, q, venue))
+            keys.append(-p if bid else p)
+            if len(lv) == n:
+                return
+        self.complete = True
+
+
 def top(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
-        cache: dict[str, list[MergedLevel]] | None = None) -> list[MergedLevel]:
+        cache: dict[str, _Part] | None = None) -> list[MergedLevel]:
     """The best ``n`` merged levels of ``side``: equal to :func:`merge.top` (bids highest first,
     asks lowest first, at equal price the larger amount first, then the venue id), from each
-    venue's best ``n`` and a stable sort. ``cache``: venue -> its best ``n`` (what
-    :func:`venue_top` returns) still valid, filled in for the others. O(V * n log(V * n)) with V
-    venues."""
-    levels = _merged(_parts(books, side, dust, n, cache), side)
+    venue's best ``n`` and a stable sort. ``cache``: venue -> its best ``n`` (a :class:`_Part`)
+    still valid, filled in for the others. O(V * n log(V * n)) with V venues."""
+    parts = _parts(books, side, dust, n, cache)
+    if cache is not None and len(parts) > 1:
+        # Only levels at or better than the best of the venues' n-th prices can be in the top n
+        # (that venue alone has n of them): merge just those (sort keys ascending either side).
+        keys = [cache[v].keys for v in sorted(books)]
+        cut = min([k[n - 1] for k in keys if len(k) >= n], default=None)
+        if cut is not None:
+            parts = [p[:bisect_right(k, cut, 0, len(p))] for p, k in zip(parts, keys)]
+    levels = _merged(parts, side)
     del levels[n:]
     return levels
 
 
 def _parts(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n: int,
-           cache: dict[str, list[MergedLevel]] | None) -> list[list[MergedLevel]]:
-    """Each venue's best ``n`` (from ``cache`` where present, which is filled in), venue order."""
+           cache: dict[str, _Part] | None) -> list[list[MergedLevel]]:
+    """Each venue's best ``n`` (what :func:`venue_top` returns), venue order. With ``cache``,
+    from its parts, which keep up to ``2n`` levels so that removals seldom leave fewer than
+    ``n`` (a part that does is topped up from the book; an absent one is built)."""
     parts = []
+    bid = side == BID
     for v in sorted(books):
         part = cache.get(v) if cache is not None else None
         if part is None:
-            part = venue_top(books[v], side, n, v, dust.get(v, NO_DUST))
-            if cache is not None:
-                cache[v] = part
-        parts.append(part)
+            if cache is None:
+                parts.append(venue_top(books[v], side, n, v, dust.get(v, NO_DUST)))
+                continue
+            part = cache[v] = _Part(venue_top(books[v], side, 2 * n, v, dust.get(v, NO_DUST)), bid, 2 * n)
+        elif len(part.levels) < n and not part.complete:
+            part.top_up(books[v], bid, v, dust.get(v, NO_DUST))
+        levels = part.levels
+        parts.append(levels[:n] if len(levels) > n else levels)
     return parts
 
 
@@ -135,10 +222,10 @@ class MergedView:
         #: Everything is stale and no venue cache is left: a delta has nothing to mark.
         self._cold = True
         self._text: list[dict[MergedLevel, list[str]]] = [{}, {}]
-        #: Per side: venue -> its best n levels (dust out), while no delta reached them.
-        self._venue: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        #: Per side: venue -> its best n levels (dust out), patched by each delta.
+        self._venue: list[dict[str, _Part]] = [{}, {}]
         #: Per side: venue -> its best ``_depth[side]`` levels for the depletion walks (same rule).
-        self._deep: list[dict[str, list[MergedLevel]]] = [{}, {}]
+        self._deep: list[dict[str, _Part]] = [{}, {}]
         depth = depth or max(4 * n, 40)
         self._depth = [depth, depth]
         self._grow = grow
@@ -196,14 +283,15 @@ class MergedView:
         for p, _ in levels:
             if (p > best) if bid else (p < best):
                 best = p
-        # The venue's cached best levels stay valid unless the delta reaches them.
+        # The venue's cached best levels are patched with the delta, not rebuilt from the book.
         part = cache.get(venue)
-        if part is not None and (len(part) < self.n or (best >= part[-1][0] if bid else best <= part[-1][0])):
-            del cache[venue]
-        part = deep.get(venue)
-        if part is not None and (len(part) < self._depth[side] or (best >= part[-1][0] if bid else
-                                                                   best <= part[-1][0])):
-            del deep[venue]
+        dpart = deep.get(venue)
+        if part is not None or dpart is not None:
+            rule = self.dust.get(venue, NO_DUST)
+            if part is not None:
+                part.patch(levels, bid, venue, rule)
+            if dpart is not None:
+                dpart.patch(levels, bid, venue, rule)
         hit = False
         f = self.top_floor[side]
         if f is None or (best >= f if bid else best <= f):
@@ -250,7 +338,8 @@ class MergedView:
         ``_depth`` levels. That merge is the merged side itself down to ``bound``, the least deep
         last price of the venues it cut short (their next levels are strictly deeper); a walk
         that ends at or before ``bound`` is exact. One that does not is done again on the whole
-        merged side, and the depth kept per venue quadruples."""
+        merged side, and the depth kept per venue quadruples. The walk is first tried on the
+        levels down to where the last one reached (when that is within ``bound``)."""
         depth = self._depth[side]
         parts = _parts(books, side, self.dust, depth, self._deep[side])
         bound: Decimal | None = None
@@ -260,6 +349,16 @@ class MergedView:
                 if bound is None or (last > bound if side == BID else last < bound):
                     bound = last
         order_side = _ORDER_SIDE[side]
+        bid = side == BID
+        guess = self.depl_floor[side]       # how deep the last walk reached
+        if guess is not None and (bound is None or (guess >= bound if bid else guess <= bound)):
+            # Most walks end about where the last one did: first merge only the levels down to
+            # there (all of them, so that prefix is exact); a walk that ends in it is the walk.
+            cache, key = self._deep[side], -guess if bid else guess
+            short = [p[:bisect_right(cache[v].keys, key, 0, len(p))] for p, v in zip(parts, sorted(books))]
+            summ, reached = depletion.side_summaries(order_side, _merged(short, side), self.sizes or (), limit)
+            if reached is not None:
+                return summ, reached
         summ, reached = depletion.side_summaries(order_side, _merged(parts, side), self.sizes or (), limit)
         if bound is None or (reached is not None and (reached >= bound if side == BID else reached <= bound)):
             return summ, reached
