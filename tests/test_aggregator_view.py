@@ -108,19 +108,23 @@ def test_patched_part_shrinks_below_n_and_is_topped_up_from_the_book() -> None:
     check_parts(v, books)
 
 
-@pytest.mark.parametrize(("seed", "spread", "removals", "loaded", "depth", "n"),
-                         [(7, 60, 0.3, 20, None, 5), (8, 12, 0.5, 3, None, 5), (9, 8, 0.6, 6, None, 5),
-                          (10, 60, 0.3, 20, 2, 5), (11, 6, 0.6, 2, 2, 5), (12, 10, 0.45, 30, None, 3),
-                          (13, 14, 0.5, 25, 3, 2), (14, 9, 0.4, 40, None, 1), (15, 30, 0.55, 12, 4, 8)])
+@pytest.mark.parametrize(("seed", "spread", "removals", "loaded", "depth", "n", "refresh_p"),
+                         [(7, 60, 0.3, 20, None, 5, 0.5), (8, 12, 0.5, 3, None, 5, 0.5), (9, 8, 0.6, 6, None, 5, 0.5),
+                          (10, 60, 0.3, 20, 2, 5, 0.5), (11, 6, 0.6, 2, 2, 5, 0.5), (12, 10, 0.45, 30, None, 3, 0.5),
+                          (13, 14, 0.5, 25, 3, 2, 0.5), (14, 9, 0.4, 40, None, 1, 0.5), (15, 30, 0.55, 12, 4, 8, 0.5),
+                          (16, 30, 0.3, 20, None, 5, 0.03), (17, 10, 0.5, 8, 2, 3, 0.02)])
 def test_incremental_view_equals_a_full_rebuild_under_random_deltas(seed: int, spread: int, removals: float,
-                                                                    loaded: int, depth: int | None, n: int) -> None:
+                                                                    loaded: int, depth: int | None, n: int,
+                                                                    refresh_p: float) -> None:
     """3 venues, dust, ties, depletion sizes, exact-to changes, books replaced and venues
     leaving and returning, deep and shallow books, deltas inside and at the edge of the cached
     venue parts and removals that leave them short: after every step the view equals merge.top
     and depletion.summaries recomputed from scratch, refresh reports a change exactly when they
     changed, and every cached venue part equals a rebuild. ``depth``: the depletion walks start
     from that many levels per venue and keep it (2: they often need more and are done again on
-    the whole side); ``n``: levels per side."""
+    the whole side); ``n``: levels per side; ``refresh_p``: the chance of a refresh after each step
+    (0.02-0.03: bursts of deltas between refreshes, past a part's PATCH_BUDGET, so parts are
+    dropped and rebuilt)."""
     rng = random.Random(seed)
     venues = ["alpha", "beta", "gamma"]
     books = {v: Book() for v in venues}
@@ -156,7 +160,7 @@ def test_incremental_view_equals_a_full_rebuild_under_random_deltas(seed: int, s
             books[name].apply_levels(bids, asks)
             v.note(name, bids, asks)
             check_parts(v, books)
-        if rng.random() < 0.5:
+        if rng.random() < refresh_p:
             shown = {k: books[k] for k in venues if k in live}
             changed = v.refresh(shown, exact)
             want = full(shown, n, exact)

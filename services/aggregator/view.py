@@ -74,6 +74,14 @@ def venue_top(book: Book, side: int, n: int, venue: str, dust: DustRule) -> list
     return out
 
 
+#: Deltas a cached venue side takes between two reads of it before it is dropped instead (and
+#: rebuilt from the book when next read). Paced input brings one or two per stream between
+#: publishes; a flood (a saturated aggregator draining thousands of messages per round) brings
+#: many, and there one rebuild per round is cheaper than a patch per delta (and once every part
+#: is dropped, a delta costs nothing here: see ``MergedView._cold``).
+PATCH_BUDGET = 8
+
+
 class _Part:
     """One venue side's best levels (dust out, best first) as cached between refreshes, kept up
     to date by :meth:`patch` from the deltas themselves instead of rebuilt from the book.
@@ -84,9 +92,10 @@ class _Part:
     price is unknown here (a removal can leave fewer than wanted: :func:`_parts` tops them up
     from the book)."""
 
-    __slots__ = ("cap", "complete", "keys", "levels")
+    __slots__ = ("budget", "cap", "complete", "keys", "levels")
 
     def __init__(self, levels: list[MergedLevel], bid: bool, cap: int) -> None:
+        self.budget = PATCH_BUDGET
         self.cap = cap
         self.complete = len(levels) < cap
         self.levels = levels
@@ -176,6 +185,7 @@ def _parts(books: Mapping[str, Book], side: int, dust: Mapping[str, DustRule], n
             part = cache[v] = _Part(venue_top(books[v], side, 2 * n, v, dust.get(v, NO_DUST)), bid, 2 * n)
         elif len(part.levels) < n and not part.complete:
             part.top_up(books[v], bid, v, dust.get(v, NO_DUST))
+        part.budget = PATCH_BUDGET
         levels = part.levels
         parts.append(levels[:n] if len(levels) > n else levels)
     return parts
@@ -284,14 +294,23 @@ class MergedView:
             if (p > best) if bid else (p < best):
                 best = p
         # The venue's cached best levels are patched with the delta, not rebuilt from the book.
+        # A part that took PATCH_BUDGET deltas since it was last read is dropped instead.
         part = cache.get(venue)
         dpart = deep.get(venue)
         if part is not None or dpart is not None:
             rule = self.dust.get(venue, NO_DUST)
             if part is not None:
-                part.patch(levels, bid, venue, rule)
+                if part.budget:
+                    part.budget -= 1
+                    part.patch(levels, bid, venue, rule)
+                else:
+                    del cache[venue]
             if dpart is not None:
-                dpart.patch(levels, bid, venue, rule)
+                if dpart.budget:
+                    dpart.budget -= 1
+                    dpart.patch(levels, bid, venue, rule)
+                else:
+                    del deep[venue]
         hit = False
         f = self.top_floor[side]
         if f is None or (best >= f if bid else best <= f):
