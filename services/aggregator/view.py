@@ -295,22 +295,15 @@ class MergedView:
                 best = p
         # The venue's cached best levels are patched with the delta, not rebuilt from the book.
         # A part that took PATCH_BUDGET deltas since it was last read is dropped instead.
-        part = cache.get(venue)
-        dpart = deep.get(venue)
-        if part is not None or dpart is not None:
-            rule = self.dust.get(venue, NO_DUST)
-            if part is not None:
-                if part.budget:
-                    part.budget -= 1
-                    part.patch(levels, bid, venue, rule)
-                else:
-                    del cache[venue]
-            if dpart is not None:
-                if dpart.budget:
-                    dpart.budget -= 1
-                    dpart.patch(levels, bid, venue, rule)
-                else:
-                    del deep[venue]
+        for parts in (cache, deep):
+            part = parts.get(venue)
+            if part is None:
+                continue
+            if part.budget:
+                part.budget -= 1
+                part.patch(levels, bid, venue, self.dust.get(venue, NO_DUST))
+            else:
+                del parts[venue]
         hit = False
         f = self.top_floor[side]
         if f is None or (best >= f if bid else best <= f):
