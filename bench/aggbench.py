@@ -41,19 +41,23 @@ def _pool(symbols: list[str], events: int, group: int) -> dict[tuple[str, str], 
             rng = random.Random(f"agg:{v}:{sym}")
             m = Market(spec_for(sym), rng)
             start = (m.book.sorted_bids(), m.book.sorted_asks())
-            deltas: list[tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]] = []
-            while len(deltas) < events:
-                b: dict[Decimal, Decimal] = {}
-                a: dict[Decimal, Decimal] = {}
-                while len(b) + len(a) < group:
-                    ch = m.step(0, 0.0, burst=rng.random() < 0.01)
-                    b.update(ch.bids)
-                    a.update(ch.asks)
-                    if group <= 1:
-                        break
-                deltas.append((list(b.items()), list(a.items())))
-            out[(v, sym)] = (start, deltas)
+            out[(v, sym)] = (start, [market_delta(m, rng, group) for _ in range(events)])
     return out
+
+
+def market_delta(m: Market, rng: random.Random, group: int) -> tuple[list[tuple[Decimal, Decimal]],
+                                                                       list[tuple[Decimal, Decimal]]]:
+    """One delta of the simulator's market model: its next event, or (``group`` > 1) its next
+    events merged until they change at least ``group`` levels; (bids, asks) of (price, qty)."""
+    b: dict[Decimal, Decimal] = {}
+    a: dict[Decimal, Decimal] = {}
+    while len(b) + len(a) < group:
+        ch = m.step(0, 0.0, burst=rng.random() < 0.01)
+        b.update(ch.bids)
+        a.update(ch.asks)
+        if group <= 1:
+            break
+    return list(b.items()), list(a.items())
 
 
 def run(workdir: Path, symbols: list[str], *, messages: int, group: int = 1, levels: int = 10,

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench.aggbench import market_delta
 from common import schema
 from services.simulator.market import Market, spec_for
 
@@ -65,17 +66,10 @@ def workload(n: int) -> dict[str, list[tuple[str, Any]]]:
                                         m.book.sorted_asks(), None)))
         for group, case in ((1, "delta"), (10, "delta10")):
             for i in range(n):
-                b: dict[Decimal, Decimal] = {}
-                a: dict[Decimal, Decimal] = {}
-                while len(b) + len(a) < group:
-                    ch = m.step(0, 0.0, burst=rng.random() < 0.01)
-                    b.update(ch.bids)
-                    a.update(ch.asks)
-                    if group <= 1:
-                        break
+                bids, asks = market_delta(m, rng, group)
                 ts = 1_700_000_000_000_000_000 + i * 1_000_000
                 out[case].append(("BookMsg", ("delta", "binance", sym, 1795979906978404976, i + 2, ts, ts + 5,
-                                              list(b.items()), list(a.items()), None)))
+                                              bids, asks, None)))
         out["status"].append(("StatusMsg", ("binance", sym, 1795979906978404976, 9, "stale", "no frames for 10 s",
                                             1_700_000_000_000_000_000)))
     # deltas as the feeds publish the recorded Binance and Bitstamp depth frames (str of the parsed
