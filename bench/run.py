@@ -458,26 +458,37 @@ def _cpu_str(cpu: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-def sec_scaling(mode: Mode, work: Path, profile: bool) -> None:
+def _variant(mode: Mode, work: Path, profile: bool, section: str, what: str, tag: str,
+             **pipeline: Any) -> dict[str, Any] | None:
+    """One window of the 10x workload with the pipeline built otherwise (``pipeline``: keywords of
+    :class:`bench.pipeline.Pipeline`, e.g. feed or aggregator shards); None (and a failed row)
+    when it could not be measured."""
     from bench.pipeline import Pipeline, recording_for
 
     mult = 10
-    single = RAW.get("e2e", {}).get(f"{mult}x", {}).get("bookmux")
     try:
-        p = Pipeline(work / "scaling", mult, split=True, recording=recording_for(work, mult, rec_seconds(mode, mult,
-                                                                                                          profile)))
+        p = Pipeline(work / tag, mult, recording=recording_for(work, mult, rec_seconds(mode, mult, profile)),
+                     **pipeline)
     except Exception as e:
-        fail("7 scaling", f"{mult}x", "n/a", e)
-        return
+        fail(section, f"{mult}x", "n/a", e)
+        return None
     try:
         p.start_sim()
         p.start_bookmux()
-        r = p.measure(mode.scaling_window, warm=mode.warm, tag="split")
+        return p.measure(mode.scaling_window, warm=mode.warm, tag=tag)
     except Exception as e:
-        fail("7 scaling", f"{mult}x, 2 feed processes per venue", "n/a", e)
-        return
+        fail(section, f"{mult}x, {what}", "n/a", e)
+        return None
     finally:
         p.close()
+
+
+def sec_scaling(mode: Mode, work: Path, profile: bool) -> None:
+    mult = 10
+    single = RAW.get("e2e", {}).get(f"{mult}x", {}).get("bookmux")
+    r = _variant(mode, work, profile, "7 scaling", "2 feed processes per venue", "split", split=True)
+    if r is None:
+        return
     RAW["scaling"] = {"split": r, "single": single}
     cpu = r["cpu"]
     feeds = sum(v for k, v in cpu.items() if k.startswith("feed_"))
@@ -579,29 +590,15 @@ def shards_available() -> bool:
 
 def sec_shards(mode: Mode, work: Path, profile: bool) -> None:
     """The same 10x workload with two aggregator shards (half the symbols each) vs one."""
-    from bench.pipeline import Pipeline, recording_for
-
     mult = 10
     single = RAW.get("e2e", {}).get(f"{mult}x", {}).get("bookmux")
     if not shards_available():
         row("0 1 vs 2 agg", f"{mult}x, 2 aggregator shards", "n/a: aggregator shards not available", "-", "-",
             "n/a (a row shows 1 vs 2)", "INFO", "python -m services.aggregator --help has no --shard")
         return
-    try:
-        p = Pipeline(work / "shards", mult, agg_shards=2,
-                     recording=recording_for(work, mult, rec_seconds(mode, mult, profile)))
-    except Exception as e:
-        fail("0 1 vs 2 agg", f"{mult}x", "n/a", e)
+    r = _variant(mode, work, profile, "0 1 vs 2 agg", "2 aggregator shards", "shards", agg_shards=2)
+    if r is None:
         return
-    try:
-        p.start_sim()
-        p.start_bookmux()
-        r = p.measure(mode.scaling_window, warm=mode.warm, tag="shards")
-    except Exception as e:
-        fail("0 1 vs 2 agg", f"{mult}x, 2 aggregator shards", "n/a", e)
-        return
-    finally:
-        p.close()
     RAW["shards"] = r
     two_us = 1e6 * _ours_cpu_s(r) / max(1.0, _frames_in(r))
     base = "-"
