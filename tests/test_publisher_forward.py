@@ -165,7 +165,7 @@ class Rig:
             assert time.monotonic() < deadline, "the publisher never received from the test's PUB"
             self.agg.send_multipart(book("ETH/USDT", seq=1))
             if self.pub.sub.poll(100):
-                self.pub.drain(time.monotonic())
+                self.pub.drain()
         assert self.sub.poll(10_000)
         while self.sub.poll(200):
             self.sub.recv_multipart()
@@ -180,7 +180,7 @@ class Rig:
         while seen < len(messages):
             assert time.monotonic() < deadline, f"the publisher read {seen} of {len(messages)}"
             if self.pub.sub.poll(200):
-                seen += self.pub.drain(time.monotonic())
+                seen += self.pub.drain()
         got = []
         while len(got) < expect:
             assert self.sub.poll(10_000), f"the subscriber got {len(got)} of {expect}"

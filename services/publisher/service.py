@@ -100,7 +100,6 @@ class Publisher:
                 for c in self.ctls:
                     c.close(0)
                 raise
-        self.connected = False             # nothing received from any aggregator yet
         # Per aggregator process: heard from yet, and the republish wishes until then (None = all).
         self.connected_shards: set[int] = set()
         self.deferred: dict[int, set[str] | None] = {u.index: set() for u in self.upstreams}
@@ -110,8 +109,6 @@ class Publisher:
         self.running = True
         # Health and metrics (services/publisher/metrics.py reads these).
         self.ticked = time.monotonic()                  # the loop's last round
-        self.heard_at: float | None = None              # last batch from the aggregator (monotonic)
-        self.lost_at: float | None = None               # last loss of the connection to it
         self.subscriptions: dict[bytes, int] = {}       # open subscriptions per topic
         self.latency: dict[str, LatencyHistogram] = {}  # rts of a snapshot's newest input -> sent
         self._ts_seen: dict[str, int] = {}
@@ -152,7 +149,6 @@ class Publisher:
         self.sub_watch.healthy(self.upstreams[index].pub)
         if index in self.connected_shards:
             return
-        self.connected = True
         self.connected_shards.add(index)
         wished, self.deferred[index] = self.deferred.get(index, set()), set()
         if wished is None or wished:
@@ -262,7 +258,7 @@ class Publisher:
             if answer is not None:
                 self._send_latest(answer)
 
-    def drain(self, now: float) -> int:
+    def drain(self) -> int:
         """Forward every message waiting on the SUB socket (at most ``SUB_BATCH``): returns how many
         were read. Frames are read one by one (a message from the aggregator is exactly
         ``[topic, payload]``; any other shape is dropped, counted ``malformed``) and copied: at a
@@ -290,8 +286,6 @@ class Publisher:
         finally:
             if sent:
                 self.counters["published"] = self.counters.get("published", 0) + sent
-        if n:
-            self.heard_at = now
         return n
 
     def run(self) -> None:
@@ -310,7 +304,6 @@ class Publisher:
             if self.sub_watch.monitor in events:
                 for endpoint in self.sub_watch.on_events(now):
                     self._count("upstream_disconnects")
-                    self.lost_at = now
                     lost = self.upstream_by_pub.get(endpoint)
                     if lost is None:
                         self._fresh.clear()
@@ -325,7 +318,7 @@ class Publisher:
                     except zmq.Again:
                         break
             if self.sub in events:
-                self.drain(now)
+                self.drain()
             if self.latest_sock is not None:
                 if self.latest_sock in events:
                     self.on_latest(now)
