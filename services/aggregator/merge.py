@@ -63,11 +63,6 @@ def spread(bids: list[MergedLevel], asks: list[MergedLevel]) -> Decimal | None:
 price_text = functools.lru_cache(maxsize=8192)(fmt)
 
 
-def wire_levels(levels: list[MergedLevel]) -> list[list[str]]:
-    """Levels in the subscriber contract's canonical text form."""
-    return [[price_text(p), fmt(a), v] for p, a, v in levels]
-
-
 def shallowest(exact: Iterable[Decimal | None], side: int) -> Decimal | None:
     """The merged book's exact-to price on ``side`` from its venues' (None = a whole side): the
     least deep of them (highest bid, lowest ask), since a walk past it may miss that venue's
