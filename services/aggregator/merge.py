@@ -7,7 +7,6 @@ first; at equal price the larger amount first, then the venue id.
 
 from __future__ import annotations
 
-import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -15,7 +14,6 @@ from itertools import islice
 
 from common.book import BID, Book
 from common.config import NO_DUST, DustRule
-from common.numbers import fmt
 
 MergedLevel = tuple[Decimal, Decimal, str]
 
@@ -56,11 +54,6 @@ def spread(bids: list[MergedLevel], asks: list[MergedLevel]) -> Decimal | None:
         return None
     return asks[0][0] - bids[0][0]
 
-
-#: Canonical text of a price, memoised: the prices near the top of a book are published again
-#: and again (amounts rarely repeat: not cached). 8192 entries is ~2.7 MB; a cache of 65536 held
-#: ~23 MB, which the soak showed as a steady RSS climb until it filled.
-price_text = functools.lru_cache(maxsize=8192)(fmt)
 
 
 def shallowest(exact: Iterable[Decimal | None], side: int) -> Decimal | None:

@@ -37,8 +37,9 @@ from typing import Any
 from common.book import ASK, BID, Book
 from common.config import NO_DUST, DustRule
 from common.numbers import fmt
+from common.schema import price_text
 from services.aggregator import depletion, merge
-from services.aggregator.merge import MergedLevel, price_text
+from services.aggregator.merge import MergedLevel
 
 _PRICE = itemgetter(0)
 _AMOUNT = itemgetter(1)
